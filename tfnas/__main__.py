@@ -1,0 +1,3 @@
+from tfnas.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The ``tfnas`` command line.
+
+Subcommands live in ``tfnas/commands/<module>.py``; each module exposes
+``add_arguments(parser)`` and ``run(args) -> int``. The registry maps a
+subcommand to its module and is imported lazily so ``tfnas --help`` stays fast
+and a broken optional part never breaks the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from tfnas.errors import TfnasError
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "space": ("tfnas.commands.space", "show a search space and validate its YAML"),
+    "arch": ("tfnas.commands.arch", "validate a derived architecture; print FLOPs and params"),
+    "bundle": ("tfnas.commands.bundle", "write a profiling bundle (ONNX graphs + manifest)"),
+    "profile": ("tfnas.commands.profile", "bundle + profile locally: build a latency table"),
+    "predict": ("tfnas.commands.predict", "predict an architecture's latency from a table"),
+    "measure": ("tfnas.commands.measure", "export an architecture to ONNX and time it end to end"),
+    "search": ("tfnas.commands.search", "TF-NAS search under a latency target"),
+    "darts": ("tfnas.commands.darts", "DARTS-family cell search, evaluation and training"),
+    "export": ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfnas", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        parser = build_parser()
+        if argv and argv[0] not in ("-h", "--help"):
+            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+        parser.print_help()
+        return 0 if argv else 2
+    name = argv[0]
+    module_name, help_text = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        print(f"tfnas {name}: not available ({e})", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"tfnas {name}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except TfnasError as e:
+        print(f"tfnas {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tfnas {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Latency model: op signatures, profiling bundles, LUT prediction and calibration."""

@@ -1,0 +1,1 @@
+"""Plain PyTorch networks built from derived architectures and genotypes."""

@@ -1,0 +1,54 @@
+"""Build a plain ``nn.Module`` from a derived architecture (no search machinery inside)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tfnas.arch import Architecture
+from tfnas.ops.mbconv import ConvBNAct, Head, InvertedResidual
+from tfnas.spaces.mbv2 import MBV2Space
+
+
+def build_stem(space: MBV2Space) -> nn.Module:
+    st = space.stem
+    return ConvBNAct(space.in_channels, st.out, st.kernel, st.stride, act=st.act)
+
+
+def build_first_block(space: MBV2Space) -> nn.Module:
+    fb = space.first_block
+    se = space.stem.out if fb.se else 0  # SE width = in_channels, as for e3 ops
+    return InvertedResidual(space.stem.out, fb.mid, fb.out, fb.kernel, fb.stride, se, fb.act, expand=False)
+
+
+def build_head(space: MBV2Space, num_classes: int | None = None) -> nn.Module:
+    return Head(
+        space.stages[-1].out, space.head.out, num_classes or space.num_classes, space.head.act, space.head.dropout
+    )
+
+
+def build_layer(space: MBV2Space, in_ch: int, out_ch: int, stride: int, act: str, op: str, width: int) -> nn.Module:
+    spec = space.ops[op]
+    return InvertedResidual(in_ch, width, out_ch, spec.kernel, stride, space.se_width(op, in_ch), act)
+
+
+class MBV2Net(nn.Module):
+    """stem -> first block -> searched layers -> head."""
+
+    def __init__(self, arch: Architecture, num_classes: int | None = None):
+        super().__init__()
+        space = arch.space
+        self.stem = build_stem(space)
+        self.first_block = build_first_block(space)
+        self.blocks = nn.Sequential(
+            *[build_layer(space, g.in_ch, g.out_ch, g.stride, g.act, c.op, c.width) for g, c in arch.active_layers()]
+        )
+        # A stage of depth 0 is only legal when its first layer keeps the shape, so channels always chain.
+        self.head = build_head(space, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.blocks(self.first_block(self.stem(x))))
+
+
+def build_model(arch: Architecture, num_classes: int | None = None) -> MBV2Net:
+    return MBV2Net(arch, num_classes)
