@@ -30,9 +30,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfnas", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tfnas", description="Hardware-aware, latency-constrained NAS: profile, search, deploy.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_text) in COMMANDS.items():
+    for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
