@@ -1,0 +1,230 @@
+"""Dataset selection, the weights/architecture split, and reproducible loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sized
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from tfnas.data.cifar import Cifar10Folder, find_cifar10_dir
+from tfnas.data.folder import ImageFolderDataset, looks_like_image_folder
+from tfnas.data.generated import GeneratedImages
+from tfnas.errors import ConfigError
+
+
+@dataclass
+class DataBundle:
+    """Everything a search or training run needs to know about its data.
+
+    ``train`` trains the weights, ``held_out`` (a disjoint, deterministic part
+    of the training data, None when ``held_out_fraction`` is 0) drives the
+    architecture steps of bilevel search, ``test`` (None when the source has no
+    test split) reports final accuracy.
+    """
+
+    train: Dataset
+    held_out: Dataset | None
+    test: Dataset | None
+    num_classes: int
+    in_channels: int
+    resolution: int
+    source: str = ""
+
+
+def split_train_held_out(dataset: Dataset, held_out_fraction: float, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """Split ``dataset`` into (train, held_out) with a seeded permutation."""
+    if not 0.0 <= held_out_fraction < 1.0:
+        raise ConfigError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
+    n = len(dataset)  # type: ignore[arg-type]
+    n_held = int(round(n * held_out_fraction))
+    if held_out_fraction > 0 and (n_held == 0 or n_held == n):
+        raise ConfigError(
+            f"cannot split {n} samples with held_out_fraction={held_out_fraction}: "
+            "one side would be empty; use more samples"
+        )
+    if n_held == 0:
+        return dataset, None
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return Subset(dataset, sorted(perm[n_held:])), Subset(dataset, sorted(perm[:n_held]))
+
+
+def _limit(dataset: Dataset, max_samples: int | None, seed: int) -> Dataset:
+    """A seeded random subset of at most ``max_samples`` items (for quick CPU runs)."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if max_samples is None or max_samples >= n:
+        return dataset
+    if max_samples < 1:
+        raise ConfigError(f"max_samples must be >= 1, got {max_samples}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 7919)).tolist()
+    return Subset(dataset, sorted(perm[:max_samples]))
+
+
+def _check_classes(found: int, requested: int | None, where: str) -> int:
+    if requested is not None and requested != found:
+        raise ConfigError(f"{where} has {found} classes but num_classes={requested} was requested")
+    return found
+
+
+def build_datasets(
+    source: str | os.PathLike,
+    *,
+    resolution: int,
+    num_classes: int | None = None,
+    held_out_fraction: float = 0.5,
+    num_samples: int = 2000,
+    seed: int = 0,
+    augment: bool = False,
+    max_samples: int | None = None,
+) -> DataBundle:
+    """Build train / held-out / test datasets from ``"generated"`` or a folder.
+
+    A folder is auto-detected as CIFAR-10 (binary or python batches, possibly in
+    ``cifar-10-batches-*/``) or as an ImageFolder tree: either ``train/`` (+
+    optional ``val/`` or ``test/``) with class sub-folders, or class sub-folders
+    directly (no test split). ``num_samples`` sizes generated data only (its
+    test set has ``num_samples // 4`` items); ``max_samples`` caps the training
+    set of real data for quick runs. ``augment`` applies to the training
+    split (and therefore to ``held_out``, which is carved from it).
+    """
+    if resolution < 4:
+        raise ConfigError(f"resolution must be >= 4, got {resolution}")
+    if str(source) == "generated":
+        k = 10 if num_classes is None else int(num_classes)
+        if k < 2:
+            raise ConfigError(f"num_classes must be >= 2 for generated data, got {k}")
+        if num_samples < 2:
+            raise ConfigError(f"num_samples must be >= 2, got {num_samples}")
+        full = GeneratedImages(num_samples, k, resolution, 3, seed)
+        test: Dataset | None = GeneratedImages(max(k, num_samples // 4), k, resolution, 3, seed + 1_000_003)
+        train, held = split_train_held_out(full, held_out_fraction, seed)
+        return DataBundle(train, held, test, k, 3, resolution, "generated")
+
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise ConfigError(
+            f"dataset path {root} does not exist or is not a folder; expected 'generated', a CIFAR-10 "
+            "folder (data_batch_1.bin ... or data_batch_1 ...), or an ImageFolder tree (class sub-folders)"
+        )
+    if find_cifar10_dir(root) is not None:
+        train_full: Dataset = Cifar10Folder(root, train=True, resolution=resolution, augment=augment)
+        try:
+            test = Cifar10Folder(root, train=False, resolution=resolution)
+        except ConfigError:
+            test = None
+        k = _check_classes(10, num_classes, f"CIFAR-10 folder {root}")
+    else:
+        train_dir, test_dir = root, None
+        if (root / "train").is_dir() and looks_like_image_folder(root / "train"):
+            train_dir = root / "train"
+            for name in ("val", "test"):
+                if looks_like_image_folder(root / name):
+                    test_dir = root / name
+                    break
+        if not looks_like_image_folder(train_dir):
+            raise ConfigError(
+                f"{root} is neither a CIFAR-10 folder (data_batch_1.bin ... / data_batch_1 ... and "
+                "test_batch[.bin]) nor an ImageFolder tree (one sub-folder per class with images, "
+                "optionally under train/ and val/ or test/)"
+            )
+        tr = ImageFolderDataset(train_dir, resolution, augment=augment)
+        train_full = tr
+        test = ImageFolderDataset(test_dir, resolution) if test_dir is not None else None
+        if test is not None and test.classes != tr.classes:
+            raise ConfigError(f"class folders of {test_dir} differ from those of {train_dir}")
+        k = _check_classes(tr.num_classes, num_classes, f"image folder {train_dir}")
+    train_full = _limit(train_full, max_samples, seed)
+    train, held = split_train_held_out(train_full, held_out_fraction, seed)
+    return DataBundle(train, held, test, k, 3, resolution, str(root))
+
+
+class SeededRandomSampler(Sampler[int]):
+    """Random order that depends only on ``(seed, epoch)``.
+
+    The epoch advances by itself after each full pass; call ``set_epoch`` (as
+    with ``DistributedSampler``) to jump to an epoch when resuming, so a resumed
+    run sees exactly the batches the uninterrupted run would have seen.
+    """
+
+    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+        self.n = len(data_source)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        self.epoch += 1
+        yield from order
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds each worker from the loader's generator; derive numpy/random from it.
+    import random
+
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    workers: int = 0,
+    drop_last: bool = True,
+    sampler: Sampler | None = None,
+) -> DataLoader:
+    """A DataLoader whose order and worker seeds depend only on ``seed`` (and epoch).
+
+    With ``shuffle`` (and no ``sampler``) it uses ``SeededRandomSampler``;
+    call ``set_loader_epoch(loader, epoch)`` when resuming. Pass a
+    ``DistributedSampler`` as ``sampler`` for DDP (``shuffle`` is then ignored).
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if sampler is None and shuffle:
+        sampler = SeededRandomSampler(dataset, seed)  # type: ignore[arg-type]
+    n = len(sampler) if sampler is not None else len(dataset)  # type: ignore[arg-type]
+    if drop_last and n < batch_size:
+        raise ConfigError(
+            f"dataset has {n} samples (per process) but batch_size is {batch_size}, so no full batch "
+            "exists; lower the batch size or use more samples"
+        )
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=False,
+        num_workers=workers,
+        drop_last=drop_last,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    loader.tfnas_seed = int(seed)  # type: ignore[attr-defined]
+    return loader
+
+
+def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
+    """Make the loader's next pass the one of ``epoch``: sample order and worker seeds.
+
+    Works for loaders from ``make_loader`` and for any loader whose sampler has
+    ``set_epoch`` (e.g. ``DistributedSampler``).
+    """
+    sampler = loader.sampler
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    seed = getattr(loader, "tfnas_seed", None)
+    if seed is not None and loader.generator is not None:
+        loader.generator.manual_seed(seed * 1_000_003 + int(epoch))
