@@ -25,12 +25,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "measure": ("tfnas.commands.measure", "export an architecture to ONNX and time it end to end"),
     "search": ("tfnas.commands.search", "TF-NAS search under a latency target"),
     "darts": ("tfnas.commands.darts", "DARTS-family cell search, evaluation and training"),
+    "train": ("tfnas.commands.train", "train a derived architecture from scratch (torchrun for DDP)"),
+    "calibrate": ("tfnas.commands.calibrate", "fit a latency table to end-to-end measurements"),
     "export": ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tfnas", description="Hardware-aware, latency-constrained NAS: profile, search, deploy.")
+    parser = argparse.ArgumentParser(
+        prog="tfnas", description="Hardware-aware, latency-constrained NAS: profile, search, deploy."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_module, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
