@@ -1,0 +1,207 @@
+"""Profile every graph of a bundle into a LUT, resumably.
+
+The bundle is timed ``protocol.passes`` times (whole passes, so a burst of machine
+load hits one pass of an entry, not all of them); each point's latency is the
+median of its pass medians. Per-pass results are kept in the LUT under
+``meta["passes"]`` ("key@width" -> list of pass results), which is also what
+resuming reads.
+
+The LUT is saved atomically every ``save_interval_s`` seconds (a save of a full LUT
+takes ~25 ms, so saving after every ~50 ms measurement would double the run time)
+and always on the way out (exception, Ctrl-C, SIGTERM via the CLI), so an
+interruption loses at most the entry in progress; only a hard kill can lose the
+last couple of seconds. Re-running with the same ``out_path`` loads the partial LUT, checks it
+was made for the same bundle shape, device, runtime and protocol, and measures only
+what is missing.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from profilers.backends import Backend, get_backend
+from profilers.bundle import Manifest, ManifestEntry, load_manifest
+from profilers.errors import ProfilerError
+from profilers.fingerprint import DEFAULT_MATCH_FIELDS, current_fingerprint
+from profilers.lut import LatencyTable, sig
+from profilers.progress import Progress
+from profilers.timing import Clock, Measurement, TimingProtocol, measure
+
+EntryCallback = Callable[[int, ManifestEntry, Measurement], None]
+PASSES_META = "passes"
+
+
+def build_fingerprint(backend: Backend, manifest: Manifest) -> dict[str, Any]:
+    """Fingerprint of this device for ``backend`` at the bundle's deployment shape."""
+    fields = backend.fingerprint_fields()
+    return current_fingerprint(
+        threads=backend.threads,
+        batch=manifest.batch,
+        resolution=manifest.resolution,
+        precision=backend.precision,
+        **fields,
+    )
+
+
+def point_id(key: str, width: int | None) -> str:
+    """Key of a (key, width) point in ``meta["passes"]``."""
+    return f"{key}@{'null' if width is None else width}"
+
+
+def _open_table(
+    out: Path, manifest: Manifest, fingerprint: dict[str, Any], protocol: TimingProtocol, resume: bool, backend: str
+) -> LatencyTable:
+    if resume and out.exists():
+        try:
+            table = LatencyTable.load(out)
+        except ProfilerError as exc:
+            raise ProfilerError(f"cannot resume from {out}: {exc}; use --no-resume to start over") from None
+        problems = []
+        if table.space != manifest.space:
+            problems.append(f"space: LUT has {table.space!r}, bundle is {manifest.space!r}")
+        problems += table.fingerprint_mismatch(fingerprint, DEFAULT_MATCH_FIELDS)
+        wanted = protocol.to_dict()
+        for name in sorted(set(table.protocol) | set(wanted)):
+            if table.protocol.get(name) != wanted.get(name):
+                problems.append(
+                    f"protocol.{name}: LUT has {table.protocol.get(name)!r}, requested {wanted.get(name)!r}"
+                )
+        if problems:
+            raise ProfilerError(
+                f"cannot resume {out}: it was measured with other settings:\n  "
+                + "\n  ".join(problems)
+                + "\nuse --no-resume to overwrite it, or another --out"
+            )
+        passes = table.meta.get(PASSES_META, {})
+        if not isinstance(passes, dict) or not all(isinstance(v, list) for v in passes.values()):
+            raise ProfilerError(f"cannot resume {out}: meta.{PASSES_META} is malformed; use --no-resume")
+        table.complete = False
+        return table
+    return LatencyTable(
+        manifest.space,
+        fingerprint,
+        protocol.to_dict(),
+        meta={"bundle": str(manifest.root), "backend": backend, "bundle_meta": manifest.meta, PASSES_META: {}},
+        source=str(out),
+    )
+
+
+def _passes_done(table: LatencyTable, entry: ManifestEntry) -> int:
+    results = table.meta.setdefault(PASSES_META, {}).get(point_id(entry.key, entry.width))
+    if results is not None:
+        return len(results)
+    return 1 if table.measured(entry.key, entry.width) else 0  # LUT written without pass records
+
+
+def _combine(results: list[dict[str, Any]], noisy_cv: float) -> Measurement:
+    """Median of pass medians; noisy if any pass was, or if passes disagree by more than ``noisy_cv``."""
+    meds = [float(r["median_ms"]) for r in results]
+    med = statistics.median(meds)
+    disagree = (max(meds) - min(meds)) / med if med > 0 else 0.0
+    return Measurement(
+        median_ms=med,
+        spread_ms=statistics.median(float(r["spread_ms"]) for r in results),
+        cv=statistics.median(float(r["cv"]) for r in results),
+        repeats=sum(int(r["repeats"]) for r in results),
+        noisy=any(bool(r["noisy"]) for r in results) or disagree > noisy_cv,
+        samples_kept=sum(int(r["samples_kept"]) for r in results),
+        attempts=len(results),
+    )
+
+
+def profile_bundle(
+    bundle_dir: str | Path,
+    out_path: str | Path,
+    backend: str | Backend = "ort",
+    threads: int = 1,
+    protocol: TimingProtocol | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    *,
+    precision: str = "fp32",
+    save_every: int = 20,
+    save_interval_s: float = 2.0,
+    clock: Clock | None = None,
+    on_entry: EntryCallback | None = None,
+) -> LatencyTable:
+    """Measure every manifest entry (``protocol.passes`` times) not yet in ``out_path``; return the LUT.
+
+    ``backend`` is a registry name or a ready ``Backend`` instance. The LUT is saved after
+    ``save_every`` entries or ``save_interval_s`` seconds, whichever comes first, and on any
+    exit (exception, Ctrl-C); ``on_entry`` is called after each measured entry (tests use it
+    to inject interruptions).
+    """
+    protocol = protocol or TimingProtocol()
+    manifest = load_manifest(bundle_dir)
+    be = backend if isinstance(backend, Backend) else get_backend(backend, threads=threads, precision=precision)
+    out = Path(out_path)
+    fingerprint = build_fingerprint(be, manifest)
+    table = _open_table(out, manifest, fingerprint, protocol, resume, be.name)
+    records: dict[str, list[dict[str, Any]]] = table.meta.setdefault(PASSES_META, {})
+    entries = list(enumerate(manifest.entries))
+    total = len(entries) * protocol.passes
+    done = sum(min(_passes_done(table, e), protocol.passes) for _, e in entries)
+    table.save(out)  # fail early on an unwritable path, before any measuring
+    bar = Progress(total, done, enabled=progress)
+    since_save = 0
+    last_save = time.monotonic()
+    try:
+        for pass_no in range(1, protocol.passes + 1):
+            for i, entry in entries:
+                if _passes_done(table, entry) >= pass_no:
+                    continue
+                try:
+                    fn = be.prepare(entry.path, entry.input_shape)
+                except ProfilerError as exc:
+                    raise ProfilerError(
+                        f"{exc}\n  (bundle entry {i}: key {entry.key!r}, width {entry.width}, file {entry.file}); "
+                        f"the {table.n_points()} points measured so far are saved in {out}"
+                    ) from None
+                m = measure(fn, protocol) if clock is None else measure(fn, protocol, clock)
+                del fn
+                pid = point_id(entry.key, entry.width)
+                if pid not in records and table.measured(entry.key, entry.width):
+                    old = table.entry(entry.key)
+                    j = old["widths"].index(entry.width)
+                    records[pid] = [
+                        {
+                            "median_ms": old["latency_ms"][j],
+                            "spread_ms": old["spread_ms"][j],
+                            "cv": old["cv"][j],
+                            "repeats": old["repeats"][j],
+                            "noisy": old["noisy"][j],
+                            "samples_kept": old["repeats"][j],
+                        }
+                    ]
+                records.setdefault(pid, []).append(
+                    {
+                        "median_ms": sig(m.median_ms),
+                        "spread_ms": sig(m.spread_ms),
+                        "cv": sig(m.cv),
+                        "repeats": m.repeats,
+                        "noisy": m.noisy,
+                        "samples_kept": m.samples_kept,
+                    }
+                )
+                table.add_measurement(entry.key, entry.width, _combine(records[pid], protocol.noisy_cv))
+                since_save += 1
+                if since_save >= save_every or time.monotonic() - last_save >= save_interval_s:
+                    table.save(out)
+                    since_save = 0
+                    last_save = time.monotonic()
+                flag = " NOISY" if m.noisy else ""
+                bar.update(f"p{pass_no} {m.median_ms:.3f}ms cv={m.cv:.1%}{flag} {entry.key} w={entry.width}")
+                if on_entry is not None:
+                    on_entry(i, entry, m)
+    finally:
+        if since_save:
+            table.save(out)
+        bar.close()
+    table.complete = all(_passes_done(table, e) >= protocol.passes for _, e in entries)
+    table.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    table.save(out)
+    return table
