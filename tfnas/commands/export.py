@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
         "params": count_params(model),
     }
     if args.measure:
-        from tfnas.latency.measure import measure_onnx
+        from tfnas.latency.measure import measure_arch
 
-        m = measure_onnx(path, shape, threads=args.threads)
+        m = measure_arch(arch, "ort", threads=args.threads, batch=args.batch)
         report["latency_ms"] = m.median_ms
         report["latency_cv"] = m.cv
     print(json.dumps(report, indent=1))
