@@ -1,0 +1,49 @@
+"""End-to-end measurement on ONNX Runtime (tiny net, tiny protocol) and the torch-cuda backend."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from profilers.timing import TimingProtocol
+from tfnas.arch import Architecture
+from tfnas.errors import TfnasError
+from tfnas.latency.measure import measure_arch
+
+TINY = TimingProtocol(warmup=1, min_repeats=3, max_repeats=10, floor_repeats=2, max_time_s=0.2, check_every=1)
+
+
+def test_measure_returns_a_sane_measurement(tiny_space):
+    arch = Architecture.uniform(tiny_space, "k3_e6_se")
+    m = measure_arch(arch, "ort", threads=1, batch=1, protocol=TINY)
+    assert math.isfinite(m.median_ms) and 0 < m.median_ms < 1000
+    assert m.spread_ms >= 0 and 2 <= m.repeats <= 10 and m.cv >= 0
+
+
+def test_measure_rejects_unknown_backend(tiny_space):
+    with pytest.raises(TfnasError, match="unknown backend 'tpu'"):
+        measure_arch(Architecture.uniform(tiny_space, "k3_e3"), "tpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="torch-cuda backend needs a CUDA GPU (none here)")
+def test_torch_cuda_measurement(tiny_space):
+    m = measure_arch(Architecture.uniform(tiny_space, "k3_e3"), "torch-cuda", batch=2, protocol=TINY)
+    assert 0 < m.median_ms < 1000
+
+
+def test_torch_cuda_without_gpu_is_a_clear_error(tiny_space):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(TfnasError, match="needs a CUDA GPU"):
+        measure_arch(Architecture.uniform(tiny_space, "k3_e3"), "torch-cuda", protocol=TINY)
+
+
+def test_interleaved_rounds(tiny_space):
+    from tfnas.latency.measure import measure_archs, round_median
+
+    archs = [Architecture.uniform(tiny_space, "k3_e3"), Architecture.uniform(tiny_space, "k5_e3", width="max")]
+    runs = measure_archs(archs, "ort", protocol=TINY, rounds=2)
+    assert [len(r) for r in runs] == [2, 2]
+    assert all(round_median(r) > 0 for r in runs)

@@ -1,0 +1,86 @@
+"""Prediction: sum of entries, interpolation, calibration, exact feasible range."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tests.test_latency_table import make_table, synthetic_latency
+from tfnas.arch import Architecture
+from tfnas.errors import LatencyTableError
+from tfnas.latency.calibrate import calibrate, fit_affine
+from tfnas.latency.predict import feasible_range, predict, predict_breakdown
+from tfnas.latency.signatures import arch_entries
+
+
+def test_predict_is_the_sum_of_entries(tiny_space):
+    table = make_table(tiny_space)
+    rng = random.Random(0)
+    for _ in range(10):
+        arch = Architecture.random(tiny_space, rng)
+        rows = predict_breakdown(arch, table)
+        assert [(k, w) for k, w, _ in rows] == arch_entries(arch)
+        expected = sum(synthetic_latency(k, w) for k, w in arch_entries(arch))
+        assert predict(arch, table) == pytest.approx(expected)  # off-grid widths interpolate exactly here
+
+
+def test_calibration_is_applied(tiny_space):
+    table = make_table(tiny_space)
+    arch = Architecture.uniform(tiny_space, "k3_e3")
+    raw = predict(arch, table)
+    table.calibration = {
+        "scale": 2.0,
+        "offset_ms": 0.5,
+        "samples": 3,
+        "mape_before": 1,
+        "mape_after": 0,
+        "method": "test",
+    }
+    assert predict(arch, table) == pytest.approx(2.0 * raw + 0.5)
+    assert predict(arch, table, calibrated=False) == pytest.approx(raw)
+
+
+def test_feasible_range_bounds_every_architecture(tiny_space):
+    table = make_table(tiny_space)
+    fast, slow = feasible_range(tiny_space, table)
+    assert 0 < fast < slow
+    rng = random.Random(1)
+    lats = [predict(Architecture.random(tiny_space, rng), table) for _ in range(200)]
+    assert all(fast - 1e-9 <= v <= slow + 1e-9 for v in lats)
+    # both ends are attained: the slowest op at full depth reaches `slow` in the synthetic table
+    full = [
+        predict(Architecture.uniform(tiny_space, op, width=w), table) for op in tiny_space.ops for w in ("min", "max")
+    ]
+    assert max(full) <= slow + 1e-9
+
+
+def test_prediction_at_another_resolution_is_an_error(tiny_space):
+    table = make_table(tiny_space)
+    arch = Architecture.uniform(tiny_space, "k3_e3", resolution=64)
+    with pytest.raises(LatencyTableError, match="resolution 32.*64"):
+        predict(arch, table)
+
+
+def test_calibration_reduces_error_on_a_constructed_case(tiny_space):
+    table = make_table(tiny_space)
+
+    def measured(arch):  # a "device" whose whole-network latency is affine in the op sum
+        return 1.3 * predict(arch, table, calibrated=False) + 0.2
+
+    cal = calibrate(table, tiny_space, n=8, seed=0, measure_fn=measured, progress=False)
+    assert cal["scale"] == pytest.approx(1.3) and cal["offset_ms"] == pytest.approx(0.2)
+    assert cal["mape_after"] < 1e-6 < cal["mape_before"]
+    arch = Architecture.random(tiny_space, random.Random(5))
+    assert predict(arch, table) == pytest.approx(measured(arch))
+    assert fit_affine([1.0], [2.0]) == pytest.approx((2.0, 0.0))
+
+
+def test_fit_is_relative_least_squares_with_a_safe_fallback():
+    p = [1.0, 2.0, 4.0, 8.0]
+    scale, offset = fit_affine(p, [2 * x + 1 for x in p])
+    assert scale == pytest.approx(2.0) and offset == pytest.approx(1.0)
+    scale, offset = fit_affine([1.0, 2.0, 3.0], [3.0, 2.0, 1.0])  # anti-correlated noise: no negative scale
+    assert scale > 0 and offset == 0.0
+    scale, offset = fit_affine(p, [2 * x - 0.5 for x in p])  # a negative overhead is refitted as a pure scale
+    assert scale > 0 and offset == 0.0

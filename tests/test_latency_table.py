@@ -1,0 +1,115 @@
+"""LUT loading checks (shape, missing entries, corruption, fingerprint) and alignment-aware lookups."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from profilers.fingerprint import current_fingerprint
+from profilers.lut import LatencyTable
+from tfnas.errors import LatencyTableError
+from tfnas.latency.signatures import space_signatures
+from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, load_table, make_grid
+
+GRID = WidthGrid("sparse", align=4, block=16, intervals=4)
+
+
+def synthetic_latency(key: str, width: int | None) -> float:
+    """Aligned widths: a staircase of the padded width; others: a slower line (like ORT CPU)."""
+    base = 0.01 + 0.001 * (len(key) % 7)
+    if width is None:
+        return base
+    if width % 4 == 0:
+        return base + 0.002 * math.ceil(width / 16) * 16
+    return base + 0.005 * width
+
+
+def make_table(space, grid: WidthGrid = GRID, resolution: int | None = None, batch: int = 1, fn=synthetic_latency):
+    res = resolution or space.resolution
+    fp = current_fingerprint(threads=1, batch=batch, resolution=res)
+    table = LatencyTable(space.name, fp, {"warmup": 1}, meta={"bundle_meta": {"grid": grid.to_dict()}})
+    for sig in space_signatures(space, res):
+        widths = [None] if sig.width_range is None else grid.widths(*sig.width_range)
+        lat = [fn(sig.key, w) for w in widths]
+        n = len(widths)
+        table.set_entry(sig.key, widths, lat, [0.0] * n, [0.01] * n, [False] * n, [10] * n)
+    table.complete = True
+    return table
+
+
+@pytest.fixture
+def lut_path(tiny_space, tmp_path):
+    return make_table(tiny_space).save(tmp_path / "tiny.json")
+
+
+def test_sparse_grid_covers_both_classes_and_bounds():
+    for lo, hi in [(16, 32), (32, 64), (96, 192), (768, 1536)]:
+        ws = GRID.widths(lo, hi)
+        assert ws == sorted(set(ws)) and ws[0] == lo and ws[-1] == hi
+        assert any(w % 4 for w in ws) and sum(w % 4 == 0 for w in ws) >= 2
+    assert make_grid("dense").widths(10, 14) == [10, 11, 12, 13, 14]
+    with pytest.raises(LatencyTableError, match="unknown width grid"):
+        make_grid("fancy")
+
+
+def test_lookup_interpolates_within_alignment_class(tiny_space, lut_path):
+    table = load_table(lut_path, tiny_space)
+    look = Lookup(table)
+    for sig in space_signatures(tiny_space):
+        if sig.width_range is None:
+            assert look(sig.key) == pytest.approx(synthetic_latency(sig.key, None))
+            continue
+        lo, hi = sig.width_range
+        for w in range(lo, hi + 1):  # both synthetic curves are exactly representable
+            assert look(sig.key, w) == pytest.approx(synthetic_latency(sig.key, w)), (sig.key, w)
+        with pytest.raises(LatencyTableError, match="outside the measured range"):
+            look(sig.key, hi + 1)
+
+
+def test_shape_mismatch_is_an_error(tiny_space, lut_path):
+    with pytest.raises(LatencyTableError, match="resolution 32.*needed batch 1, resolution 64"):
+        load_table(lut_path, resolution=64)
+    with pytest.raises(LatencyTableError, match="batch 1.*needed batch 8"):
+        load_table(lut_path, batch=8)
+
+
+def test_missing_entries_are_listed(tiny_space, tmp_path):
+    table = make_table(tiny_space)
+    gone = [k for k in table.keys() if k.startswith("ir|k5_e3")][:2]
+    for k in gone:
+        table.remove(k)
+    path = table.save(tmp_path / "partial.json")
+    with pytest.raises(LatencyTableError) as err:
+        load_table(path, tiny_space)
+    msg = str(err.value)
+    assert "lacks 4 entries" in msg
+    for k in gone:
+        assert k in msg
+
+
+def test_corrupted_and_truncated_tables(tmp_path, lut_path):
+    text = lut_path.read_text()
+    bad = tmp_path / "truncated.json"
+    bad.write_text(text[: len(text) // 2])
+    with pytest.raises(LatencyTableError, match="not valid JSON"):
+        load_table(bad)
+    doc = json.loads(text)
+    first = next(iter(doc["entries"]))
+    doc["entries"][first]["latency_ms"][0] = -1
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(LatencyTableError, match="latency_ms"):
+        load_table(bad)
+    with pytest.raises(LatencyTableError, match="does not exist"):
+        load_table(tmp_path / "nope.json")
+
+
+def test_fingerprint_mismatch_warns_naming_fields(tiny_space, tmp_path, recwarn):
+    table = make_table(tiny_space)
+    table.fingerprint["cpu_model"] = "Imaginary CPU 9000"
+    path = table.save(tmp_path / "other.json")
+    with pytest.warns(FingerprintWarning, match="cpu_model.*Imaginary CPU 9000"):
+        load_table(path, tiny_space)
+    with pytest.warns(FingerprintWarning, match="threads"):
+        load_table(path, tiny_space, threads=2)

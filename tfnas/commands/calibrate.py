@@ -1,0 +1,34 @@
+"""``tfnas calibrate --lut LUT.json``: fit the table to end-to-end measurements of random architectures."""
+
+from __future__ import annotations
+
+import argparse
+
+from tfnas.latency.calibrate import calibrate
+from tfnas.latency.table import load_table, profiler_errors
+from tfnas.spaces.mbv2 import load_space
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lut", required=True, help="latency table JSON (updated in place unless --out)")
+    p.add_argument("--space", default=None, help="space name or YAML path (default: the table's)")
+    p.add_argument("--samples", type=int, default=20, help="random architectures to measure")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds per architecture")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the table's)")
+    p.add_argument("--out", default=None, help="write the calibrated table here instead")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    table = load_table(args.lut, threads=args.threads)
+    space = load_space(args.space or table.space)
+    table = load_table(args.lut, space, threads=args.threads, warn_fingerprint=False)
+    cal = calibrate(table, space, args.samples, args.seed, args.threads, progress=not args.quiet, rounds=args.rounds)
+    with profiler_errors():
+        out = table.save(args.out or args.lut)
+    print(
+        f"{out}: measured = {cal['scale']:.4f} x predicted + {cal['offset_ms']:.3f} ms over {cal['samples']}"
+        f" architectures; MAPE {cal['mape_before']:.2f}% -> {cal['mape_after']:.2f}%"
+    )
+    return 0

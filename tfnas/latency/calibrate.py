@@ -1,0 +1,123 @@
+"""Calibrate a LUT against end-to-end measurements of random architectures.
+
+Summed op latencies differ from a whole network's (per-op graphs pay their own
+input/output layout reorders and lose cross-block caching and fusion); the
+difference is close to affine, so we fit ``measured ~ scale * predicted + offset``
+by least squares and store it in the table, where ``predict`` applies it.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from profilers.lut import LatencyTable
+from profilers.timing import TimingProtocol
+from tfnas.arch import Architecture
+from tfnas.errors import TfnasError
+from tfnas.latency.measure import measure_archs, round_median
+from tfnas.latency.predict import predict
+from tfnas.latency.table import Lookup
+from tfnas.spaces.mbv2 import MBV2Space
+
+MeasureFn = Callable[[Architecture], float]
+
+
+def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    return float(np.mean(np.abs(p - m) / m) * 100.0)
+
+
+def fit_affine(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
+    """(scale, offset) of measured = scale * predicted + offset, least squares on relative errors.
+
+    Relative (each residual divided by its measurement): the target is a percentage
+    error, and a few large networks must not dominate the fit. The offset is a fixed
+    whole-network overhead, so it must not be negative: a negative fit (noise, or a
+    missing term) would make the fastest architectures absurdly fast when
+    extrapolated. In that case, and for a degenerate sample, we fit a pure scale.
+    """
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    r = p / m
+    pure_scale = (float(np.sum(r) / np.sum(r * r)), 0.0)
+    if len(p) < 2 or np.ptp(p) == 0:
+        return pure_scale
+    design = np.stack([r, 1.0 / m], axis=1)
+    (scale, offset), *_ = np.linalg.lstsq(design, np.ones_like(m), rcond=None)
+    if scale <= 0 or offset < 0:
+        return pure_scale
+    return float(scale), float(offset)
+
+
+def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """MAPE, worst and mean signed error (bias, %: positive = predictions too high)."""
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    rel = (p - m) / m * 100.0
+    return {"mape": float(np.mean(np.abs(rel))), "worst": float(np.max(np.abs(rel))), "bias": float(np.mean(rel))}
+
+
+def sample_archs(space: MBV2Space, n: int, seed: int = 0, resolution: int | None = None) -> list[Architecture]:
+    rng = random.Random(seed)
+    return [Architecture.random(space, rng, resolution) for _ in range(n)]
+
+
+def calibrate(
+    table: LatencyTable,
+    space: MBV2Space,
+    n: int = 20,
+    seed: int = 0,
+    threads: int | None = None,
+    backend: str | None = None,
+    protocol: TimingProtocol | None = None,
+    measure_fn: MeasureFn | None = None,
+    progress: bool = True,
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Measure ``n`` random architectures end to end, fit, store ``table.calibration`` and return it.
+
+    Each architecture is measured in ``rounds`` interleaved rounds (median of round
+    medians). ``measure_fn(arch) -> ms`` replaces the real runtime (tests use a constructed one).
+    """
+    if n < 2:
+        raise TfnasError(f"calibration needs at least 2 samples, got {n}")
+    fp = table.fingerprint
+    res, batch = int(fp["resolution"]), int(fp["batch"])
+    threads = threads or int(fp["threads"])
+    backend = backend or ("ort" if fp.get("runtime") == "onnxruntime" else str(table.meta.get("backend", "ort")))
+    lookup = Lookup(table)
+    archs = sample_archs(space, n, seed, res)
+    t0 = time.perf_counter()
+    predicted = [predict(arch, lookup, calibrated=False) for arch in archs]
+    if measure_fn is None:
+        runs = measure_archs(archs, backend, threads, batch, protocol, rounds, seed, progress)
+        measured = [round_median(r) for r in runs]
+    else:
+        measured = [measure_fn(arch) for arch in archs]
+    scale, offset = fit_affine(predicted, measured)
+    after = [scale * p + offset for p in predicted]
+    before_stats, after_stats = error_stats(predicted, measured), error_stats(after, measured)
+    cal = {
+        "scale": scale,
+        "offset_ms": offset,
+        "samples": n,
+        "mape_before": before_stats["mape"],
+        "mape_after": after_stats["mape"],
+        "method": f"least squares on relative errors, measured = scale*predicted + offset; {n} random archs"
+        f" (seed {seed}), {rounds} interleaved rounds each, backend {backend}, {threads} thread(s), batch {batch},"
+        f" {res}x{res}",
+    }
+    table.calibration = cal
+    table.meta["calibration_detail"] = {
+        "before": before_stats,
+        "after": after_stats,
+        "predicted_ms": [round(p, 4) for p in predicted],
+        "measured_ms": [round(m, 4) for m in measured],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
+    return cal

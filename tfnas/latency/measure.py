@@ -1,0 +1,119 @@
+"""Measure a derived network end to end on a real runtime, with the profilers' timing protocol.
+
+Runtimes that take ONNX (``profilers.backends``: ort, tensorrt) get the network
+exported exactly as ``tfnas export`` would; ``torch-cuda`` times the PyTorch
+module directly with CUDA events (GPUs without TensorRT).
+
+A backend's *preparer* turns an architecture into a timer (protocol -> Measurement)
+so several architectures can be timed in interleaved rounds: on a shared machine a
+burst of load then hits one round of one architecture instead of all its samples.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from profilers.backends import BACKENDS, get_backend
+from profilers.errors import ProfilerError
+from profilers.timing import Measurement, TimingProtocol, measure
+from tfnas.arch import Architecture
+from tfnas.errors import TfnasError
+from tfnas.models.mbv2_net import build_model
+
+Timer = Callable[[TimingProtocol], Measurement]
+Preparer = Callable[[Architecture, str, int, int, Path], Timer]
+
+# End-to-end timing gets a longer time cap than one op: one network is ~20 op graphs.
+DEFAULT_PROTOCOL = TimingProtocol(warmup=5, min_repeats=15, max_repeats=200, target_rel_ci=0.01, max_time_s=3.0)
+
+
+def input_shape(arch: Architecture, batch: int) -> tuple[int, int, int, int]:
+    return (batch, arch.space.in_channels, arch.resolution, arch.resolution)
+
+
+def export_arch(arch: Architecture, path: str | Path, batch: int = 1) -> Path:
+    """Export the derived network of ``arch`` at (batch, 3, resolution, resolution)."""
+    from tfnas.export.onnx import export_onnx
+
+    return export_onnx(build_model(arch).eval(), path, input_shape(arch, batch))
+
+
+def _prepare_onnx(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
+    try:
+        be = get_backend(backend, threads=threads)
+        path = export_arch(arch, workdir / "net.onnx", batch)
+        fn = be.prepare(path, input_shape(arch, batch))
+    except ProfilerError as exc:
+        raise TfnasError(str(exc)) from None
+    return lambda protocol: measure(fn, protocol)
+
+
+def _prepare_torch_cuda(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
+    from tfnas.latency.torch_cuda import measure_module, require_cuda
+
+    require_cuda()
+    model = build_model(arch).eval().cuda()
+    return lambda protocol: measure_module(model, input_shape(arch, batch), protocol)
+
+
+PREPARERS: dict[str, Preparer] = {name: _prepare_onnx for name in BACKENDS}
+PREPARERS["torch-cuda"] = _prepare_torch_cuda
+MEASURERS = PREPARERS  # the backends `measure` accepts
+
+
+def _check(backend: str, threads: int, batch: int) -> None:
+    if backend not in PREPARERS:
+        raise TfnasError(f"unknown backend {backend!r}; choose from {', '.join(PREPARERS)}")
+    if batch < 1 or threads < 1:
+        raise TfnasError(f"batch = {batch}, threads = {threads}: both must be integers >= 1")
+
+
+def measure_archs(
+    archs: Sequence[Architecture],
+    backend: str = "ort",
+    threads: int = 1,
+    batch: int = 1,
+    protocol: TimingProtocol | None = None,
+    rounds: int = 1,
+    seed: int = 0,
+    progress: bool = False,
+) -> list[list[Measurement]]:
+    """Per architecture, one measurement per round; rounds visit the architectures in shuffled order."""
+    _check(backend, threads, batch)
+    protocol = protocol or DEFAULT_PROTOCOL
+    from tqdm import tqdm
+
+    with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
+        dirs = [Path(tmp) / str(i) for i in range(len(archs))]
+        timers = [PREPARERS[backend](a, backend, threads, batch, d) for a, d in zip(archs, dirs)]
+        results: list[list[Measurement]] = [[] for _ in archs]
+        rng = random.Random(seed)
+        bar = tqdm(total=len(archs) * rounds, desc="measure", unit="run", disable=not progress)
+        for _ in range(rounds):
+            order = list(range(len(archs)))
+            rng.shuffle(order)
+            for i in order:
+                results[i].append(timers[i](protocol))
+                bar.update(1)
+        bar.close()
+    return results
+
+
+def round_median(ms: Sequence[Measurement]) -> float:
+    """The latency of several rounds: median of their medians."""
+    return float(statistics.median(m.median_ms for m in ms))
+
+
+def measure_arch(
+    arch: Architecture,
+    backend: str = "ort",
+    threads: int = 1,
+    batch: int = 1,
+    protocol: TimingProtocol | None = None,
+) -> Measurement:
+    """End-to-end latency of ``arch`` at its resolution and ``batch``."""
+    return measure_archs([arch], backend, threads, batch, protocol)[0][0]

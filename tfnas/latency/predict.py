@@ -1,0 +1,96 @@
+"""Predict an architecture's latency from a LUT: sum of its op entries, then the table's calibration.
+
+The sum of per-op latencies misses what only a whole network shows (layout
+reorders between ops, memory traffic, fusion across blocks); ``calibrate`` fits
+``measured ~ scale * predicted + offset`` on real end-to-end timings, and
+``predict`` applies it when the table has one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from profilers.lut import LatencyTable
+from tfnas.arch import Architecture
+from tfnas.errors import LatencyTableError
+from tfnas.latency.signatures import arch_entries, fixed_signatures, layer_key
+from tfnas.latency.table import Lookup, as_lookup
+from tfnas.spaces.mbv2 import MBV2Space
+
+
+def table_calibration(table: LatencyTable | Lookup) -> dict[str, Any] | None:
+    """The table's calibration block, or None."""
+    t = table.table if isinstance(table, Lookup) else table
+    cal = getattr(t, "calibration", None)
+    if cal is None and isinstance(t.meta, dict):
+        cal = t.meta.get("calibration")
+    return cal if isinstance(cal, dict) and "scale" in cal and "offset_ms" in cal else None
+
+
+def apply_calibration(raw_ms: float, calibration: dict[str, Any] | None) -> float:
+    if not calibration:
+        return raw_ms
+    return float(calibration["scale"]) * raw_ms + float(calibration["offset_ms"])
+
+
+def _check_shape(arch: Architecture, lookup: Lookup) -> None:
+    res = lookup.table.fingerprint.get("resolution")
+    if res is not None and res != arch.resolution:
+        raise LatencyTableError(
+            f"LUT {lookup.table.source} was measured at resolution {res}; the architecture is at"
+            f" {arch.resolution} (predict at the deployment resolution, or profile a table for it)"
+        )
+
+
+def predict_breakdown(arch: Architecture, table: LatencyTable | Lookup) -> list[tuple[str, int | None, float]]:
+    """(key, width, ms) per part the network runs: stem, first block, active layers, head."""
+    lookup = as_lookup(table)
+    _check_shape(arch, lookup)
+    return [(key, width, lookup(key, width)) for key, width in arch_entries(arch)]
+
+
+def predict(arch: Architecture, table: LatencyTable | Lookup, calibrated: bool = True) -> float:
+    """Predicted latency in ms (calibrated when the table has a calibration and ``calibrated``)."""
+    raw = sum(ms for _, _, ms in predict_breakdown(arch, table))
+    return apply_calibration(raw, table_calibration(table)) if calibrated else raw
+
+
+def layer_extremes(space: MBV2Space, lookup: Lookup, resolution: int | None = None) -> list[tuple[float, float]]:
+    """Per searchable layer, the (min, max) latency over all ops and all their widths."""
+    out = []
+    for g in space.layers(resolution):
+        values = []
+        for op in space.ops:
+            key = layer_key(space, g, op)
+            lo, hi = space.width_bounds(op, g.in_ch)
+            values += [lookup(key, w) for w in range(lo, hi + 1)]
+        out.append((min(values), max(values)))
+    return out
+
+
+def feasible_range(
+    space: MBV2Space, table: LatencyTable | Lookup, resolution: int | None = None, calibrated: bool = True
+) -> tuple[float, float]:
+    """(fastest, slowest) predicted latency over every architecture of ``space``, exactly.
+
+    Layers are independent given the stage layout, so per stage the extreme over
+    depths is a min/max over cumulative sums of per-layer extremes.
+    """
+    lookup = as_lookup(table)
+    res = resolution or lookup.table.fingerprint.get("resolution") or space.resolution
+    fixed = sum(lookup(sig.key, None) for sig in fixed_signatures(space, res).values())
+    extremes = layer_extremes(space, lookup, res)
+    fast = slow = fixed
+    i = 0
+    for s, stage in enumerate(space.stages):
+        layer_ext = extremes[i : i + stage.layers]
+        i += stage.layers
+        cum_min = [sum(e[0] for e in layer_ext[:d]) for d in range(stage.layers + 1)]
+        cum_max = [sum(e[1] for e in layer_ext[:d]) for d in range(stage.layers + 1)]
+        depths = range(space.min_depth(s), stage.layers + 1)
+        fast += min(cum_min[d] for d in depths)
+        slow += max(cum_max[d] for d in depths)
+    if calibrated:
+        cal = table_calibration(lookup)
+        return apply_calibration(fast, cal), apply_calibration(slow, cal)
+    return fast, slow

@@ -1,0 +1,285 @@
+"""Host-side access to a latency table: checked loading, width grids and alignment-aware lookups.
+
+Why alignment-aware: ONNX Runtime's CPU kernels run a convolution in a blocked
+(NCHWc) layout only when its channel count is a multiple of 4, padding it up to
+the SIMD block (16 floats with AVX-512, 8 with AVX2). Latency against mid width
+is therefore two curves: multiples of ``align`` follow a staircase of the padded
+width (fast), all other widths a smooth, ~2-3x slower line. Interpolating
+linearly across both would be wrong by up to 200%; we interpolate within the
+width's own class instead, and the sparse grid measures points of both classes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from profilers.errors import ProfilerError
+from profilers.fingerprint import current_fingerprint, onnxruntime_version
+from profilers.lut import LatencyTable
+from tfnas.errors import LatencyTableError
+from tfnas.spaces.mbv2 import MBV2Space
+
+Width = int | None
+
+
+class FingerprintWarning(UserWarning):
+    """The table was measured on another device, runtime or thread count than the current one."""
+
+
+@contextlib.contextmanager
+def profiler_errors() -> Iterator[None]:
+    """Re-raise the device side's ``ProfilerError`` as a ``TfnasError`` (the CLI prints those cleanly)."""
+    try:
+        yield
+    except ProfilerError as exc:
+        raise LatencyTableError(str(exc)) from None
+
+
+# ---- width grids ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WidthGrid:
+    """Which mid widths of [lo, hi] a profile measures, and how lookups between them interpolate.
+
+    ``align``: widths that are multiples of it form their own latency class (1 disables classes).
+    ``block``: an aligned width costs as much as its width rounded up to ``block``.
+    ``intervals``: about how many segments each class's curve gets across [lo, hi].
+    """
+
+    name: str = "sparse"
+    align: int = 4
+    block: int = 16
+    intervals: int = 8
+
+    def widths(self, lo: int, hi: int) -> list[int]:
+        return GRID_BUILDERS[self.name](self, lo, hi)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> WidthGrid:
+        if not isinstance(data, dict) or data.get("name") not in GRID_BUILDERS:
+            return cls("dense", 1, 1, 1)
+        known = {k: data[k] for k in ("name", "align", "block", "intervals") if k in data}
+        return cls(**known)
+
+
+def _sparse_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
+    if hi - lo <= 2:
+        return list(range(lo, hi + 1))
+    align, block = max(1, grid.align), max(1, grid.block)
+    step = max(block, int(math.ceil((hi - lo) / max(1, grid.intervals) / block)) * block)
+    first = int(math.ceil(lo / block)) * block
+    anchors = list(range(first, hi + 1, step))
+    points = {lo, hi, *anchors}
+    if align > 1:  # the unaligned class: its ends plus one point beside every anchor
+        off = max(1, align // 2)
+        ends = (hi - 1,) if first == lo else (lo + 1, hi - 1)
+        points |= {w for w in (*ends, *(a + off for a in anchors)) if lo <= w <= hi and w % align}
+    return sorted(points)
+
+
+def _dense_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
+    return list(range(lo, hi + 1))
+
+
+GRID_BUILDERS = {"sparse": _sparse_widths, "dense": _dense_widths}
+
+
+def make_grid(name: str = "sparse", **options: Any) -> WidthGrid:
+    if name not in GRID_BUILDERS:
+        raise LatencyTableError(f"unknown width grid {name!r}; choose from {', '.join(GRID_BUILDERS)}")
+    if name == "dense":
+        return WidthGrid("dense", 1, 1, 1)
+    return WidthGrid(name, **{k: v for k, v in options.items() if v is not None})
+
+
+def table_grid(table: LatencyTable) -> WidthGrid:
+    """The grid a table was profiled with (recorded in the bundle meta); dense when unknown."""
+    meta = table.meta.get("bundle_meta", {}) if isinstance(table.meta, dict) else {}
+    return WidthGrid.from_dict(meta.get("grid") if isinstance(meta, dict) else None)
+
+
+# ---- lookups ----------------------------------------------------------------------------------------------
+
+
+def _interp(xs: list[int], ys: list[float], x: float) -> float:
+    """Piecewise-linear in (xs, ys); the end segments extend to x outside [xs[0], xs[-1]]."""
+    if len(xs) == 1:
+        return ys[0]
+    i = min(max(1, _bisect(xs, x)), len(xs) - 1)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
+
+
+def _bisect(xs: list[int], x: float) -> int:
+    lo, hi = 0, len(xs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if xs[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+class Lookup:
+    """Latency (ms) of (key, width) from a table; build once, call many times (e.g. in a search loop)."""
+
+    def __init__(self, table: LatencyTable, grid: WidthGrid | None = None):
+        self.table = table
+        self.grid = grid or table_grid(table)
+        self._cache: dict[str, tuple] = {}
+
+    def _classes(self, key: str) -> tuple:
+        c = self._cache.get(key)
+        if c is None:
+            try:
+                e = self.table.entry(key)
+            except ProfilerError as exc:
+                raise LatencyTableError(str(exc)) from None
+            ws, lat = e["widths"], e["latency_ms"]
+            if ws == [None]:
+                c = (None, lat[0])
+            else:
+                a = max(1, self.grid.align)
+                al = [(w, v) for w, v in zip(ws, lat) if w % a == 0]
+                un = [(w, v) for w, v in zip(ws, lat) if w % a]
+                c = (
+                    ws,
+                    dict(zip(ws, lat)),
+                    [w for w, _ in al],
+                    [v for _, v in al],
+                    [w for w, _ in un],
+                    [v for _, v in un],
+                )
+            self._cache[key] = c
+        return c
+
+    def __call__(self, key: str, width: Width = None) -> float:
+        c = self._classes(key)
+        if c[0] is None:
+            if width is not None:
+                raise LatencyTableError(f"LUT {self.table.source}: key {key!r} is a fixed part; got width {width}")
+            return float(c[1])
+        ws, exact, al_w, al_v, un_w, un_v = c
+        if width is None or not ws[0] <= width <= ws[-1]:
+            raise LatencyTableError(
+                f"LUT {self.table.source}: width {width} of key {key!r} is outside the measured range"
+                f" [{ws[0]}, {ws[-1]}]"
+            )
+        if width in exact:
+            return float(exact[width])
+        a, b = max(1, self.grid.align), max(1, self.grid.block)
+        if a > 1 and width % a == 0 and al_w:
+            return float(_interp(al_w, al_v, min(int(math.ceil(width / b)) * b, ws[-1])))
+        if a > 1 and width % a and un_w:
+            return float(_interp(un_w, un_v, width))
+        return float(_interp(ws, [exact[w] for w in ws], width))
+
+
+def as_lookup(table: LatencyTable | Lookup) -> Lookup:
+    return table if isinstance(table, Lookup) else Lookup(table)
+
+
+# ---- loading ----------------------------------------------------------------------------------------------
+
+
+def required_entries(space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
+    """(key, width) pairs a table must answer for every architecture of ``space``: range ends of each op."""
+    from tfnas.latency.signatures import space_signatures
+
+    out: list[tuple[str, Width]] = []
+    for sig in space_signatures(space, resolution):
+        if sig.width_range is None:
+            out.append((sig.key, None))
+        else:
+            out += [(sig.key, sig.width_range[0]), (sig.key, sig.width_range[1])]
+    return out
+
+
+def missing_entries(table: LatencyTable, space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
+    return table.missing(required_entries(space, resolution))
+
+
+def _format_missing(missing: Iterable[tuple[str, Width]], limit: int = 25) -> str:
+    items = list(missing)
+    lines = [f"  {k}" + ("" if w is None else f" (width {w})") for k, w in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"  ... and {len(items) - limit} more")
+    return "\n".join(lines)
+
+
+def check_fingerprint(table: LatencyTable, threads: int | None = None) -> list[str]:
+    """Fields on which the table's device/runtime differs from this machine's (empty: same)."""
+    fp = table.fingerprint
+    runtime = fp.get("runtime")
+    version = onnxruntime_version() if runtime == "onnxruntime" else fp.get("runtime_version")
+    current = current_fingerprint(
+        threads=threads if threads is not None else fp.get("threads", 1),
+        provider=fp.get("provider", "CPUExecutionProvider"),
+        batch=fp.get("batch", 1),
+        resolution=fp.get("resolution", 224),
+        precision=fp.get("precision", "fp32"),
+        runtime=runtime or "onnxruntime",
+        runtime_version=version,
+    )
+    return table.fingerprint_mismatch(current)
+
+
+def load_table(
+    path: str | Path,
+    space: MBV2Space | None = None,
+    batch: int | None = None,
+    resolution: int | None = None,
+    threads: int | None = None,
+    warn_fingerprint: bool = True,
+) -> LatencyTable:
+    """Load a LUT and check it can serve ``space`` at this deployment shape on this device.
+
+    Shape mismatch and missing entries are errors (listing what is missing); a
+    fingerprint that differs from the current machine is a ``FingerprintWarning``.
+    """
+    try:
+        table = LatencyTable.load(path)
+    except ProfilerError as exc:
+        raise LatencyTableError(str(exc)) from None
+    fp = table.fingerprint
+    if batch is not None or resolution is not None:
+        want_b = batch if batch is not None else fp.get("batch")
+        want_r = resolution if resolution is not None else fp.get("resolution")
+        try:
+            table.check_shape(want_b, want_r)
+        except ProfilerError as exc:
+            raise LatencyTableError(
+                f"{exc}; profile a table at that shape (tfnas profile --batch/--resolution)"
+            ) from None
+    if space is not None:
+        res = resolution or fp.get("resolution")
+        if table.space != space.name:
+            raise LatencyTableError(f"LUT {path} was profiled for space {table.space!r}, not {space.name!r}")
+        missing = missing_entries(table, space, res)
+        if missing:
+            raise LatencyTableError(
+                f"LUT {path} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} that space"
+                f" {space.name!r} at resolution {res} needs (key, width range end):\n{_format_missing(missing)}\n"
+                "re-run `tfnas profile` with the same --out to measure them (it resumes)"
+            )
+    if warn_fingerprint:
+        diffs = check_fingerprint(table, threads)
+        if diffs:
+            warnings.warn(
+                f"LUT {path} was measured on another device/runtime; its latencies may not hold here:\n  "
+                + "\n  ".join(diffs),
+                FingerprintWarning,
+                stacklevel=2,
+            )
+    return table

@@ -1,0 +1,123 @@
+"""PyTorch-CUDA latency backend, for GPUs without TensorRT.
+
+It needs torch, so it lives on the tfnas side: profiling builds each signature's
+module directly (no ONNX bundle) and writes the same LUT format. Every sample is
+the GPU time between two CUDA events around one forward pass; the statistics
+(outlier rejection, stopping rule, noise flag) are the profilers' own.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from profilers.fingerprint import current_fingerprint
+from profilers.lut import LatencyTable
+from profilers.timing import Measurement, TimingProtocol, summarize
+from tfnas.errors import TfnasError
+from tfnas.latency.bundle import plan_bundle
+from tfnas.latency.signatures import build_signature_module
+from tfnas.latency.table import WidthGrid
+from tfnas.spaces.mbv2 import MBV2Space
+
+
+def require_cuda() -> None:
+    if not torch.cuda.is_available():
+        raise TfnasError("backend torch-cuda needs a CUDA GPU, and torch.cuda.is_available() is False here")
+
+
+def _time_once(module: nn.Module, x: torch.Tensor, protocol: TimingProtocol) -> Measurement:
+    start_t = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(protocol.warmup):
+            module(x)
+        torch.cuda.synchronize()
+        samples: list[float] = []
+        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        while len(samples) < protocol.max_repeats:
+            begin.record()
+            module(x)
+            end.record()
+            end.synchronize()
+            samples.append(float(begin.elapsed_time(end)))
+            n = len(samples)
+            if time.perf_counter() - start_t >= protocol.max_time_s and n >= protocol.floor_repeats:
+                break
+            if n >= protocol.min_repeats and n % protocol.check_every == 0:
+                if summarize(samples, protocol)[4] <= protocol.target_rel_ci:
+                    break
+    med, spread, cv, kept, rel_ci = summarize(samples, protocol)
+    return Measurement(
+        med, spread, cv, len(samples), cv > protocol.noisy_cv, kept, rel_ci, 1, time.perf_counter() - start_t
+    )
+
+
+def measure_module(
+    module: nn.Module, input_shape: tuple[int, ...], protocol: TimingProtocol | None = None, device: str = "cuda"
+) -> Measurement:
+    """Median GPU time (ms) of ``module`` on a random input; re-measured while noisy, like the profilers."""
+    require_cuda()
+    protocol = protocol or TimingProtocol()
+    torch.backends.cudnn.benchmark = True
+    module = module.eval().to(device)
+    x = torch.randn(input_shape, device=device)
+    tries: list[Measurement] = []
+    while len(tries) <= protocol.remeasure_attempts and (not tries or tries[-1].noisy):
+        tries.append(_time_once(module, x, protocol))
+    best = tries[-1] if not tries[-1].noisy else min(tries, key=lambda m: m.cv)
+    return Measurement(**{**best.__dict__, "attempts": len(tries)})
+
+
+def gpu_fingerprint(batch: int, resolution: int, precision: str = "fp32") -> dict:
+    return current_fingerprint(
+        threads=1,
+        provider="CUDA",
+        batch=batch,
+        resolution=resolution,
+        precision=precision,
+        runtime="torch",
+        runtime_version=torch.__version__,
+        gpu_model=torch.cuda.get_device_name(0),
+        cuda=str(torch.version.cuda),
+        cudnn=str(torch.backends.cudnn.version()),
+    )
+
+
+def profile_space(
+    space: MBV2Space,
+    out_path: str | Path,
+    batch: int = 32,
+    resolution: int | None = None,
+    grid: WidthGrid | None = None,
+    protocol: TimingProtocol | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> LatencyTable:
+    """Build a LUT of ``space`` on this GPU (resumable: points already in ``out_path`` are kept)."""
+    from tqdm import tqdm
+
+    require_cuda()
+    res = resolution or space.resolution
+    grid = grid or WidthGrid()
+    protocol = protocol or TimingProtocol()
+    out = Path(out_path)
+    fp = gpu_fingerprint(batch, res)
+    if resume and out.exists():
+        table = LatencyTable.load(out)
+        diffs = table.fingerprint_mismatch(fp)
+        if diffs or table.protocol != protocol.to_dict():
+            raise TfnasError(f"cannot resume {out}: measured with other settings {diffs}; use another --out")
+    else:
+        table = LatencyTable(space.name, fp, protocol.to_dict(), meta={"backend": "torch-cuda"}, source=str(out))
+    table.meta["bundle_meta"] = {"grid": grid.to_dict(), "space_source": space.source}
+    plan = [(s, w) for s, w in plan_bundle(space, grid, res) if not table.measured(s.key, w)]
+    for sig, width in tqdm(plan, unit="op", desc="torch-cuda", disable=not progress):
+        m = measure_module(build_signature_module(space, sig, width), sig.input_shape(batch), protocol)
+        table.add_measurement(sig.key, width, m)
+        table.save(out)
+    table.complete = True
+    table.save(out)
+    return table
