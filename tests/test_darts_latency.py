@@ -1,0 +1,132 @@
+"""Latency-aware cells: deployment positions, expected latency, the latency loss and the bundle."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tfnas.latency.darts_bundle import DeployShape, deploy_positions, fixed_keys, op_entries, write_darts_bundle
+from tfnas.search.darts.latency import LatencyLoss, build_latency_regularizer, latency_tensors
+from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
+from tfnas.spaces.darts import load_space
+
+COST = {"sep_conv_3x3": 2.0, "sep_conv_5x5": 3.0, "dil_conv_3x3": 1.5, "dil_conv_5x5": 2.5,
+        "max_pool_3x3": 0.2, "avg_pool_3x3": 0.2, "skip_connect": 0.05}  # fmt: skip
+
+
+class FakeTable:
+    """Per-op cost times C*H*H/1000, stride 2 halves it; fixed parts cost 1 ms each."""
+
+    def __init__(self):
+        self.asked: list[str] = []
+
+    def latency(self, key: str, width=None) -> float:  # noqa: ANN001
+        self.asked.append(key)
+        parts = key.split("/")
+        if parts[1] in COST:
+            C, s, H = int(parts[2][1:]), int(parts[3][1:]), int(parts[4][1:])
+            return COST[parts[1]] * C * H * H / 1000 / s
+        return 1.0
+
+
+def test_deploy_positions_cifar():
+    pos = deploy_positions(DeployShape())
+    assert len(pos) == 20 and [p.index for p in pos if p.reduction] == [6, 13]
+    assert pos[0].C == 36 and pos[6].C == 72 and pos[13].C == 144 and pos[-1].C == 144
+    assert pos[6].H_in == 32 and pos[7].H_in == 16 and pos[7].reduction_prev
+    assert pos[6].edge_stride(2) == 2 and pos[6].edge_stride(4) == 1 and pos[6].edge_resolution(4) == 16
+    assert [p.alpha_set for p in pos if not p.reduction][:7] == [0] * 6 + [1]
+
+
+def test_expected_latency_of_one_hot_weights_is_the_sum_of_chosen_ops():
+    space = load_space("s0")
+    shape = DeployShape(C=8, num_cells=5, resolution=16)
+    Ln, Lr, fixed = latency_tensors(space, shape, FakeTable(), multi_level=False, kept_edges=False)
+    assert Ln.shape == (1, 14, 8) and fixed == len(fixed_keys(shape))
+    k = space.normal[0].index("sep_conv_3x3")
+    w = {"normal": torch.zeros(1, 14, 8), "reduce": torch.zeros(1, 14, 8)}
+    w["normal"][..., k] = 1.0
+    loss = LatencyLoss(Ln, Lr, fixed, target_ms=1.0)
+    # 3 normal cells (C=8,8,16... ) x 14 edges of sep_conv_3x3 + fixed parts
+    expected = fixed + sum(
+        14 * COST["sep_conv_3x3"] * p.C * p.H_in * p.H_in / 1000 for p in deploy_positions(shape) if not p.reduction
+    )
+    assert torch.isclose(loss.expected(w), torch.tensor(expected))
+    # 'none' costs nothing
+    assert float(Ln[..., space.normal[0].index("none")].abs().sum()) == 0.0
+
+
+def test_latency_loss_pulls_towards_cheap_ops():
+    torch.manual_seed(0)
+    model = DartsSupernet(load_space("s0"), SupernetConfig(C=4, num_cells=5))
+    cfg = {"target_ms": 1.0, "lambda": 1.0, "deploy": {"C": 8, "num_cells": 5, "resolution": 16}}
+    reg = build_latency_regularizer(cfg, model, table=FakeTable())
+    opt = torch.optim.Adam(model.arch_parameters(), lr=0.1)
+    lat0 = float(reg.expected(model.arch_weights()).detach())
+    for _ in range(20):
+        opt.zero_grad()
+        reg(model, model.arch_weights(), 0.0).backward()
+        opt.step()
+    w = model.arch_weights()
+    assert float(reg.expected(w).detach()) < 0.7 * lat0
+    ops = model.space.normal[0]
+    assert w["normal"][0, :, ops.index("sep_conv_5x5")].mean() < w["normal"][0, :, ops.index("none")].mean()
+
+
+def test_missing_keys_are_reported():
+    from tfnas.errors import ConfigError
+
+    class Empty:
+        def latency(self, key, width=None):  # noqa: ANN001, ANN201
+            raise KeyError(key)
+
+    with pytest.raises(ConfigError, match="lacks"):
+        latency_tensors(load_space("s2"), DeployShape(C=4, num_cells=3, resolution=8), Empty(), False)
+
+
+def test_bundle_manifest_is_readable_by_profilers(tmp_path):
+    from profilers.bundle import load_manifest
+
+    space = load_space("s2")
+    shape = DeployShape(C=4, num_cells=3, resolution=8)
+    write_darts_bundle(space, shape, tmp_path)
+    m = load_manifest(tmp_path)
+    keys = {e.key for e in m.entries}
+    assert set(op_entries(space, shape)) <= keys
+    assert all(e.width is None and e.input_shape[0] == 1 for e in m.entries)
+
+
+def test_bundle_profiles_into_a_table_the_loss_accepts(tmp_path):
+    from profilers.lut import LatencyTable
+    from profilers.run import profile_bundle
+    from profilers.timing import TimingProtocol
+
+    space = load_space("s2")
+    shape = DeployShape(C=4, num_cells=3, resolution=8)
+    write_darts_bundle(space, shape, tmp_path / "b")
+    proto = TimingProtocol(warmup=1, min_repeats=5, max_repeats=8, max_time_s=0.2)
+    profile_bundle(tmp_path / "b", tmp_path / "lut.json", threads=1, protocol=proto, progress=False)
+    model = DartsSupernet(space, SupernetConfig(C=4, num_cells=3))
+    cfg = {"table": str(tmp_path / "lut.json"), "target_ms": 1.0, "deploy": {"C": 4, "num_cells": 3, "resolution": 8}}
+    reg = build_latency_regularizer(cfg, model)
+    assert float(reg.expected(model.arch_weights()).detach()) > 0
+    assert isinstance(LatencyTable.load(tmp_path / "lut.json"), LatencyTable)
+
+
+def test_genotype_latency_counts_kept_edges():
+    from tfnas.search.darts.latency import genotype_latency
+    from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
+
+    shape = DeployShape(C=8, num_cells=5, resolution=16)
+    normal = CellGenotype(tuple(("sep_conv_3x3", i % 2) for i in range(8)))
+    reduce = CellGenotype(tuple(("max_pool_3x3", i % 2) for i in range(8)))
+    table = FakeTable()
+    got = genotype_latency(Genotype((normal,), (reduce,)), shape, table)
+    fixed = len(fixed_keys(shape))
+    normal_ms = sum(
+        8 * COST["sep_conv_3x3"] * p.C * p.H_in**2 / 1000 for p in deploy_positions(shape) if not p.reduction
+    )
+    reduce_ms = sum(
+        8 * COST["max_pool_3x3"] * p.C * p.H_in**2 / 1000 / 2 for p in deploy_positions(shape) if p.reduction
+    )
+    assert abs(got - (fixed + normal_ms + reduce_ms)) < 1e-9

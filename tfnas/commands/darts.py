@@ -1,0 +1,228 @@
+"""``tfnas darts``: DARTS-family cell search, evaluation networks, training and latency bundles.
+
+tfnas darts search --config configs/darts/darts_1st.yaml [--data generated|PATH] [--out DIR] [--resume]
+tfnas darts eval --genotype DARTS_V2 [--setting cifar|imagenet] [--onnx out.onnx] [--measure]
+tfnas darts train --genotype runs/x/genotype.json [--config CFG] [--data PATH] [--out DIR] [--resume]
+tfnas darts genotypes [--plot DIR]
+tfnas darts bundle --space s0 --out DIR [--deploy C=36,num_cells=20,resolution=32] [--profile LUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tfnas.errors import ConfigError, TfnasError
+from tfnas.utils.io import atomic_write_json, read_yaml
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="darts_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("search", help="run a DARTS-family search from a YAML config")
+    p.add_argument("--config", required=True, help="configs/darts/<method>.yaml")
+    p.add_argument("--data", default=None, help="'generated' (default from config), a CIFAR-10 or ImageFolder path")
+    p.add_argument("--out", default=None, help="run folder (default runs/darts/<config name>)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--epochs", type=int, default=None, help="override search.epochs")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="build an evaluation network: params, mult-adds, ONNX export, latency")
+    p.add_argument("--genotype", required=True, help="published name (see `genotypes`) or genotype JSON")
+    p.add_argument("--setting", choices=("cifar", "imagenet"), default="cifar")
+    p.add_argument("--C", type=int, default=None, help="initial channels (36 cifar / 48 imagenet)")
+    p.add_argument("--cells", type=int, default=None, help="number of cells (20 cifar / 14 imagenet)")
+    p.add_argument("--classes", type=int, default=None)
+    p.add_argument("--resolution", type=int, default=None, help="input size (32 cifar / 224 imagenet)")
+    p.add_argument("--onnx", default=None, help="export to this ONNX file (checked, parity-tested)")
+    p.add_argument("--measure", action="store_true", help="time the ONNX graph with ONNX Runtime")
+    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --measure")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--json", default=None, help="write the report as JSON")
+
+    p = sub.add_parser("train", help="train an evaluation network from scratch")
+    p.add_argument("--genotype", required=True)
+    p.add_argument("--config", default=None, help="YAML with setting/net/data/train sections")
+    p.add_argument("--data", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("genotypes", help="list published genotypes (optionally draw them)")
+    p.add_argument("--show", default=None, metavar="NAME", help="print one genotype as JSON")
+    p.add_argument("--plot", default=None, metavar="DIR", help="draw every cell into DIR")
+
+    p = sub.add_parser("bundle", help="write a profiling bundle of cell ops at a deployment shape")
+    p.add_argument("--space", default="s0")
+    p.add_argument("--out", required=True)
+    p.add_argument("--deploy", default="", help="comma list, e.g. C=36,num_cells=20,resolution=32,batch=1")
+    p.add_argument("--profile", default=None, metavar="LUT", help="also measure it locally into this LUT JSON")
+    p.add_argument("--threads", type=int, default=1)
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    cfg = read_yaml(path, "DARTS config")
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return cfg
+
+
+def _search(args: argparse.Namespace) -> int:
+    from tfnas.search.darts.trainer import DartsSearch
+
+    cfg = _load_config(args.config)
+    cfg.setdefault("data", {})
+    cfg.setdefault("search", {})
+    if args.data:
+        cfg["data"]["source"] = args.data
+    if args.epochs is not None:
+        cfg["search"]["epochs"] = args.epochs
+    if args.threads is not None:
+        cfg["search"]["threads"] = args.threads
+    out = Path(args.out or Path("runs") / "darts" / Path(args.config).stem)
+    if not args.resume and (out / "checkpoints" / "last.pt").exists():
+        raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    t0 = time.time()
+    search = DartsSearch(cfg, out, show_progress=False if args.no_progress else None)
+    print(
+        f"DARTS search: method {search.method.name}, space {search.model.space.name}, "
+        f"{search.epochs} epochs x {search.steps_per_epoch} steps, data {search.data.source} -> {out}"
+    )
+    result = search.run(resume=args.resume)
+    print(
+        f"done in {time.time() - t0:.1f}s ({result.epochs_done} epochs{', early-stopped' if result.early_stopped else ''})"
+    )
+    for name, cell in [("normal", c) for c in result.genotype.normal] + [("reduce", c) for c in result.genotype.reduce]:
+        print(f"  {name}: {', '.join(f'{op}<-{src}' for op, src in cell.edges)}")
+    print(f"genotype: {out / 'genotype.json'}")
+    return 0
+
+
+def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
+    from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
+    from tfnas.spaces.darts_genotypes import get_genotype
+    from tfnas.utils.flops import count_macs
+
+    genotype = get_genotype(args.genotype)
+    net = build_eval_net(genotype, args.setting, C=args.C, num_cells=args.cells, num_classes=args.classes)
+    res = args.resolution or (224 if args.setting == "imagenet" else 32)
+    shape = (args.batch, net.cfg.in_channels, res, res)
+    report: dict[str, Any] = {
+        "genotype": str(args.genotype),
+        "setting": args.setting,
+        "C": net.cfg.C,
+        "num_cells": net.cfg.num_cells,
+        "resolution": res,
+        "params_without_aux": count_params_without_aux(net),
+        "mult_adds": count_macs(net, (1, net.cfg.in_channels, res, res)),
+    }
+    print(
+        f"{args.genotype} ({args.setting}, C={net.cfg.C}, {net.cfg.num_cells} cells): "
+        f"{report['params_without_aux'] / 1e6:.3f} M params (no aux head), "
+        f"{report['mult_adds'] / 1e6:.1f} M mult-adds at {res}x{res}"
+    )
+    if args.onnx or args.measure:
+        from tfnas.export.onnx import check_parity, export_onnx
+
+        path = Path(args.onnx or Path("runs") / "darts" / f"{Path(str(args.genotype)).stem}_{args.setting}.onnx")
+        export_onnx(net, path, shape)
+        report["onnx"] = str(path)
+        report["parity_max_abs_diff"] = check_parity(net, path, shape, atol=1e-4)
+        print(f"ONNX: {path} (checker ok, max |torch - ort| = {report['parity_max_abs_diff']:.2e})")
+        if args.measure:
+            from profilers.backends import get_backend
+            from profilers.timing import TimingProtocol, measure
+
+            be = get_backend("ort", threads=args.threads, precision="fp32")
+            m = measure(be.prepare(path, shape), TimingProtocol())
+            report["latency_ms"] = {"median": m.median_ms, "spread": m.spread_ms, "cv": m.cv, "noisy": m.noisy}
+            print(f"latency (ort, {args.threads} thread(s), batch {args.batch}): {m.median_ms:.3f} ms (cv {m.cv:.1%})")
+    return report
+
+
+def _eval(args: argparse.Namespace) -> int:
+    report = _eval_report(args)
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from tfnas.search.darts.train_eval import train_eval_net
+    from tfnas.spaces.darts_genotypes import get_genotype
+
+    genotype = get_genotype(args.genotype)
+    cfg = _load_config(args.config) if args.config else {}
+    cfg.setdefault("data", {})
+    cfg.setdefault("train", {})
+    if args.data:
+        cfg["data"]["source"] = args.data
+    if args.epochs is not None:
+        cfg["train"]["epochs"] = args.epochs
+    if args.threads is not None:
+        cfg["train"]["threads"] = args.threads
+    out = Path(args.out or Path("runs") / "darts_train" / Path(str(args.genotype)).stem)
+    if not args.resume and (out / "checkpoints" / "last.pt").exists():
+        raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    summary = train_eval_net(genotype, cfg, out, resume=args.resume, show_progress=False if args.no_progress else None)
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _genotypes(args: argparse.Namespace) -> int:
+    from tfnas.spaces.darts_genotypes import PUBLISHED, get_genotype
+
+    if args.show:
+        print(json.dumps(get_genotype(args.show).to_dict(), indent=1))
+        return 0
+    for name, g in PUBLISHED.items():
+        print(f"{name:20s} {g.meta.get('source', '')}")
+    if args.plot:
+        from tfnas.search.darts.derive import plot_genotype
+
+        for name, g in PUBLISHED.items():
+            plot_genotype(g, args.plot, prefix=name)
+        print(f"cells drawn into {args.plot}")
+    return 0
+
+
+def _parse_deploy(text: str) -> dict[str, int]:
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ConfigError(f"--deploy: expected key=value, got {part!r}")
+        k, v = part.split("=", 1)
+        try:
+            out[k.strip()] = int(v)
+        except ValueError:
+            raise ConfigError(f"--deploy: {k} must be an integer, got {v!r}") from None
+    return out
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from tfnas.latency.darts_bundle import DeployShape, write_darts_bundle
+    from tfnas.spaces.darts import load_space
+
+    shape = DeployShape.from_dict(_parse_deploy(args.deploy))
+    out = write_darts_bundle(load_space(args.space), shape, args.out)
+    n = len(json.loads((out / "manifest.json").read_text())["entries"])
+    print(f"bundle: {out} ({n} graphs, deploy {shape})")
+    if args.profile:
+        from profilers.run import profile_bundle
+
+        table = profile_bundle(out, args.profile, backend="ort", threads=args.threads)
+        print(f"latency table: {args.profile} ({len(table)} keys)")
+    return 0
+
+
+ACTIONS = {"search": _search, "eval": _eval, "train": _train, "genotypes": _genotypes, "bundle": _bundle}
+
+
+def run(args: argparse.Namespace) -> int:
+    return ACTIONS[args.darts_command](args)

@@ -1,0 +1,194 @@
+"""Evaluation networks built from a DARTS genotype (CIFAR and ImageNet/mobile settings).
+
+Same macro structure as the search network, but every cell keeps only its
+derived edges (affine BN), and training adds drop path on non-identity edges
+and an auxiliary classifier after the second reduction. Multi-level genotypes
+use their per-stage normal cells and per-reduction reduction cells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tfnas.ops.darts_ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
+from tfnas.spaces.darts import NUM_INPUT_NODES, reduction_indices, stage_of
+from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
+
+
+class EvalCell(nn.Module):
+    def __init__(self, cell: CellGenotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
+        self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0)
+        self.sources = [src for _, src in cell.edges]
+        self.ops = nn.ModuleList(
+            build_op(op, C, 2 if reduction and src < NUM_INPUT_NODES else 1, affine=True) for op, src in cell.edges
+        )
+        self.concat = list(cell.concat)
+        self.multiplier = len(self.concat)
+        self._identity = [isinstance(op, Identity) for op in self.ops]
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for i in range(len(self.ops) // 2):
+            acc = None
+            for e in (2 * i, 2 * i + 1):
+                h = self.ops[e](states[self.sources[e]])
+                if self.training and drop_prob > 0.0 and not self._identity[e]:
+                    h = drop_path(h, drop_prob)
+                acc = h if acc is None else acc + h
+            states.append(acc)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class _AuxPool(nn.Module):
+    """The papers' fixed average pool; inputs smaller than its window (tiny proxy runs) pool to 2x2."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if min(x.shape[-2:]) < self.kernel:
+            return nn.functional.adaptive_avg_pool2d(x, 2)
+        return nn.functional.avg_pool2d(x, self.kernel, self.stride, count_include_pad=False)
+
+
+class AuxHeadCIFAR(nn.Sequential):
+    """Auxiliary classifier for 8x8 inputs (after the second reduction at 32x32)."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            _AuxPool(5, 3),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=False),
+            nn.AdaptiveAvgPool2d(1),  # 1x1 at 32x32 inputs; makes other resolutions work too
+            nn.Flatten(),
+            nn.Linear(768, num_classes),
+        )
+
+
+class AuxHeadImageNet(nn.Sequential):
+    """Auxiliary classifier for 14x14 inputs (ImageNet at 224)."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__(
+            nn.ReLU(inplace=False),
+            _AuxPool(5, 2),
+            nn.Conv2d(C, 128, 1, bias=False),
+            nn.BatchNorm2d(128),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(128, 768, 2, bias=False),
+            nn.BatchNorm2d(768),
+            nn.ReLU(inplace=False),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(768, num_classes),
+        )
+
+
+@dataclass
+class EvalNetConfig:
+    C: int = 36
+    num_cells: int = 20
+    num_classes: int = 10
+    in_channels: int = 3
+    auxiliary: bool = True
+    drop_path_prob: float = 0.2
+    stem_multiplier: int = 3
+    imagenet: bool = False
+
+
+class DartsEvalNet(nn.Module):
+    """Returns logits; in training mode with ``auxiliary`` it returns ``(logits, aux_logits)``."""
+
+    def __init__(self, genotype: Genotype, cfg: EvalNetConfig):
+        super().__init__()
+        self.genotype, self.cfg = genotype, cfg
+        self.drop_path_prob = cfg.drop_path_prob
+        C, n = cfg.C, cfg.num_cells
+        if cfg.imagenet:
+            self.stem0 = nn.Sequential(
+                nn.Conv2d(cfg.in_channels, C // 2, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C // 2),
+                nn.ReLU(inplace=False),
+                nn.Conv2d(C // 2, C, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(C),
+            )
+            self.stem1 = nn.Sequential(
+                nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
+            )
+            C_pp, C_p, C_curr, reduction_prev = C, C, C, True
+        else:
+            c_stem = cfg.stem_multiplier * C
+            self.stem = nn.Sequential(
+                nn.Conv2d(cfg.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)
+            )
+            C_pp, C_p, C_curr, reduction_prev = c_stem, c_stem, C, False
+        reductions = reduction_indices(n)
+        cells = []
+        self.aux_index = reductions[1]
+        C_aux = None
+        for i in range(n):
+            reduction = i in reductions
+            if reduction:
+                C_curr *= 2
+                geno = genotype.reduce_cell(reductions.index(i))
+            else:
+                geno = genotype.normal_cell(stage_of(i, n))
+            cell = EvalCell(geno, C_pp, C_p, C_curr, reduction, reduction_prev)
+            cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, cell.multiplier * C_curr
+            if i == self.aux_index:
+                C_aux = C_p
+        self.cells = nn.ModuleList(cells)
+        self.aux_head = None
+        if cfg.auxiliary:
+            head = AuxHeadImageNet if cfg.imagenet else AuxHeadCIFAR
+            self.aux_head = head(C_aux, cfg.num_classes)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.imagenet:
+            s0 = self.stem0(x)
+            s1 = self.stem1(s0)
+        else:
+            s0 = s1 = self.stem(x)
+        aux = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+            if i == self.aux_index and self.aux_head is not None and self.training:
+                aux = self.aux_head(s1)
+        logits = self.classifier(torch.flatten(self.pool(s1), 1))
+        return (logits, aux) if aux is not None else logits
+
+
+def build_eval_net(genotype: Genotype, setting: str = "cifar", **overrides) -> DartsEvalNet:  # noqa: ANN003
+    """``setting``: ``cifar`` (C=36, 20 cells) or ``imagenet`` (C=48, 14 cells, mobile setting)."""
+    base = {
+        "cifar": EvalNetConfig(),
+        "imagenet": EvalNetConfig(C=48, num_cells=14, num_classes=1000, drop_path_prob=0.0, imagenet=True),
+    }
+    if setting not in base:
+        raise ValueError(f"setting must be 'cifar' or 'imagenet', got {setting!r}")
+    cfg = base[setting]
+    for k, v in overrides.items():
+        if v is not None:
+            setattr(cfg, k, v)
+    return DartsEvalNet(genotype, cfg)
+
+
+def count_params_without_aux(model: DartsEvalNet) -> int:
+    aux = {id(p) for p in model.aux_head.parameters()} if model.aux_head is not None else set()
+    return sum(p.numel() for p in model.parameters() if id(p) not in aux)

@@ -1,0 +1,179 @@
+"""Trainer pieces shared by the DARTS-family and TF-NAS searches.
+
+Builders take plain config dicts (as read from YAML) so a run is fully
+described by its config file:
+
+* ``build_optimizer(params, {"name": "sgd", "lr": 0.025, ...})``
+* ``build_lr_schedule({"name": "cosine", "min_lr": 1e-3}, base_lr, total_steps)``
+  returns a pure function ``step -> lr`` (no scheduler state to checkpoint);
+* ``RunCheckpoint``: one ``last.pt`` per run directory with epoch, model,
+  optimizers, RNG state and free extras, written atomically each epoch;
+* ``StepTimer``: wall-clock per named phase (e.g. weight step vs arch step);
+* ``progress``: a tqdm bar that stays quiet when output is not a terminal.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tfnas.errors import ConfigError
+
+LRSchedule = Callable[[int], float]
+
+
+# ------------------------------------------------------------------ optimizers
+def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
+    """``name``: sgd | adam | adamw; other keys are that optimiser's arguments (``betas`` as a list)."""
+    cfg = dict(cfg)
+    name = str(cfg.pop("name", "sgd")).lower()
+    cfg.pop("schedule", None)
+    cfg.pop("grad_clip", None)
+    if "betas" in cfg:
+        cfg["betas"] = tuple(cfg["betas"])
+    factories = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+    if name not in factories:
+        raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(factories)}")
+    try:
+        return factories[name](list(params), **cfg)
+    except TypeError as e:
+        raise ConfigError(f"bad {name} optimizer options {cfg}: {e}") from None
+
+
+def build_lr_schedule(cfg: dict[str, Any] | None, base_lr: float, total_steps: int) -> LRSchedule:
+    """``name``: constant | cosine (to ``min_lr``) | step (``gamma`` every ``step_size`` steps);
+    optional linear ``warmup_steps``."""
+    cfg = dict(cfg or {"name": "constant"})
+    name = str(cfg.get("name", "constant")).lower()
+    warmup = int(cfg.get("warmup_steps", 0))
+    total = max(int(total_steps), 1)
+    if name == "constant":
+
+        def main(step: int) -> float:
+            return base_lr
+    elif name == "cosine":
+        lo = float(cfg.get("min_lr", 0.0))
+
+        def main(step: int) -> float:
+            t = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+            return lo + 0.5 * (base_lr - lo) * (1.0 + math.cos(math.pi * t))
+    elif name == "step":
+        size, gamma = int(cfg.get("step_size", total)), float(cfg.get("gamma", 0.1))
+
+        def main(step: int) -> float:
+            return base_lr * gamma ** (max(step - warmup, 0) // max(size, 1))
+    else:
+        raise ConfigError(f"unknown lr schedule {name!r}; choose from constant, cosine, step")
+
+    def schedule(step: int) -> float:
+        if warmup and step < warmup:
+            return base_lr * (step + 1) / warmup
+        return main(step)
+
+    return schedule
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+# ------------------------------------------------------------------ checkpoints
+class RunCheckpoint:
+    """``<out_dir>/checkpoints/last.pt`` (+ ``epoch_XXX.pt`` when ``keep_all``)."""
+
+    def __init__(self, out_dir: str | Path, keep_all: bool = False):
+        self.dir = Path(out_dir) / "checkpoints"
+        self.keep_all = keep_all
+
+    @property
+    def last(self) -> Path:
+        return self.dir / "last.pt"
+
+    def exists(self) -> bool:
+        return self.last.exists()
+
+    def save(
+        self,
+        epoch: int,
+        modules: dict[str, Any],
+        extra: dict[str, Any] | None = None,
+    ) -> Path:
+        """``modules``: name -> object with ``state_dict()`` (models, optimizers)."""
+        from tfnas.utils.checkpoint import capture_rng_state, save_checkpoint
+
+        state = {
+            "epoch": int(epoch),
+            "state": {k: m.state_dict() for k, m in modules.items()},
+            "rng": capture_rng_state(),
+            "extra": dict(extra or {}),
+        }
+        save_checkpoint(self.last, state)
+        if self.keep_all:
+            save_checkpoint(self.dir / f"epoch_{epoch:03d}.pt", state)
+        return self.last
+
+    def load(self, modules: dict[str, Any], restore_rng: bool = True) -> tuple[int, dict[str, Any]]:
+        """Restore ``modules`` in place; return (completed epoch, extra)."""
+        from tfnas.utils.checkpoint import load_checkpoint, restore_rng_state
+
+        state = load_checkpoint(self.last)
+        missing = [k for k in modules if k not in state["state"]]
+        if missing:
+            raise ConfigError(f"checkpoint {self.last} lacks {missing}; was it written by another command?")
+        for k, m in modules.items():
+            m.load_state_dict(state["state"][k])
+        if restore_rng and state.get("rng") is not None:
+            restore_rng_state(state["rng"])
+        return int(state["epoch"]), dict(state.get("extra", {}))
+
+
+# ------------------------------------------------------------------ timing / progress
+class StepTimer:
+    """Accumulates wall-clock seconds per phase: ``with timer("weight"): ...``."""
+
+    def __init__(self) -> None:
+        self.total: dict[str, float] = defaultdict(float)
+        self.count: dict[str, int] = defaultdict(int)
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.total[phase] += time.perf_counter() - t0
+            self.count[phase] += 1
+
+    def mean(self, phase: str) -> float:
+        return self.total[phase] / max(self.count[phase], 1)
+
+    def summary(self) -> dict[str, float]:
+        return {f"sec_per_{k}": self.mean(k) for k in self.total}
+
+
+def progress(iterable: Iterable, total: int | None = None, desc: str = "", enabled: bool | None = None) -> Iterable:
+    """A tqdm bar on a terminal (or when ``enabled``); the bare iterable otherwise."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return iterable
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def cycle(loader: Iterable) -> Iterator:
+    """Iterate a loader forever (for the held-out stream that pairs with training batches)."""
+    while True:
+        yield from loader

@@ -1,0 +1,136 @@
+"""DARTS cell search spaces: S0 (the 8 DARTS ops) and RobustDARTS S1..S4.
+
+A cell has two input nodes (outputs of the previous two cells), four
+intermediate nodes, each fed by every earlier node (2 + 3 + 4 + 5 = 14 edges),
+and an output that concatenates the intermediate nodes. Each space lists, per
+edge and per cell type (normal / reduce), the candidate ops. The data lives in
+``configs/darts/spaces.json`` (a copy of the project's reference table).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from tfnas.errors import ConfigError
+from tfnas.ops.darts_ops import OPS
+from tfnas.utils.io import repo_root
+
+NUM_INPUT_NODES = 2
+NUM_NODES = 4  # intermediate nodes per cell
+CELL_TYPES = ("normal", "reduce")
+DARTS_OPS = (
+    "none",
+    "max_pool_3x3",
+    "avg_pool_3x3",
+    "skip_connect",
+    "sep_conv_3x3",
+    "sep_conv_5x5",
+    "dil_conv_3x3",
+    "dil_conv_5x5",
+)
+
+
+def cell_edges(num_nodes: int = NUM_NODES) -> list[tuple[int, int]]:
+    """``(node, source)`` per edge in canonical order; nodes are numbered from 2."""
+    return [(NUM_INPUT_NODES + i, j) for i in range(num_nodes) for j in range(NUM_INPUT_NODES + i)]
+
+
+NUM_EDGES = len(cell_edges())
+
+
+def node_edge_slices(num_nodes: int = NUM_NODES) -> list[slice]:
+    """Per intermediate node, the slice of the edge list that feeds it."""
+    out, start = [], 0
+    for i in range(num_nodes):
+        n = NUM_INPUT_NODES + i
+        out.append(slice(start, start + n))
+        start += n
+    return out
+
+
+def reduction_indices(num_cells: int) -> tuple[int, int]:
+    """Reduction cells sit at 1/3 and 2/3 of the depth."""
+    return num_cells // 3, 2 * num_cells // 3
+
+
+def stage_of(cell_index: int, num_cells: int) -> int:
+    """0 (low), 1 (mid) or 2 (high): which stage between reductions a cell belongs to."""
+    r1, r2 = reduction_indices(num_cells)
+    return 0 if cell_index < r1 else (1 if cell_index < r2 else 2)
+
+
+@dataclass(frozen=True)
+class CellSpace:
+    """Per-edge candidate ops for normal and reduction cells."""
+
+    name: str
+    normal: tuple[tuple[str, ...], ...]
+    reduce: tuple[tuple[str, ...], ...]
+
+    def ops(self, cell_type: str) -> tuple[tuple[str, ...], ...]:
+        if cell_type not in CELL_TYPES:
+            raise ValueError(f"cell type must be one of {CELL_TYPES}, got {cell_type!r}")
+        return self.normal if cell_type == "normal" else self.reduce
+
+    @property
+    def num_ops(self) -> int:
+        """Candidates per edge (uniform within a space, so alphas form one matrix)."""
+        return len(self.normal[0])
+
+    def to_dict(self) -> dict:
+        return {"normal": [list(e) for e in self.normal], "reduce": [list(e) for e in self.reduce]}
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict) -> CellSpace:
+        try:
+            normal = tuple(tuple(e) for e in data["normal"])
+            reduce = tuple(tuple(e) for e in data["reduce"])
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"DARTS space {name!r} needs 'normal' and 'reduce' edge lists ({e})") from None
+        space = cls(name, normal, reduce)
+        space.validate()
+        return space
+
+    def validate(self) -> None:
+        for cell_type in CELL_TYPES:
+            edges = self.ops(cell_type)
+            if len(edges) != NUM_EDGES:
+                raise ConfigError(f"space {self.name}: {cell_type} has {len(edges)} edges, need {NUM_EDGES}")
+            for k, ops in enumerate(edges):
+                if len(ops) != self.num_ops:
+                    raise ConfigError(
+                        f"space {self.name}: {cell_type} edge {k} has {len(ops)} ops; every edge needs {self.num_ops}"
+                    )
+                unknown = [o for o in ops if o not in OPS]
+                if unknown:
+                    raise ConfigError(f"space {self.name}: {cell_type} edge {k}: unknown ops {unknown}")
+                if len(set(ops)) != len(ops):
+                    raise ConfigError(f"space {self.name}: {cell_type} edge {k} repeats an op: {ops}")
+
+
+def spaces_file() -> Path:
+    return repo_root() / "configs" / "darts" / "spaces.json"
+
+
+@cache
+def _load_all(path: str) -> dict[str, CellSpace]:
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    return {k: CellSpace.from_dict(k, v) for k, v in raw.items() if not k.startswith("_")}
+
+
+def available_spaces() -> list[str]:
+    return sorted(_load_all(str(spaces_file())))
+
+
+def load_space(name_or_dict: str | dict, path: str | Path | None = None) -> CellSpace:
+    """A space by name (``s0``..``s4``) or from an inline dict with ``normal``/``reduce``."""
+    if isinstance(name_or_dict, dict):
+        return CellSpace.from_dict(name_or_dict.get("name", "custom"), name_or_dict)
+    spaces = _load_all(str(path or spaces_file()))
+    key = name_or_dict.lower()
+    if key not in spaces:
+        raise ConfigError(f"unknown DARTS space {name_or_dict!r}; choose from {', '.join(sorted(spaces))}")
+    return spaces[key]
