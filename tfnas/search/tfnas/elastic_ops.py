@@ -1,0 +1,177 @@
+"""Elastic inverted-residual candidates and the mixed layer that fuses them.
+
+Every candidate op owns its weights at its width *bound*; it runs at a prefix
+width ``w`` by slicing ``[:w]``. Channels are kept sorted by importance
+(elastic scaling physically reorders them), so a width change never masks or
+re-allocates anything: it only changes a slice length.
+
+The mixed layer runs all enabled candidates (each with its own BNs, as in the
+derived network) and sums them with the op weights: op by op ('loop', fastest
+on CPU), or 'fused' (one expansion conv and one depthwise conv for all ops).
+
+BN in the supernet always uses batch statistics (no running stats): every
+forward of a search is a training-mode forward, and no buffers need to be
+reordered or checkpointed when widths change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": lambda x: F.relu(x, inplace=True),
+    "swish": lambda x: F.silu(x, inplace=True),
+    "hswish": lambda x: F.hardswish(x, inplace=True),
+}
+_SE_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": F.relu,
+    "swish": F.silu,
+    "hswish": F.hardswish,
+}
+
+
+def _bn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    return F.batch_norm(x, None, None, weight, bias, training=True, momentum=0.0, eps=1e-5)
+
+
+class ElasticInvertedResidual(nn.Module):
+    """1x1 expand -> kxk depthwise -> (SE) -> 1x1 project, allocated at ``bound`` mid channels.
+
+    ``channel_params`` lists (parameter, dim) pairs whose ``dim`` indexes mid
+    channels: elastic scaling permutes exactly these.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, bound: int, kernel: int, stride: int, se_ch: int, act: str):
+        super().__init__()
+        self.in_ch, self.out_ch, self.bound = in_ch, out_ch, bound
+        self.kernel, self.stride, self.se_ch, self.act = kernel, stride, se_ch, act
+        self.expand = nn.Parameter(torch.empty(bound, in_ch, 1, 1))
+        self.bn1_w, self.bn1_b = nn.Parameter(torch.ones(bound)), nn.Parameter(torch.zeros(bound))
+        self.dw = nn.Parameter(torch.empty(bound, 1, kernel, kernel))
+        self.bn2_w, self.bn2_b = nn.Parameter(torch.ones(bound)), nn.Parameter(torch.zeros(bound))
+        if se_ch:
+            self.se_reduce = nn.Parameter(torch.empty(se_ch, bound, 1, 1))
+            self.se_reduce_b = nn.Parameter(torch.zeros(se_ch))
+            self.se_expand = nn.Parameter(torch.empty(bound, se_ch, 1, 1))
+            self.se_expand_b = nn.Parameter(torch.zeros(bound))
+        self.project = nn.Parameter(torch.empty(out_ch, bound, 1, 1))
+        self.bn3_w, self.bn3_b = nn.Parameter(torch.ones(out_ch)), nn.Parameter(torch.zeros(out_ch))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for p in (self.expand, self.dw, self.project):
+            nn.init.kaiming_normal_(p, mode="fan_out")
+        if self.se_ch:
+            nn.init.kaiming_normal_(self.se_reduce, mode="fan_out")
+            nn.init.kaiming_normal_(self.se_expand, mode="fan_out")
+
+    def channel_params(self) -> list[tuple[nn.Parameter, int]]:
+        out = [(self.expand, 0), (self.bn1_w, 0), (self.bn1_b, 0), (self.dw, 0), (self.bn2_w, 0), (self.bn2_b, 0)]
+        if self.se_ch:
+            out += [(self.se_reduce, 1), (self.se_expand, 0), (self.se_expand_b, 0)]
+        out.append((self.project, 1))
+        return out
+
+    def importance(self, width: int | None = None) -> torch.Tensor:
+        """L1 norm of each mid channel's depthwise kernel (the channel-keeping criterion)."""
+        return self.dw.detach()[: width or self.bound].abs().sum((1, 2, 3))
+
+    def se_and_project(self, h: torch.Tensor, w: int) -> torch.Tensor:
+        """SE gate (if any), projection and its BN, on a mid tensor of width ``w``."""
+        if self.se_ch:
+            s = h.mean((2, 3), keepdim=True)
+            s = _SE_ACTS[self.act](F.conv2d(s, self.se_reduce[:, :w], self.se_reduce_b))
+            s = F.conv2d(s, self.se_expand[:w], self.se_expand_b[:w])
+            h = h * torch.sigmoid(s)
+        y = F.conv2d(h, self.project[:, :w])
+        return _bn(y, self.bn3_w, self.bn3_b)
+
+    def forward(self, x: torch.Tensor, w: int) -> torch.Tensor:
+        act = _ACTS[self.act]
+        h = act(_bn(F.conv2d(x, self.expand[:w]), self.bn1_w[:w], self.bn1_b[:w]))
+        h = F.conv2d(h, self.dw[:w], None, self.stride, self.kernel // 2, 1, w)
+        h = act(_bn(h, self.bn2_w[:w], self.bn2_b[:w]))
+        return self.se_and_project(h, w)
+
+
+class MixedLayer(nn.Module):
+    """One searchable layer: all candidate ops, their current widths, a single-path and a mixed forward."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, stride: int, act: str, specs: list[tuple[str, int, int, int]], widths: list[int]
+    ):
+        """``specs``: per op (name, kernel, bound, se_ch), in the space's op order."""
+        super().__init__()
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+        self.op_names = [s[0] for s in specs]
+        self.ops = nn.ModuleList(
+            ElasticInvertedResidual(in_ch, out_ch, bound, k, stride, se, act) for _, k, bound, se in specs
+        )
+        self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
+        self.has_residual = stride == 1 and in_ch == out_ch
+        if self.has_residual:  # residual layers start as identity: a deep supernet of random paths trains stably
+            for op in self.ops:
+                nn.init.zeros_(op.bn3_w)
+        kernels = sorted({s[1] for s in specs})
+        self.kernel_groups = [(k, [i for i, s in enumerate(specs) if s[1] == k]) for k in kernels]
+        self._w = list(widths)
+        self.impl = "loop"
+
+    def sync_widths(self) -> None:
+        """Refresh the python copy of the widths buffer (after load_state_dict)."""
+        self._w = self.widths.tolist()
+
+    def set_width(self, op: int, width: int) -> None:
+        self.widths[op] = width
+        self._w[op] = int(width)
+
+    def forward_single(self, x: torch.Tensor, op: int) -> torch.Tensor:
+        y = self.ops[op](x, self._w[op])
+        return x + y if self.has_residual else y
+
+    def forward_mixed(self, x: torch.Tensor, weights: torch.Tensor, enabled: list[int]) -> torch.Tensor:
+        """sum_i weights[i] * op_i(x) over the ``enabled`` ops (``self.impl``: 'loop' or 'fused')."""
+        order = [i for _, idx in self.kernel_groups for i in idx if i in enabled]
+        out = self._mixed_fused(x, weights, order) if self.impl == "fused" and len(order) > 1 else None
+        if out is None:
+            ws, ops = self._w, self.ops
+            for i in order:
+                y = ops[i](x, ws[i]) * weights[i]
+                out = y if out is None else out + y
+        return x + out if self.has_residual else out
+
+    def _mixed_fused(self, x: torch.Tensor, weights: torch.Tensor, order: list[int]) -> torch.Tensor:
+        """The same sum with one expansion conv and one depthwise conv for all ops.
+
+        One 1x1 conv computes every op's expansion, one depthwise conv runs all
+        kernels (smaller ones zero-padded to the largest), ``split`` hands each op
+        its channels for its SE gate and projection. Fewer, larger kernels suit
+        GPUs; on CPU the per-op loop is faster (the split views must be copied
+        before each projection: see benchmarks/search/README.md).
+        """
+        ws, ops = self._w, self.ops
+        cat = torch.cat
+        act = _ACTS[ops[order[0]].act]
+        widths = [ws[i] for i in order]
+        total = sum(widths)
+        g1 = cat([ops[i].bn1_w[: ws[i]] for i in order])
+        b1 = cat([ops[i].bn1_b[: ws[i]] for i in order])
+        h = act(_bn(F.conv2d(x, cat([ops[i].expand[: ws[i]] for i in order])), g1, b1))
+        k = max(ops[i].kernel for i in order)
+        dw = cat([_pad_kernel(ops[i].dw[: ws[i]], k) for i in order])
+        d = F.conv2d(h, dw, None, self.stride, k // 2, 1, total)
+        d = act(_bn(d, cat([ops[i].bn2_w[: ws[i]] for i in order]), cat([ops[i].bn2_b[: ws[i]] for i in order])))
+        out = None
+        for i, di in zip(order, d.split(widths, dim=1)):
+            y = ops[i].se_and_project(di, ws[i]) * weights[i]
+            out = y if out is None else out + y
+        return out
+
+
+def _pad_kernel(w: torch.Tensor, k: int) -> torch.Tensor:
+    p = (k - w.shape[-1]) // 2
+    return F.pad(w, (p, p, p, p)) if p else w

@@ -1,0 +1,138 @@
+"""The differentiable latency term of TF-NAS, at the deployment shape of a latency table.
+
+Expected latency of the supernet = fixed parts (stem, first block, head)
++ per stage: sum over sink points k of softmax(beta)_k * (cumulative latency of
+layers 1..k), where a layer's latency is the op-weight mix of its ops' table
+latencies at their *current* widths. The table's calibration (scale, offset)
+is applied so the loss targets measured end-to-end latency, not the op sum.
+
+Geometry comes from ``space.layers(lut_resolution)``: the supernet may train at
+a proxy resolution, the latency term always describes the deployed network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from profilers.lut import LatencyTable
+from tfnas.arch import Architecture, LayerChoice
+from tfnas.errors import LatencyTableError
+from tfnas.latency.predict import apply_calibration, table_calibration
+from tfnas.latency.signatures import fixed_signatures, layer_key
+from tfnas.latency.table import Lookup, as_lookup
+from tfnas.spaces.mbv2 import MBV2Space
+
+
+class LatencyModel:
+    """Table latencies of every (layer, op, width) of a space, and the expected latency of a supernet state."""
+
+    def __init__(
+        self,
+        space: MBV2Space,
+        table: LatencyTable | Lookup,
+        resolution: int | None = None,
+        calibrated: bool = True,
+        width_align: int = 1,
+    ):
+        self.space = space
+        self.lookup = as_lookup(table)
+        fp_res = self.lookup.table.fingerprint.get("resolution")
+        self.resolution = int(resolution or fp_res or space.resolution)
+        self.geometry = space.layers(self.resolution)
+        self.op_names = list(space.ops)
+        self.keys = [[layer_key(space, g, op) for op in self.op_names] for g in self.geometry]
+        fixed = fixed_signatures(space, self.resolution)
+        try:
+            self.fixed_ms = sum(self.lookup(sig.key, None) for sig in fixed.values())
+            for g, row in zip(self.geometry, self.keys):
+                for op, key in zip(self.op_names, row):
+                    lo, hi = space.width_bounds(op, g.in_ch)
+                    self.lookup(key, lo), self.lookup(key, hi)
+        except LatencyTableError as e:
+            raise LatencyTableError(
+                f"latency table {self.lookup.table.source} cannot serve space {space.name!r} at resolution"
+                f" {self.resolution}: {e}"
+            ) from None
+        self.calibration = table_calibration(self.lookup) if calibrated else None
+        self.scale = float(self.calibration["scale"]) if self.calibration else 1.0
+        self.offset_ms = float(self.calibration["offset_ms"]) if self.calibration else 0.0
+        self.width_align = max(1, int(width_align))
+        self.stage_slices: list[tuple[int, int]] = []
+        start = 0
+        for st in space.stages:
+            self.stage_slices.append((start, start + st.layers))
+            start += st.layers
+        self.min_depths = [space.min_depth(s) for s in range(len(space.stages))]
+
+    # ---- single lookups ---------------------------------------------------------------------------------
+    def op_ms(self, layer: int, op: int, width: int) -> float:
+        return self.lookup(self.keys[layer][op], int(width))
+
+    def allowed_widths(self, layer: int, op: int) -> list[int]:
+        """Widths a search may pick: multiples of ``width_align`` within the op's bounds (and the bounds)."""
+        lo, hi = self.space.width_bounds(self.op_names[op], self.geometry[layer].in_ch)
+        a = self.width_align
+        ws = [w for w in range(lo, hi + 1) if w % a == 0]
+        return ws or [lo, hi]
+
+    def calibrate(self, raw_ms: float) -> float:
+        return apply_calibration(raw_ms, self.calibration)
+
+    # ---- expected latency (differentiable) ---------------------------------------------------------------
+    def op_table(self, widths: Sequence[Sequence[int]]) -> torch.Tensor:
+        """[layers, ops] table latencies of every op at its current width."""
+        return torch.tensor(
+            [[self.op_ms(i, j, w) for j, w in enumerate(row)] for i, row in enumerate(widths)], dtype=torch.float32
+        )
+
+    def expected(
+        self, op_weights: torch.Tensor, sink_probs: Sequence[torch.Tensor], op_table: torch.Tensor
+    ) -> torch.Tensor:
+        """Calibrated expected latency (ms); differentiable in ``op_weights`` and ``sink_probs``."""
+        layer_ms = (op_weights * op_table.to(op_weights.device)).sum(-1)
+        total = layer_ms.new_tensor(self.fixed_ms)
+        for s, (a, b) in enumerate(self.stage_slices):
+            cum = torch.cumsum(layer_ms[a:b], 0)
+            if self.min_depths[s] == 0:
+                cum = torch.cat([cum.new_zeros(1), cum])
+            total = total + (sink_probs[s] * cum).sum()
+        return total * self.scale + self.offset_ms
+
+    # ---- discrete architectures ---------------------------------------------------------------------------
+    def arch_ms(
+        self, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int], calibrated: bool = True
+    ) -> float:
+        """Latency of a discrete choice: op and width per layer, depth per stage."""
+        raw = self.fixed_ms
+        for s, (a, _) in enumerate(self.stage_slices):
+            for i in range(a, a + depths[s]):
+                raw += self.op_ms(i, ops[i], widths[i])
+        return raw * self.scale + self.offset_ms if calibrated else raw
+
+    def to_arch(
+        self, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int], meta: dict | None = None
+    ) -> Architecture:
+        stages: list[list[LayerChoice]] = [[] for _ in self.space.stages]
+        for g, o, w in zip(self.geometry, ops, widths):
+            stages[g.stage].append(LayerChoice(self.op_names[o], int(w)))
+        return Architecture(self.space, stages, list(depths), self.resolution, dict(meta or {})).validate()
+
+    def feasible_range(self, op_mask: torch.Tensor | None = None) -> tuple[float, float]:
+        """(fastest, slowest) calibrated latency over the architectures this search can reach."""
+        ext = []
+        for i in range(len(self.geometry)):
+            vals = [
+                self.op_ms(i, j, w)
+                for j in range(len(self.op_names))
+                if op_mask is None or bool(op_mask[i, j])
+                for w in self.allowed_widths(i, j)
+            ]
+            ext.append((min(vals), max(vals)))
+        fast = slow = self.fixed_ms
+        for s, (a, b) in enumerate(self.stage_slices):
+            depths = range(self.min_depths[s], b - a + 1)
+            fast += min(sum(e[0] for e in ext[a : a + d]) for d in depths)
+            slow += max(sum(e[1] for e in ext[a : a + d]) for d in depths)
+        return self.calibrate(fast), self.calibrate(slow)

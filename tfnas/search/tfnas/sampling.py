@@ -1,0 +1,91 @@
+"""Path samplers of the weight step, and Gumbel-softmax mixing of the architecture step.
+
+A *path sampler* picks one op per layer from masked op logits (disabled ops
+are ``-inf`` and can never be picked). A *weight scheme* lists the paths a
+weight step trains on the same batch: TF-NAS's bi-sampling is
+``gumbel_random`` (one Gumbel path + one uniformly random path); the other
+schemes reproduce the paper's ablation of the second path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from tfnas.errors import ConfigError
+
+PathSampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+PATH_SAMPLERS: dict[str, PathSampler] = {}
+
+
+def register_sampler(name: str) -> Callable[[PathSampler], PathSampler]:
+    def deco(fn: PathSampler) -> PathSampler:
+        PATH_SAMPLERS[name] = fn
+        return fn
+
+    return deco
+
+
+def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    u = torch.rand(shape, generator=generator).clamp_(1e-10, 1.0 - 1e-7)
+    return -torch.log(-torch.log(u))
+
+
+@register_sampler("gumbel")
+def sample_gumbel(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """argmax(logits + Gumbel noise): an exact sample of softmax(logits) per layer."""
+    return (logits + gumbel_noise(logits.shape, generator)).argmax(-1)
+
+
+@register_sampler("random")
+def sample_uniform(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Uniform over the enabled ops (the second path of bi-sampling)."""
+    allowed = torch.isfinite(logits).to(torch.float64)
+    return torch.multinomial(allowed, 1, generator=generator).squeeze(-1)
+
+
+@register_sampler("max_alpha")
+def sample_max_alpha(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return logits.argmax(-1)
+
+
+@register_sampler("min_alpha")
+def sample_min_alpha(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    return logits.masked_fill(~torch.isfinite(logits), float("inf")).argmin(-1)
+
+
+# scheme name -> the paths one weight step runs (losses summed)
+WEIGHT_SCHEMES: dict[str, tuple[str, ...]] = {
+    "gumbel": ("gumbel",),
+    "random": ("random",),
+    "min_alpha": ("gumbel", "min_alpha"),
+    "max_alpha": ("gumbel", "max_alpha"),
+    "gumbel_gumbel": ("gumbel", "gumbel"),
+    "gumbel_random": ("gumbel", "random"),
+}
+
+
+def weight_paths(scheme: str | list[str]) -> tuple[str, ...]:
+    """Resolve a scheme name (or an explicit list of sampler names) to path sampler names."""
+    paths = tuple(scheme) if isinstance(scheme, (list, tuple)) else WEIGHT_SCHEMES.get(scheme)
+    if not paths:
+        raise ConfigError(
+            f"unknown sampling scheme {scheme!r}; choose from {', '.join(WEIGHT_SCHEMES)}"
+            f" or give a list of samplers ({', '.join(PATH_SAMPLERS)})"
+        )
+    bad = [p for p in paths if p not in PATH_SAMPLERS]
+    if bad:
+        raise ConfigError(f"unknown path sampler(s) {bad}; choose from {', '.join(PATH_SAMPLERS)}")
+    return paths
+
+
+def sample_paths(name: str, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One op index per layer (a LongTensor of shape [layers])."""
+    return PATH_SAMPLERS[name](logits.detach(), generator)
+
+
+def gumbel_softmax_weights(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:
+    """Soft Gumbel-softmax op weights per layer; disabled ops (``-inf``) get exactly 0."""
+    g = gumbel_noise(logits.shape, generator).to(logits.device, logits.dtype)
+    return torch.softmax((logits + g) / temperature, dim=-1)

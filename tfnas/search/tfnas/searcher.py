@@ -1,0 +1,502 @@
+"""The TF-NAS search loop: warm-up, bi-sampled weight steps, mixed architecture steps,
+elastic width scaling after each epoch, derivation to an exact latency target.
+
+Reproducibility: every random draw of a step (paths, Gumbel noise, dropout)
+comes from a generator seeded by (seed, global step), and the data order of an
+epoch depends only on (seed, epoch). A checkpoint therefore only needs the
+model (weights, logits, widths), the optimizers and the position; ``resume``
+continues exactly where the interrupted run was, and gives the same result.
+
+Multi-process (torchrun): every rank draws the same paths, sees its own shard
+of each batch, and gradients are averaged by all-reduce before each update,
+so the single-process CPU path and the DDP path run the same algorithm.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Sampler
+from torch.utils.data._utils.collate import default_collate
+
+from tfnas.arch import Architecture
+from tfnas.data import build_datasets, make_loader
+from tfnas.errors import ConfigError, TfnasError
+from tfnas.latency.table import load_table, table_grid
+from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
+from tfnas.search.tfnas.config import config_diff
+from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
+from tfnas.search.tfnas.latency import LatencyModel
+from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
+from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, weight_paths
+from tfnas.search.tfnas.supernet import TFNASSupernet
+from tfnas.spaces.mbv2 import MBV2Space, load_space
+from tfnas.utils.io import atomic_write_json, read_json, repo_root
+
+_MIX = 1_000_003
+
+
+class SearchInterrupted(TfnasError):
+    """The run stopped early on request (``runtime.stop_after_steps``); resume continues it."""
+
+
+class _IndexSampler(Sampler[int]):
+    def __init__(self, indices: list[int]):
+        self.indices = indices
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+@dataclass
+class SearchResult:
+    arch: Architecture
+    arch_path: Path
+    report_path: Path
+    predicted_ms: float
+    target_ms: float
+
+
+def resolve_path(p: str | Path) -> Path:
+    """Relative paths are tried from the working directory, then from the checkout root."""
+    path = Path(p).expanduser()
+    if path.is_absolute() or path.exists():
+        return path
+    alt = repo_root() / path
+    return alt if alt.exists() else path
+
+
+def build_latency_model(cfg: dict[str, Any], space: MBV2Space) -> LatencyModel:
+    if not cfg["lut"]:
+        raise ConfigError("no latency table: set 'lut' in the search config (e.g. latency_tables/<table>.json)")
+    table = load_table(resolve_path(cfg["lut"]), space, resolution=cfg["lut_resolution"], warn_fingerprint=False)
+    align = cfg["search"]["width_align"] or table_grid(table).align
+    return LatencyModel(space, table, cfg["lut_resolution"], cfg["calibrated"], align)
+
+
+def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tensor | None = None) -> None:
+    """Fail before any training when the target is missing or outside what the space can reach."""
+    fast, slow = lat.feasible_range(op_mask)
+    if target_ms is None:
+        raise ConfigError(
+            f"no latency target: pass --target-ms or set target_ms (feasible: {fast:.2f} .. {slow:.2f} ms)"
+        )
+    if not fast <= target_ms <= slow:
+        raise ConfigError(
+            f"target {target_ms:g} ms is infeasible for space {lat.space.name!r} with table"
+            f" {lat.lookup.table.source}: the fastest architecture takes {fast:.2f} ms and the slowest"
+            f" {slow:.2f} ms{' (calibrated)' if lat.calibration else ''}; choose a target in that range"
+        )
+
+
+class TFNASSearch:
+    """One search run in ``out_dir``: ``run()`` trains, scales, derives and writes the results."""
+
+    def __init__(self, cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, dist_info: Any = None):
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.resume = resume
+        self.dist = dist_info
+        s, rt = cfg["search"], cfg["runtime"]
+        if rt["threads"]:
+            torch.set_num_threads(int(rt["threads"]))
+        self.space = load_space(cfg["space"])
+        self.lat = build_latency_model(cfg, self.space)
+        self.target = float(cfg["target_ms"]) if cfg["target_ms"] is not None else None
+        self.paths = weight_paths(s["sampling"])
+        ops = s["ops"]
+        probe = TFNASSupernet.op_mask_for(self.space, ops)
+        check_target(self.lat, self.target, probe)
+        self.rank = getattr(dist_info, "rank", 0)
+        self.world = getattr(dist_info, "world_size", 1)
+        self.is_main = self.rank == 0
+        self.device = getattr(dist_info, "device", None) or torch.device(
+            "cuda" if rt["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        )
+        d = cfg["data"]
+        self.data = build_datasets(
+            str(d["source"]) if str(d["source"]) == "generated" else resolve_path(d["source"]),
+            resolution=d["resolution"],
+            num_classes=d["num_classes"],
+            held_out_fraction=d["held_out_fraction"],
+            num_samples=d["num_samples"],
+            seed=cfg["seed"],
+            max_samples=d["max_samples"],
+        )
+        if self.data.held_out is None:
+            raise ConfigError("data.held_out_fraction must be > 0: the architecture steps need a held-out split")
+        torch.manual_seed(cfg["seed"])
+        self.model = TFNASSupernet(self.space, self.data.num_classes, ops).to(self.device)
+        self.model.set_mixed_impl(rt["mixed_op"])
+        self.memory_format = torch.channels_last if rt["channels_last"] else torch.contiguous_format
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.w_opt = build_optimizer(self.model.weight_parameters(), cfg["optim"]["weights"])
+        self.a_opt = build_optimizer(self.model.arch_parameters(), cfg["optim"]["arch"])
+        self.batch = s["batch_size"] // self.world
+        if self.batch < 1 or s["batch_size"] % self.world:
+            raise ConfigError(f"search.batch_size {s['batch_size']} must be a multiple of the {self.world} processes")
+        n_train = len(self.data.train) // self.world
+        full = n_train // self.batch
+        if full < 1:
+            raise ConfigError(f"the training split has {len(self.data.train)} samples: less than one batch")
+        self.steps_per_epoch = min(full, s["steps_per_epoch"] or full)
+        if self.steps_per_epoch < s["arch_every"] and s["epochs"] > s["warmup_epochs"]:
+            raise ConfigError(f"steps_per_epoch {self.steps_per_epoch} < arch_every {s['arch_every']}: no arch steps")
+        self.held_batches = (len(self.data.held_out) // self.world) // self.batch
+        if self.held_batches < 1:
+            raise ConfigError(f"the held-out split has {len(self.data.held_out)} samples: less than one batch")
+        self.total_steps = s["epochs"] * self.steps_per_epoch
+        base_lr = float(cfg["optim"]["weights"].get("lr", 0.025))
+        self.lr_at = build_lr_schedule(cfg["optim"]["schedule"], base_lr, self.total_steps)
+        self.ckpt = RunCheckpoint(self.out)
+        self.history: list[dict[str, Any]] = []
+        self.epoch, self.step = 0, 0
+        self._sums: dict[str, float] = {}  # running sums of the epoch's step metrics (checkpointed)
+        self._counts: dict[str, int] = {}
+        self._op_table = self.lat.op_table(self.model.widths())
+
+    # ---- reproducible randomness and data ----------------------------------------------------------------
+    def _generator(self, gstep: int, salt: int = 0) -> torch.Generator:
+        seed = (self.cfg["seed"] * _MIX + gstep) * 4 + salt
+        torch.manual_seed(seed)  # dropout and any other draw of the step
+        return torch.Generator().manual_seed(seed)
+
+    def _order(self, n: int, key: int) -> list[int]:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg["seed"] * _MIX + key)).tolist()
+        per = n // self.world
+        return idx[self.rank * per : (self.rank + 1) * per]
+
+    def _train_loader(self, epoch: int, start: int):
+        idx = self._order(len(self.data.train), 2 * epoch)[: self.steps_per_epoch * self.batch]
+        sampler = _IndexSampler(idx[start * self.batch :])
+        return make_loader(
+            self.data.train,
+            self.batch,
+            shuffle=False,
+            seed=self.cfg["seed"] + epoch,
+            workers=self.cfg["data"]["workers"],
+            sampler=sampler,
+        )
+
+    def _held_batch(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+        cycle, b = divmod(j, self.held_batches)
+        idx = self._order(len(self.data.held_out), 2 * cycle + 1)[b * self.batch : (b + 1) * self.batch]
+        x, y = default_collate([self.data.held_out[i] for i in idx])
+        return self._to(x, y)
+
+    def _to(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return x.to(self.device, memory_format=self.memory_format), y.to(self.device)
+
+    def _all_reduce(self, params: list[torch.nn.Parameter]) -> None:
+        if self.world <= 1:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.world
+        off = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[off : off + n].view_as(p).clone()
+            off += n
+
+    # ---- steps --------------------------------------------------------------------------------------------
+    def temperature(self, epoch: int) -> float:
+        s = self.cfg["search"]
+        return s["temperature"] * s["temperature_decay"] ** epoch
+
+    def weight_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, warm: bool) -> dict[str, float]:
+        model, opt = self.model, self.w_opt
+        gen = self._generator(gstep, 0)
+        set_lr(opt, self.lr_at(gstep))
+        opt.zero_grad(set_to_none=True)
+        logits = model.masked_logits().detach().cpu()  # paths are drawn on the CPU generator
+        # all paths share the stem features of the batch; one backward of the summed losses
+        features = model.stem_features(x)
+        losses, correct = [], 0
+        for name in ("gumbel",) if warm else self.paths:
+            choice = sample_paths(name, logits, gen).tolist()
+            out = model.forward_paths(x, choice, features)
+            losses.append(F.cross_entropy(out, y))
+            correct += int((out.argmax(1) == y).sum())
+        torch.stack(losses).sum().backward()
+        total = float(sum(float(v.detach()) for v in losses))
+        params = model.weight_parameters()
+        self._all_reduce(params)
+        clip = self.cfg["optim"]["grad_clip"]
+        if clip:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        n_paths = 1 if warm else len(self.paths)
+        return {"train_loss": total / n_paths, "train_acc": correct / (n_paths * len(y))}
+
+    def arch_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, epoch: int) -> dict[str, float]:
+        model = self.model
+        gen = self._generator(gstep, 1)
+        weights = model.weight_parameters()
+        for p in weights:
+            p.requires_grad_(False)
+        try:
+            self.a_opt.zero_grad(set_to_none=True)
+            gw = gumbel_softmax_weights(model.masked_logits(), self.temperature(epoch), gen)
+            out = model.forward_mixed(x, gw)
+            ce = F.cross_entropy(out, y)
+            lat_ms = self.lat.expected(gw, model.sink_probs(), self._op_table)
+            lat_loss = self.cfg["search"]["latency_lambda"] * (lat_ms / self.target - 1.0).abs()
+            (ce + lat_loss).backward()
+            self._all_reduce(model.arch_parameters())
+            self.a_opt.step()
+            model.normalize_alphas()
+        finally:
+            for p in weights:
+                p.requires_grad_(True)
+        return {
+            "held_loss": float(ce.detach()),
+            "held_acc": float((out.argmax(1) == y).float().mean()),
+            "expected_ms": float(lat_ms.detach()),
+            "lat_loss": float(lat_loss.detach()),
+        }
+
+    # ---- epochs -------------------------------------------------------------------------------------------
+    def _epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
+        s = self.cfg["search"]
+        warm = epoch < s["warmup_epochs"]
+        model = self.model
+        ops, widths, depths = derive_choice(model)
+        with torch.no_grad():
+            expected = float(self.lat.expected(model.op_probs(), model.sink_probs(), self._op_table))
+        derived = self.lat.arch_ms(ops, widths, depths)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "warmup": warm,
+            "temperature": self.temperature(epoch),
+            "lr": self.lr_at((epoch + 1) * self.steps_per_epoch - 1),
+            "expected_ms": expected,
+            "derived_ms": derived,
+            "scaled_ms": None,
+            "op_probs": model.op_probs().tolist(),
+            "sink_probs": [p.detach().tolist() for p in model.sink_probs()],
+            "depths": depths,
+            "ops": [model.op_names[o] for o in ops],
+            **stats,
+        }
+        if not warm and s["elastic"]:
+            new = scale_widths(self.lat, ops, widths, depths, self.target, s["elastic_step"])
+            record["widths_changed"] = apply_widths(model, ops, new, self.w_opt)
+            self._op_table = self.lat.op_table(model.widths())
+            record["scaled_ms"] = self.lat.arch_ms(ops, new, depths)
+        record["widths"] = [model.layers[i]._w[o] for i, o in enumerate(ops)]
+        self.history.append(record)
+
+    def _save(self, next_epoch: int, next_step: int) -> None:
+        if not self.is_main:
+            return
+        self.ckpt.save(
+            next_epoch,
+            {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt},
+            {
+                "next_step": next_step,
+                "history": self.history,
+                "epoch_sums": dict(self._sums) if next_step else {},
+                "epoch_counts": dict(self._counts) if next_step else {},
+            },
+        )
+
+    def _load(self) -> None:
+        epoch, extra = self.ckpt.load({"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt})
+        self.epoch, self.step = epoch, int(extra.get("next_step", 0))
+        self.history = list(extra.get("history", []))
+        self._sums = dict(extra.get("epoch_sums", {}))
+        self._counts = dict(extra.get("epoch_counts", {}))
+        self._op_table = self.lat.op_table(self.model.widths())
+
+    def _prepare_out(self) -> None:
+        cfg_path = self.out / "config.json"
+        if self.resume:
+            if not self.ckpt.exists():
+                raise TfnasError(f"--resume: no checkpoint in {self.ckpt.last}; start the run without --resume")
+            saved = read_json(cfg_path, "saved run config") if cfg_path.exists() else None
+            if saved is not None:
+                diffs = [d for d in config_diff(saved, self.cfg) if not d.startswith(("runtime.", "out:"))]
+                if diffs:
+                    raise ConfigError(
+                        "--resume with a different config than the run's saved one:\n  " + "\n  ".join(diffs)
+                    )
+        elif self.ckpt.exists():
+            raise TfnasError(f"{self.out} already holds a search checkpoint; pass --resume or choose another --out")
+        if self.is_main:
+            atomic_write_json(cfg_path, self.cfg)
+
+    def run(self) -> SearchResult:
+        from tfnas.utils.metrics import MetricsLogger
+
+        self._prepare_out()
+        if self.resume:
+            self._load()
+        s, rt = self.cfg["search"], self.cfg["runtime"]
+        metrics = MetricsLogger(self.out, resume=self.resume) if self.is_main else None
+        if metrics is not None and self.resume:
+            metrics.truncate_after(self.epoch * self.steps_per_epoch + self.step - 1)
+        stop_after = rt["stop_after_steps"]
+        done_steps = 0
+        arch_every = s["arch_every"]
+        try:
+            for epoch in range(self.epoch, s["epochs"]):
+                warm = epoch < s["warmup_epochs"]
+                start = self.step if epoch == self.epoch else 0
+                if epoch != self.epoch or not self.step:
+                    self._sums, self._counts = {}, {}
+                sums, counts = self._sums, self._counts
+                t0 = time.perf_counter()
+                loader = self._train_loader(epoch, start)
+                bar = progress(
+                    loader,
+                    total=self.steps_per_epoch - start,
+                    desc=f"search {epoch + 1}/{s['epochs']}",
+                    enabled=rt["progress"] if self.is_main else False,
+                )
+                for step, (x, y) in enumerate(bar, start):
+                    gstep = epoch * self.steps_per_epoch + step
+                    x, y = self._to(x, y)
+                    row = self.weight_step(x, y, gstep, warm)
+                    if not warm and (step + 1) % arch_every == 0:
+                        j = (epoch - s["warmup_epochs"]) * (self.steps_per_epoch // arch_every) + step // arch_every
+                        row.update(self.arch_step(*self._held_batch(j), gstep, epoch))
+                    for k, v in row.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                        counts[k] = counts.get(k, 0) + 1
+                    if metrics is not None:
+                        metrics.log(
+                            gstep, epoch=epoch, lr=self.lr_at(gstep), temperature=self.temperature(epoch), **row
+                        )
+                    if hasattr(bar, "set_postfix"):
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
+                    done_steps += 1
+                    last = step + 1 == self.steps_per_epoch
+                    every = rt["checkpoint_every_steps"]
+                    if not last and ((every and (gstep + 1) % every == 0) or (stop_after and done_steps >= stop_after)):
+                        self._save(epoch, step + 1)
+                    if stop_after and done_steps >= stop_after and not last:
+                        raise SearchInterrupted(f"stopped after {done_steps} steps (runtime.stop_after_steps)")
+                stats = {k: sums[k] / counts[k] for k in sums}
+                stats["epoch_seconds"] = time.perf_counter() - t0
+                self._epoch_end(epoch, stats)
+                self._save(epoch + 1, 0)
+                self.step = 0
+                if stop_after and done_steps >= stop_after and epoch + 1 < s["epochs"]:
+                    raise SearchInterrupted(f"stopped after {done_steps} steps (runtime.stop_after_steps)")
+        finally:
+            if metrics is not None:
+                metrics.close()
+        return self.derive()
+
+    # ---- derivation ---------------------------------------------------------------------------------------
+    def derive(self) -> SearchResult:
+        s = self.cfg["search"]
+        ops, widths, depths = derive_choice(self.model)
+        with torch.no_grad():
+            op_logp = torch.log_softmax(self.model.masked_logits(), -1).cpu()
+            sink_logp = [torch.log_softmax(b, 0).cpu() for b in self.model.betas]
+        prior = (op_logp, sink_logp, self.model.widths())
+        ops, widths, depths, moves = hit_target(
+            self.lat, ops, widths, depths, self.target, s["final_tolerance"], *prior
+        )
+        loop = []
+        if s["measure_final"] and self.is_main:
+            ops, widths, depths, loop = self._measured_loop(ops, widths, depths, prior)
+        predicted = self.lat.arch_ms(ops, widths, depths)
+        err = predicted / self.target - 1.0
+        meta = {
+            "search": "tfnas",
+            "name": self.cfg["name"],
+            "target_ms": self.target,
+            "predicted_ms": predicted,
+            "relative_error": err,
+            "lut": str(self.cfg["lut"]),
+            "calibrated": self.lat.calibration is not None,
+            "seed": self.cfg["seed"],
+            "epochs": s["epochs"],
+        }
+        if loop:
+            meta["measured_ms"] = loop[-1]["measured_ms"]
+        arch = self.lat.to_arch(ops, widths, depths, meta)
+        arch_path, report_path = self.out / "arch.json", self.out / "report.json"
+        if self.is_main:
+            arch.save(arch_path)
+            cost = arch_cost(arch)
+            report = {
+                "target_ms": self.target,
+                "predicted_ms": predicted,
+                "relative_error": err,
+                "target_hit": abs(err) <= s["final_tolerance"] + 1e-12,
+                "raw_sum_ms": self.lat.arch_ms(ops, widths, depths, calibrated=False),
+                "structural_adjustments": moves,
+                "measured_loop": loop,
+                "calibration": self.lat.calibration,
+                "lut": str(self.cfg["lut"]),
+                "lut_resolution": self.lat.resolution,
+                "train_resolution": self.cfg["data"]["resolution"],
+                "feasible_range_ms": list(self.lat.feasible_range(self.model.op_mask)),
+                **cost,
+                "arch": arch.to_dict(),
+                "history": self.history,
+            }
+            write_report(report_path, report)
+            plot_history(
+                self.out, self.history, self.target, self.model.op_names, [st.layers for st in self.space.stages]
+            )
+        if not math.isfinite(predicted):
+            raise TfnasError("derived latency is not finite")
+        return SearchResult(arch, arch_path, report_path, predicted, self.target)
+
+    def _measured_loop(self, ops: list[int], widths: list[int], depths: list[int], prior: tuple) -> tuple:
+        """Close the loop on the real runtime: measure the derived net end to end and, while it misses the
+        target by more than ``measure_tolerance``, re-aim the table prediction by the measured ratio.
+
+        For tables whose calibration does not fit this kind of network (or a device that drifted).
+        Measurements take the min over ``measure_rounds`` medians (robust to bursts of load); each re-aim
+        is clamped to +-15%, and the iteration whose measurement came closest to the target is kept.
+        """
+        from tfnas.latency.measure import measure_arch
+
+        s = self.cfg["search"]
+        fp = self.lat.lookup.table.fingerprint
+        backend = "ort" if fp.get("runtime") == "onnxruntime" else str(self.lat.lookup.table.meta.get("backend", "ort"))
+        goal, loop, best = self.target, [], None
+        for it in range(s["measure_iterations"] + 1):
+            arch = self.lat.to_arch(ops, widths, depths)
+            rounds = [
+                measure_arch(arch, backend, int(fp.get("threads", 1)), int(fp.get("batch", 1))).median_ms
+                for _ in range(s["measure_rounds"])
+            ]
+            measured = min(rounds)
+            loop.append(
+                {
+                    "iteration": it,
+                    "aimed_ms": goal,
+                    "predicted_ms": self.lat.arch_ms(ops, widths, depths),
+                    "measured_ms": measured,
+                    "rounds_ms": rounds,
+                }
+            )
+            miss = abs(measured / self.target - 1.0)
+            if best is None or miss < best[0]:
+                best = (miss, list(ops), list(widths), list(depths), it)
+            if miss <= s["measure_tolerance"] or it == s["measure_iterations"]:
+                break
+            # damped: one noisy measurement on a busy machine must not throw the aim far off
+            goal *= min(max(self.target / measured, 0.85), 1.15)
+            ops, widths, depths, _ = hit_target(self.lat, ops, widths, depths, goal, s["final_tolerance"], *prior)
+        _, ops, widths, depths, chosen = best
+        loop.append({"chosen_iteration": chosen, "measured_ms": loop[chosen]["measured_ms"]})
+        return ops, widths, depths, loop
