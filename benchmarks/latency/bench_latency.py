@@ -164,7 +164,7 @@ def bench_e2e(args: argparse.Namespace) -> dict:
     table = load_table(args.lut, space, threads=args.threads, warn_fingerprint=False)
     res = int(table.fingerprint["resolution"])
     lookup = Lookup(table)
-    archs = sample_archs(space, args.samples, args.seed, res)
+    archs = sample_archs(space, args.samples, args.seed, res, args.align)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
     runs = measure_archs(
@@ -237,6 +237,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds (interp, e2e)")
     p.add_argument("--max-time", type=float, default=0.25, help="interp: time cap per graph and round, s")
     p.add_argument("--samples", type=int, default=20, help="e2e: random architectures")
+    p.add_argument("--align", type=int, default=1, help="e2e: round widths to multiples of this (4 = search-like)")
     p.add_argument("--seed", type=int, default=1, help="sampling seed (e2e: 1 = not the calibration set)")
     p.add_argument("--out", default=None, help="result JSON (default: results/<bench>.json)")
     args = p.parse_args()

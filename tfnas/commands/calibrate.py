@@ -16,6 +16,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds per architecture")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the table's)")
+    p.add_argument(
+        "--align",
+        type=int,
+        default=None,
+        help="round sampled widths to multiples of this (default: the table's alignment, as a search derives)",
+    )
     p.add_argument("--out", default=None, help="write the calibrated table here instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -24,7 +30,16 @@ def run(args: argparse.Namespace) -> int:
     table = load_table(args.lut, threads=args.threads)
     space = load_space(args.space or table.space)
     table = load_table(args.lut, space, threads=args.threads, warn_fingerprint=False)
-    cal = calibrate(table, space, args.samples, args.seed, args.threads, progress=not args.quiet, rounds=args.rounds)
+    cal = calibrate(
+        table,
+        space,
+        args.samples,
+        args.seed,
+        args.threads,
+        progress=not args.quiet,
+        rounds=args.rounds,
+        align=args.align,
+    )
     with profiler_errors():
         out = table.save(args.out or args.lut)
     print(

@@ -18,11 +18,11 @@ import numpy as np
 
 from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol
-from tfnas.arch import Architecture
+from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import TfnasError
 from tfnas.latency.measure import measure_archs, round_median
 from tfnas.latency.predict import predict
-from tfnas.latency.table import Lookup
+from tfnas.latency.table import Lookup, table_grid
 from tfnas.spaces.mbv2 import MBV2Space
 
 MeasureFn = Callable[[Architecture], float]
@@ -61,9 +61,24 @@ def error_stats(predicted: Sequence[float], measured: Sequence[float]) -> dict[s
     return {"mape": float(np.mean(np.abs(rel))), "worst": float(np.max(np.abs(rel))), "bias": float(np.mean(rel))}
 
 
-def sample_archs(space: MBV2Space, n: int, seed: int = 0, resolution: int | None = None) -> list[Architecture]:
+def sample_archs(
+    space: MBV2Space, n: int, seed: int = 0, resolution: int | None = None, align: int = 1
+) -> list[Architecture]:
+    """Random architectures; with ``align > 1`` every width is rounded down to a multiple of it.
+
+    A search derives widths on the table's alignment (the runtime's fast path), so a
+    calibration meant for searched networks must be fit on that population.
+    """
     rng = random.Random(seed)
-    return [Architecture.random(space, rng, resolution) for _ in range(n)]
+    archs = [Architecture.random(space, rng, resolution) for _ in range(n)]
+    if align > 1:
+        for arch in archs:
+            for g in space.layers(arch.resolution):
+                c = arch.stages[g.stage][g.index]
+                lo, _ = space.width_bounds(c.op, g.in_ch)
+                arch.stages[g.stage][g.index] = LayerChoice(c.op, max(lo, c.width - c.width % align))
+            arch.validate()
+    return archs
 
 
 def calibrate(
@@ -77,6 +92,7 @@ def calibrate(
     measure_fn: MeasureFn | None = None,
     progress: bool = True,
     rounds: int = 3,
+    align: int | None = None,
 ) -> dict[str, Any]:
     """Measure ``n`` random architectures end to end, fit, store ``table.calibration`` and return it.
 
@@ -90,7 +106,8 @@ def calibrate(
     threads = threads or int(fp["threads"])
     backend = backend or ("ort" if fp.get("runtime") == "onnxruntime" else str(table.meta.get("backend", "ort")))
     lookup = Lookup(table)
-    archs = sample_archs(space, n, seed, res)
+    align = table_grid(table).align if align is None else max(1, align)
+    archs = sample_archs(space, n, seed, res, align)
     t0 = time.perf_counter()
     predicted = [predict(arch, lookup, calibrated=False) for arch in archs]
     if measure_fn is None:
@@ -108,7 +125,7 @@ def calibrate(
         "mape_before": before_stats["mape"],
         "mape_after": after_stats["mape"],
         "method": f"least squares on relative errors, measured = scale*predicted + offset; {n} random archs"
-        f" (seed {seed}), {rounds} interleaved rounds each, backend {backend}, {threads} thread(s), batch {batch},"
+        f" (seed {seed}, widths aligned to {align}), {rounds} interleaved rounds each, backend {backend}, {threads} thread(s), batch {batch},"
         f" {res}x{res}",
     }
     table.calibration = cal
