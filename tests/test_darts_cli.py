@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from tfnas.cli import main
@@ -18,14 +17,6 @@ TINY = {
     "search": {"epochs": 2, "max_steps_per_epoch": 2},
     "hessian": {"every": 2, "iters": 3},
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_cfg(tmp_path, method: str = "darts_1st") -> str:

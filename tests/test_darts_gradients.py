@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -12,15 +11,6 @@ from tfnas.search.darts.hessian import EigenStopRule, dominant_eigenvalue, max_e
 from tfnas.search.darts.methods import build_method
 from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
 from tfnas.spaces.darts import load_space
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster on one thread (no sync overhead, no fight for busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(space: str = "s2", seed: int = 0) -> DartsSupernet:

@@ -14,14 +14,6 @@ from tfnas.search.darts.methods import METHODS, AdversarialPerturbation, RandomS
 from tfnas.search.darts.trainer import build_search_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def data(seed: int = 0, n: int = 8, res: int = 8):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, res, res, generator=g), torch.randint(0, 3, (n,), generator=g)

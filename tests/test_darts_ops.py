@@ -8,15 +8,6 @@ import torch
 from tfnas.ops.darts_ops import OPS, FactorizedReduce, build_op, channel_shuffle, drop_path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster on one thread (no sync overhead, no fight for busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.parametrize("name", sorted(OPS))
 @pytest.mark.parametrize("stride", [1, 2])
 def test_op_shapes(name, stride):

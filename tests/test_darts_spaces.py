@@ -14,16 +14,6 @@ from tfnas.spaces.darts import NUM_EDGES, available_spaces, cell_edges, load_spa
 from tfnas.spaces.darts_genotypes import PUBLISHED, CellGenotype, Genotype, get_genotype
 from tfnas.utils.io import repo_root
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run much faster on one thread (no sync overhead, no fight for busy cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 REFERENCE = Path("/work/shared/reference/darts_search_spaces.json")
 
 

@@ -66,15 +66,6 @@ def synthetic_table(space, resolution=None, calibration=None) -> LatencyTable:
     return LatencyTable(space.name, {**FINGERPRINT, "resolution": res}, {}, entries, meta=meta, complete=True)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from 2 threads, and spinning OpenMP threads crawl on a shared machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def lat(tiny_space):
     return LatencyModel(tiny_space, synthetic_table(tiny_space))

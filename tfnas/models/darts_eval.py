@@ -58,32 +58,17 @@ class _AuxPool(nn.Module):
         return nn.functional.avg_pool2d(x, self.kernel, self.stride, count_include_pad=False)
 
 
-class AuxHeadCIFAR(nn.Sequential):
-    """Auxiliary classifier for 8x8 inputs (after the second reduction at 32x32)."""
+class AuxHead(nn.Sequential):
+    """Auxiliary classifier on the features after the second reduction.
 
-    def __init__(self, C: int, num_classes: int):
+    ``pool_stride`` 3 for CIFAR (8x8 features at 32x32), 2 for ImageNet (14x14 at 224); the
+    adaptive pool makes other resolutions work too.
+    """
+
+    def __init__(self, C: int, num_classes: int, pool_stride: int):
         super().__init__(
             nn.ReLU(inplace=False),
-            _AuxPool(5, 3),
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
-            nn.ReLU(inplace=False),
-            nn.AdaptiveAvgPool2d(1),  # 1x1 at 32x32 inputs; makes other resolutions work too
-            nn.Flatten(),
-            nn.Linear(768, num_classes),
-        )
-
-
-class AuxHeadImageNet(nn.Sequential):
-    """Auxiliary classifier for 14x14 inputs (ImageNet at 224)."""
-
-    def __init__(self, C: int, num_classes: int):
-        super().__init__(
-            nn.ReLU(inplace=False),
-            _AuxPool(5, 2),
+            _AuxPool(5, pool_stride),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
@@ -154,8 +139,7 @@ class DartsEvalNet(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.aux_head = None
         if cfg.auxiliary:
-            head = AuxHeadImageNet if cfg.imagenet else AuxHeadCIFAR
-            self.aux_head = head(C_aux, cfg.num_classes)
+            self.aux_head = AuxHead(C_aux, cfg.num_classes, pool_stride=2 if cfg.imagenet else 3)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, cfg.num_classes)
 
