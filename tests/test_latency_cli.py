@@ -95,39 +95,13 @@ def test_unknown_space(capsys, tmp_path):
 
 def test_profile_measure_calibrate_end_to_end(files, capsys):
     lut = files["dir"] / "profiled.json"
-    rc, out, err = run_cli(
-        capsys,
-        "profile",
-        "--space",
-        files["space"],
-        "--out",
-        lut,
-        "--max-time",
-        "0.02",
-        "--intervals",
-        "2",
-        "--quiet",
-        "--work",
-        files["dir"] / "bundle",
-    )
+    profile = ("profile", "--space", files["space"], "--out", lut, "--max-time", "0.02", "--intervals", "2")
+    profile += ("--quiet", "--work", files["dir"] / "bundle")
+    rc, out, err = run_cli(capsys, *profile)
     assert rc == 0, err
     assert "signatures" in out and lut.exists()
     before = json.loads(lut.read_text())
-    rc, out, err = run_cli(
-        capsys,
-        "profile",
-        "--space",
-        files["space"],
-        "--out",
-        lut,
-        "--max-time",
-        "0.02",
-        "--intervals",
-        "2",
-        "--quiet",
-        "--work",
-        files["dir"] / "bundle",
-    )
+    rc, out, err = run_cli(capsys, *profile)
     after = json.loads(lut.read_text())
     assert rc == 0 and after["created"] == before["created"]  # resumed, not restarted
     assert after["entries"] == before["entries"]  # nothing re-measured

@@ -36,17 +36,17 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_space, m
     cfg = _cfg(epochs=2)
     full = train_derived(arch, cfg, tmp_path / "full")
 
-    real_save = training.save_checkpoint
+    real_save = training.RunCheckpoint.save
 
-    def save_then_die(path, state):
-        real_save(path, state)
+    def save_then_die(self, *args, **kwargs):
+        real_save(self, *args, **kwargs)
         raise KeyboardInterrupt  # killed right after the epoch-1 checkpoint
 
-    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training.RunCheckpoint, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train_derived(arch, cfg, tmp_path / "cut")
-    monkeypatch.setattr(training, "save_checkpoint", real_save)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 1
+    monkeypatch.setattr(training.RunCheckpoint, "save", real_save)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1
 
     resumed = train_derived(arch, cfg, tmp_path / "cut", resume=True)
     a = load_checkpoint(tmp_path / "full" / "model.pt")["model"]

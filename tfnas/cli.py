@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -29,6 +30,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("tfnas.commands.calibrate", "fit a latency table to end-to-end measurements"),
     "export": ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"),
 }
+
+
+def choose_omp_wait_policy() -> None:
+    """Passive OpenMP waiting when the cores are already busy; the runtime's default otherwise.
+
+    Spinning waiters collapse throughput 10-100x when another process holds a core (measured: BN
+    48 ms vs 0.24 ms on a busy 2-core machine), while on an idle machine spinning is ~30% faster
+    per step (benchmarks/search/README.md). OpenMP reads the variable when torch is first
+    imported, so the CLI calls this before importing any command; a value set by the user wins.
+    """
+    if "OMP_WAIT_POLICY" in os.environ:
+        return
+    try:
+        busy = os.getloadavg()[0] >= 0.75 * (os.cpu_count() or 1)
+    except OSError:
+        busy = False
+    if busy:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     name = argv[0]
     module_name, help_text = COMMANDS[name]
+    choose_omp_wait_policy()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

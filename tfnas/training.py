@@ -1,6 +1,6 @@
 """Train a derived network from scratch: one process, or many through torchrun (DDP).
 
-Checkpoints every epoch (model, optimizer, schedule, RNG, epoch) so an
+Checkpoints every epoch (``OUT/checkpoints/last.pt``: model, optimizer, RNG, epoch) so an
 interrupted run resumes with ``resume=True`` and ends where an uninterrupted
 one would. Writes ``metrics.csv``/``metrics.jsonl``, ``train_report.json`` and
 the final weights ``model.pt`` (a plain state dict under ``"model"``).
@@ -8,7 +8,6 @@ the final weights ``model.pt`` (a plain state dict under ``"model"``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,7 +20,8 @@ from tfnas.arch import Architecture
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
 from tfnas.models.mbv2_net import build_model
-from tfnas.utils.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from tfnas.search.common import RunCheckpoint, build_lr_schedule, set_lr
+from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.metrics import MetricsLogger
@@ -52,14 +52,6 @@ class TrainConfig:
         if self.lr <= 0:
             raise ConfigError(f"train config: lr = {self.lr!r}: expected > 0")
         return self
-
-
-def _lr_at(cfg: TrainConfig, epoch: float) -> float:
-    """Linear warm-up, then cosine decay to zero: a function of (fractional) epoch, so resume is exact."""
-    if epoch < cfg.warmup_epochs:
-        return cfg.lr * (epoch + 1e-3) / cfg.warmup_epochs
-    span = max(1e-9, cfg.epochs - cfg.warmup_epochs)
-    return 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch - cfg.warmup_epochs) / span))
 
 
 @torch.no_grad()
@@ -102,30 +94,25 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
         else None
     )
 
-    ckpt_path = out / "checkpoint.pt"
-    start_epoch = 0
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
-        unwrap(ddp_model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        restore_rng_state(state["rng"])
-        start_epoch = int(state["epoch"])
-        history = list(state.get("history", []))
-    else:
-        history = []
+    ckpt = RunCheckpoint(out)
+    modules = {"model": unwrap(ddp_model), "optimizer": opt}
+    start_epoch, history = 0, []
+    if resume and ckpt.exists():
+        start_epoch, extra = ckpt.load(modules)
+        history = list(extra.get("history", []))
     logger = MetricsLogger(out, resume=resume and start_epoch > 0) if info.is_main else None
     if logger is not None and start_epoch > 0:
         logger.truncate_after(start_epoch * len(train_loader))
 
     steps = len(train_loader)
+    lr_at = build_lr_schedule({"name": "cosine", "warmup_steps": cfg.warmup_epochs * steps}, cfg.lr, cfg.epochs * steps)
     for epoch in range(start_epoch, cfg.epochs):
         ddp_model.train()
         set_loader_epoch(train_loader, epoch)
         bar = tqdm(train_loader, desc=f"train {epoch + 1}/{cfg.epochs}", disable=not info.is_main, leave=False)
         loss_sum = torch.zeros((), device=info.device)
         for i, (x, y) in enumerate(bar):
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(cfg, epoch + i / steps)
+            set_lr(opt, lr_at(epoch * steps + i))
             x, y = x.to(info.device), y.to(info.device)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -144,17 +131,7 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
         history.append(row)
         if info.is_main:
             logger.log((epoch + 1) * steps, **row)
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": unwrap(ddp_model).state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "rng": capture_rng_state(),
-                    "epoch": epoch + 1,
-                    "history": history,
-                    "config": asdict(cfg),
-                },
-            )
+            ckpt.save(epoch + 1, modules, {"history": history, "config": asdict(cfg)})
             tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
 
     report = {"arch": arch.to_dict(), "config": asdict(cfg), "world_size": info.world_size, "history": history}

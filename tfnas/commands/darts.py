@@ -73,18 +73,23 @@ def _load_config(path: str) -> dict[str, Any]:
     return cfg
 
 
-def _search(args: argparse.Namespace) -> int:
-    from tfnas.search.darts.trainer import DartsSearch
-
-    cfg = _load_config(args.config)
+def _with_overrides(cfg: dict, args: argparse.Namespace, section: str) -> dict:
+    """Apply the command-line overrides (--data, --epochs, --threads) to a config dict."""
     cfg.setdefault("data", {})
-    cfg.setdefault("search", {})
+    cfg.setdefault(section, {})
     if args.data:
         cfg["data"]["source"] = args.data
     if args.epochs is not None:
-        cfg["search"]["epochs"] = args.epochs
+        cfg[section]["epochs"] = args.epochs
     if args.threads is not None:
-        cfg["search"]["threads"] = args.threads
+        cfg[section]["threads"] = args.threads
+    return cfg
+
+
+def _search(args: argparse.Namespace) -> int:
+    from tfnas.search.darts.trainer import DartsSearch
+
+    cfg = _with_overrides(_load_config(args.config), args, "search")
     out = Path(args.out or Path("runs") / "darts" / Path(args.config).stem)
     if not args.resume and (out / "checkpoints" / "last.pt").exists():
         raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
@@ -136,11 +141,9 @@ def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
         report["parity_max_abs_diff"] = check_parity(net, path, shape, atol=1e-4)
         print(f"ONNX: {path} (checker ok, max |torch - ort| = {report['parity_max_abs_diff']:.2e})")
         if args.measure:
-            from profilers.backends import get_backend
-            from profilers.timing import TimingProtocol, measure
+            from tfnas.latency.measure import measure_onnx
 
-            be = get_backend("ort", threads=args.threads, precision="fp32")
-            m = measure(be.prepare(path, shape), TimingProtocol())
+            m = measure_onnx(path, shape, "ort", threads=args.threads)
             report["latency_ms"] = {"median": m.median_ms, "spread": m.spread_ms, "cv": m.cv, "noisy": m.noisy}
             print(f"latency (ort, {args.threads} thread(s), batch {args.batch}): {m.median_ms:.3f} ms (cv {m.cv:.1%})")
     return report
@@ -158,15 +161,7 @@ def _train(args: argparse.Namespace) -> int:
     from tfnas.spaces.darts_genotypes import get_genotype
 
     genotype = get_genotype(args.genotype)
-    cfg = _load_config(args.config) if args.config else {}
-    cfg.setdefault("data", {})
-    cfg.setdefault("train", {})
-    if args.data:
-        cfg["data"]["source"] = args.data
-    if args.epochs is not None:
-        cfg["train"]["epochs"] = args.epochs
-    if args.threads is not None:
-        cfg["train"]["threads"] = args.threads
+    cfg = _with_overrides(_load_config(args.config) if args.config else {}, args, "train")
     out = Path(args.out or Path("runs") / "darts_train" / Path(str(args.genotype)).stem)
     if not args.resume and (out / "checkpoints" / "last.pt").exists():
         raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")

@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
         "params": count_params(model),
     }
     if args.measure:
-        from tfnas.latency.measure import measure_arch
+        from tfnas.latency.measure import measure_onnx
 
-        m = measure_arch(arch, "ort", threads=args.threads, batch=args.batch)
+        m = measure_onnx(path, shape, "ort", threads=args.threads)
         report["latency_ms"] = m.median_ms
         report["latency_cv"] = m.cv
     print(json.dumps(report, indent=1))

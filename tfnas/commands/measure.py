@@ -6,13 +6,13 @@ import argparse
 import dataclasses
 
 from tfnas.arch import load_arch
-from tfnas.latency.measure import MEASURERS, measure_arch
+from tfnas.latency.measure import PREPARERS, measure_arch
 from tfnas.utils.io import atomic_write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="derived-architecture JSON file")
-    p.add_argument("--backend", default="ort", choices=sorted(MEASURERS), help="runtime to time on")
+    p.add_argument("--backend", default="ort", choices=sorted(PREPARERS), help="runtime to time on")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (CPU backends)")
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument("--lut", default=None, help="also predict from this table and report the error")

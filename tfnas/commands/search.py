@@ -9,29 +9,7 @@ Multi-GPU: ``torchrun --nproc_per_node N -m tfnas search --config ...`` (same co
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-
-def _choose_omp_wait_policy() -> None:
-    """Passive OpenMP waiting when the cores are already busy; the runtime's default otherwise.
-
-    Spinning waiters collapse throughput 10-100x when another process holds a core (measured: BN
-    48 ms vs 0.24 ms on a busy 2-core machine), while on an idle machine spinning is ~30% faster
-    per step. OpenMP reads the variable when torch is first imported, so this runs at import of
-    this module, before anything imports torch; a value set by the user always wins.
-    """
-    if "OMP_WAIT_POLICY" in os.environ:
-        return
-    try:
-        busy = os.getloadavg()[0] >= 0.75 * (os.cpu_count() or 1)
-    except OSError:
-        busy = False
-    if busy:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-
-_choose_omp_wait_policy()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

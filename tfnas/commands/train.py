@@ -16,7 +16,7 @@ from tfnas.training import TrainConfig, train_derived
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="derived-architecture JSON file")
     p.add_argument("--out", required=True, help="output folder (checkpoints, metrics, model.pt)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":

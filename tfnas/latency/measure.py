@@ -42,14 +42,33 @@ def export_arch(arch: Architecture, path: str | Path, batch: int = 1) -> Path:
     return export_onnx(build_model(arch).eval(), path, input_shape(arch, batch))
 
 
-def _prepare_onnx(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
+def _onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str, threads: int) -> Timer:
     try:
-        be = get_backend(backend, threads=threads)
-        path = export_arch(arch, workdir / "net.onnx", batch)
-        fn = be.prepare(path, input_shape(arch, batch))
+        fn = get_backend(backend, threads=threads).prepare(path, shape)
     except ProfilerError as exc:
         raise TfnasError(str(exc)) from None
     return lambda protocol: measure(fn, protocol)
+
+
+def _prepare_onnx(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
+    try:
+        path = export_arch(arch, workdir / "net.onnx", batch)
+    except ProfilerError as exc:
+        raise TfnasError(str(exc)) from None
+    return _onnx_timer(path, input_shape(arch, batch), backend, threads)
+
+
+def measure_onnx(
+    path: str | Path,
+    shape: tuple[int, ...],
+    backend: str = "ort",
+    threads: int = 1,
+    protocol: TimingProtocol | None = None,
+) -> Measurement:
+    """End-to-end latency of an already exported ONNX graph (``tfnas export``, ``tfnas darts eval``)."""
+    if backend not in BACKENDS:
+        raise TfnasError(f"backend {backend!r} does not take ONNX; choose from {', '.join(BACKENDS)}")
+    return _onnx_timer(path, shape, backend, threads)(protocol or DEFAULT_PROTOCOL)
 
 
 def _prepare_torch_cuda(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
@@ -62,7 +81,6 @@ def _prepare_torch_cuda(arch: Architecture, backend: str, threads: int, batch: i
 
 PREPARERS: dict[str, Preparer] = {name: _prepare_onnx for name in BACKENDS}
 PREPARERS["torch-cuda"] = _prepare_torch_cuda
-MEASURERS = PREPARERS  # the backends `measure` accepts
 
 
 def _check(backend: str, threads: int, batch: int) -> None:

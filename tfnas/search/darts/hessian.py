@@ -49,14 +49,8 @@ def dominant_eigenvalue(
     generator: torch.Generator | None = None,
 ) -> float:
     """Largest-magnitude eigenvalue of d2 loss / d params2 (signed, via the Rayleigh quotient)."""
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-
-    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
-        return list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
-
-    v = _unit([torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params])
-    return _power(hvp, v, 0.0, iters, tol)[0]
+    hvp, v0 = _hvp_and_start(loss_fn, params, generator)
+    return _power(hvp, _unit(v0), 0.0, iters, tol)[0]
 
 
 def max_eigenvalue(
@@ -75,18 +69,25 @@ def max_eigenvalue(
     non-negative so the iteration goes to the top one; both passes give
     Rayleigh quotients (lower bounds of the maximum), and the larger is returned.
     """
-    loss = loss_fn()
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-
-    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
-        return list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
-
-    v0 = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    hvp, v0 = _hvp_and_start(loss_fn, params, generator)
     v = _unit([x.clone() for x in v0])
     dom, radius = _power(hvp, v, 0.0, iters, tol)
     shift = max(abs(dom), radius)
     top, _ = _power(hvp, _unit(v0), shift, iters, tol)
     return max(dom, top)
+
+
+def _hvp_and_start(
+    loss_fn: Callable[[], torch.Tensor], params: list[torch.Tensor], generator: torch.Generator | None
+) -> tuple[Callable[[list[torch.Tensor]], list[torch.Tensor]], list[torch.Tensor]]:
+    """The Hessian-vector product of the loss w.r.t. ``params`` (one graph, reused) and a random start."""
+    grads = torch.autograd.grad(loss_fn(), params, create_graph=True)
+
+    def hvp(v: list[torch.Tensor]) -> list[torch.Tensor]:
+        return list(torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True))
+
+    v0 = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
+    return hvp, v0
 
 
 def _unit(v: list[torch.Tensor]) -> list[torch.Tensor]:
