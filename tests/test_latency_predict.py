@@ -9,9 +9,9 @@ import pytest
 from tests.test_latency_table import make_table, synthetic_latency
 from tfnas.arch import Architecture
 from tfnas.errors import LatencyTableError
-from tfnas.latency.calibrate import calibrate, fit_affine
+from tfnas.latency.calibrate import calibrate, fit_affine, fit_calibration
 from tfnas.latency.predict import feasible_range, predict, predict_breakdown
-from tfnas.latency.signatures import arch_entries
+from tfnas.latency.signatures import arch_entries, arch_mweights, build_signature_module, layer_signature, layer_weights
 
 
 def test_predict_is_the_sum_of_entries(tiny_space):
@@ -84,3 +84,42 @@ def test_fit_is_relative_least_squares_with_a_safe_fallback():
     assert scale > 0 and offset == 0.0
     scale, offset = fit_affine(p, [2 * x - 0.5 for x in p])  # a negative overhead is refitted as a pure scale
     assert scale > 0 and offset == 0.0
+
+
+def test_layer_weights_count_the_deployed_convs(tiny_space):
+    """The streaming feature is the conv weights the exported layer really holds (BN folds away)."""
+    import torch
+
+    for g in tiny_space.layers():
+        for op in tiny_space.ops:
+            lo, hi = tiny_space.width_bounds(op, g.in_ch)
+            for w in (lo, hi):
+                module = build_signature_module(tiny_space, layer_signature(tiny_space, g, op), w)
+                convs = sum(m.weight.numel() for m in module.modules() if isinstance(m, torch.nn.Conv2d))
+                assert layer_weights(tiny_space, g, op, w) == convs, (g, op, w)
+
+
+def test_weight_streaming_calibration_is_recovered_and_applied(tiny_space):
+    table = make_table(tiny_space)
+
+    def measured(arch):  # a device that streams weights: 0.8 ms per million on top of the op sum
+        return 1.2 * predict(arch, table, calibrated=False) + 0.8 * arch_mweights(arch) + 0.1
+
+    cal = calibrate(table, tiny_space, n=16, seed=0, measure_fn=measured, progress=False)
+    assert cal["scale"] == pytest.approx(1.2) and cal["offset_ms"] == pytest.approx(0.1, abs=1e-9)
+    assert cal["ms_per_mweight"] == pytest.approx(0.8)
+    rng = random.Random(7)
+    for _ in range(5):
+        arch = Architecture.random(tiny_space, rng)
+        assert predict(arch, table) == pytest.approx(measured(arch))
+    fast, slow = feasible_range(tiny_space, table)
+    lats = [predict(Architecture.random(tiny_space, rng), table) for _ in range(100)]
+    assert all(fast - 1e-9 <= v <= slow + 1e-9 for v in lats)
+
+
+def test_weight_term_falls_back_to_affine_when_it_would_reward_weights():
+    p, w = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0], [0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4]
+    fit = fit_calibration(p, w, [2 * x - 0.3 * v + 1 for x, v in zip(p, w)])
+    assert fit.ms_per_mweight == 0.0 and fit.scale > 0
+    fit = fit_calibration(p[:3], w[:3], [2 * x + 1 for x in p[:3]])  # too few samples to separate the terms
+    assert fit.ms_per_mweight == 0.0 and fit.scale == pytest.approx(2.0) and fit.offset_ms == pytest.approx(1.0)

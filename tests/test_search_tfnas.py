@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import pytest
 import torch
 
 from profilers.lut import LatencyTable
-from tfnas.arch import load_arch
+from tfnas.arch import Architecture, load_arch
 from tfnas.errors import ConfigError
+from tfnas.latency.predict import predict
 from tfnas.latency.signatures import space_signatures
 from tfnas.search.tfnas.config import resolve_config
 from tfnas.search.tfnas.elastic import (
@@ -108,6 +111,19 @@ def test_calibration_is_applied(tiny_space):
     cal = LatencyModel(tiny_space, synthetic_table(tiny_space, calibration={"scale": 1.5, "offset_ms": 0.2}))
     ops, widths, depths = [0, 0, 0, 0], [24, 24, 24, 48], [2, 2]
     assert cal.arch_ms(ops, widths, depths) == pytest.approx(1.5 * raw.arch_ms(ops, widths, depths) + 0.2)
+
+
+def test_search_latency_agrees_with_predict_under_weight_streaming(tiny_space):
+    """The search's latency (per-layer costs) is the same number ``tfnas predict`` gives the derived file."""
+    table = synthetic_table(tiny_space, calibration={"scale": 1.5, "offset_ms": 0.2, "ms_per_mweight": 3.0})
+    lat = LatencyModel(tiny_space, table)
+    rng = random.Random(3)
+    for _ in range(5):
+        arch = Architecture.random(tiny_space, rng)
+        ops = [lat.op_names.index(c.op) for st in arch.stages for c in st]
+        widths = [c.width for st in arch.stages for c in st]
+        assert lat.arch_ms(ops, widths, arch.depths) == pytest.approx(predict(arch, table), rel=1e-9)
+        assert lat.arch_ms(ops, widths, arch.depths) > 1.5 * lat.arch_ms(ops, widths, arch.depths, False) + 0.2
 
 
 # ---- sampling -------------------------------------------------------------------------------------------------
@@ -394,3 +410,45 @@ def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_spa
     loop = report["measured_loop"]
     assert len(loop) >= 2 and abs(loop[-1]["measured_ms"] / cfg["target_ms"] - 1) <= 0.02
     assert result.predicted_ms == pytest.approx(cfg["target_ms"] / 1.12, rel=0.02)
+
+
+def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_space, monkeypatch):
+    """One timing in five hit by a 40% load burst must not throw the re-aim off; only widths move."""
+    import itertools
+    import types
+
+    import tfnas.latency.measure as measure_mod
+    from tfnas.latency.predict import predict
+
+    cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.5)
+    table = synthetic_table(tiny_space)
+    noise = itertools.cycle([1.0, 1.4, 0.99, 1.01, 1.0])
+    seen = []
+
+    def fake_measure(arch, backend="ort", threads=1, batch=1, protocol=None):
+        seen.append(
+            ([[c.op for c in st] for st in arch.stages], arch.depths, [c.width for st in arch.stages for c in st])
+        )
+        return types.SimpleNamespace(median_ms=0.9 * predict(arch, table, calibrated=False) * next(noise))
+
+    monkeypatch.setattr(measure_mod, "measure_arch", fake_measure)
+    result = TFNASSearch(cfg, tmp_path / "run").run()
+    loop = json.loads(result.report_path.read_text())["measured_loop"]
+    assert abs(loop[-1]["measured_ms"] / cfg["target_ms"] - 1) <= 0.02
+    assert len(loop) >= 3  # measured, re-aimed at least once, chosen
+    assert all((ops, d) == seen[0][:2] for ops, d, _ in seen)  # the same network structure throughout
+    assert seen[-1][2] != seen[0][2]  # ...at other widths
+
+
+def test_bf16_autocast_search_trains_and_hits_the_target(tmp_path, tiny_space):
+    """``runtime.autocast: bf16`` runs the forwards in bfloat16 and still derives a net on the target."""
+    cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1)
+    cfg["runtime"]["autocast"] = "bf16"
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.5)
+    search = TFNASSearch(cfg, tmp_path / "run")
+    result = search.run()
+    assert abs(result.predicted_ms / cfg["target_ms"] - 1) <= cfg["search"]["final_tolerance"]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["held_loss"]) for r in search.history[1:])
+    with pytest.raises(ConfigError, match=r"runtime.autocast = 'int8'.*bf16"):
+        resolve_config({"runtime": {"autocast": "int8"}})

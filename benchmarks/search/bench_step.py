@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--widths", choices=("bound", "default"), default="bound")
     ap.add_argument("--no-channels-last", action="store_true")
     ap.add_argument("--mixed-op", choices=("loop", "fused"), default="loop")
+    ap.add_argument("--autocast", choices=("bf16", "fp16"), default=None, help="runtime.autocast")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--profile", action="store_true", help="print a torch.profiler table of one step of each kind")
@@ -60,6 +61,7 @@ def main() -> None:
                 "channels_last": not args.no_channels_last,
                 "progress": False,
                 "mixed_op": args.mixed_op,
+                "autocast": args.autocast,
             },
         }
     )
@@ -108,6 +110,7 @@ def main() -> None:
             "widths": args.widths,
             "channels_last": not args.no_channels_last,
             "mixed_op": args.mixed_op,
+            "autocast": args.autocast,
             "ops": len(model.op_names),
             "paths_per_weight_step": list(search.paths),
         },

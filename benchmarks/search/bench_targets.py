@@ -17,48 +17,23 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import statistics  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def recalibrate_aligned(cfg: dict, space, n: int, work: Path) -> tuple[str, dict]:  # noqa: ANN001
-    """Refit measured = scale * sum + offset on random architectures whose widths are multiples of the
-    table's alignment, and write a copy of the table with that calibration (the shipped calibration is fit
-    on uniformly random widths, mostly unaligned: a different population from searched networks)."""
-    import random
-
-    from tfnas.arch import Architecture, LayerChoice
-    from tfnas.latency.calibrate import error_stats, fit_affine
-    from tfnas.latency.measure import measure_arch
-    from tfnas.latency.predict import predict
-    from tfnas.latency.table import load_table, table_grid
+def recalibrate(cfg: dict, space, n: int, seed: int, work: Path) -> tuple[str, dict]:  # noqa: ANN001
+    """Refit the table's calibration right before the searches (``tfnas.latency.calibrate``, the same fit
+    as ``tfnas calibrate``) and write a copy of the table with it: separates the table's network-level
+    model from the drift of a shared machine between calibration and measurement."""
+    from tfnas.latency.calibrate import calibrate
+    from tfnas.latency.table import load_table
     from tfnas.search.tfnas.searcher import resolve_path
 
     table = load_table(resolve_path(cfg["lut"]), space, warn_fingerprint=False)
-    align = table_grid(table).align
-    fp = table.fingerprint
-    rng = random.Random(1234)
-    predicted, measured = [], []
-    for _ in range(n):
-        a = Architecture.random(space, rng, int(fp["resolution"]))
-        stages = [[LayerChoice(c.op, c.width - c.width % align) for c in st] for st in a.stages]
-        a = Architecture(space, stages, a.depths, a.resolution).validate()
-        predicted.append(predict(a, table, calibrated=False))
-        ms = [measure_arch(a, "ort", int(fp["threads"]), int(fp["batch"])).median_ms for _ in range(2)]
-        measured.append(min(ms))
-    scale, offset = fit_affine(predicted, measured)
-    after = [scale * p + offset for p in predicted]
-    cal = {
-        "scale": scale,
-        "offset_ms": offset,
-        "samples": n,
-        "mape_before": error_stats(predicted, measured)["mape"],
-        "mape_after": error_stats(after, measured)["mape"],
-        "method": f"bench_targets --recalibrate: {n} random archs with widths aligned to {align}, min of 2 medians",
-    }
-    table.calibration = cal
+    cal = calibrate(table, space, n, seed, progress=False)
     path = work / "recalibrated_lut.json"
     work.mkdir(parents=True, exist_ok=True)
     table.save(path)
@@ -77,14 +52,18 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--measure-threads", type=int, default=None, help="default: the table's threads")
     ap.add_argument(
-        "--rounds", type=int, default=3, help="measure every arch this many times, interleaved; keep the min"
+        "--rounds",
+        type=int,
+        default=11,
+        help="measure every arch this many times, interleaved; report the median (the calibration's statistic)",
     )
     ap.add_argument(
         "--recalibrate",
         type=int,
         default=0,
-        help="first refit the table's calibration on N random archs with aligned widths (the kind a search derives)",
+        help="first refit the table's calibration on N random archs (widths on the table's alignment)",
     )
+    ap.add_argument("--recalibrate-seed", type=int, default=1234)
     ap.add_argument(
         "--measure-final",
         action="store_true",
@@ -109,7 +88,7 @@ def main() -> None:
     space = load_space(base["space"])
     recal = None
     if args.recalibrate:
-        base["lut"], recal = recalibrate_aligned(base, space, args.recalibrate, Path(args.work))
+        base["lut"], recal = recalibrate(base, space, args.recalibrate, args.recalibrate_seed, Path(args.work))
     lat = build_latency_model(base, space)
     fast, slow = lat.feasible_range()
     if args.targets:
@@ -162,10 +141,12 @@ def main() -> None:
             m = measure_arch(arch, "ort", threads=threads, batch=int(fp["batch"]))
             row["measured_rounds_ms"].append(m.median_ms)
     for row in rows:
-        row["measured_ms"] = min(row["measured_rounds_ms"])
+        row["measured_ms"] = statistics.median(row["measured_rounds_ms"])
         row["measured_err_pct"] = 100 * (row["measured_ms"] / row["target_ms"] - 1)
+        q = statistics.quantiles(row["measured_rounds_ms"], n=4)
+        row["measured_iqr_pct"] = [100 * (q[0] / row["target_ms"] - 1), 100 * (q[2] / row["target_ms"] - 1)]
         print(json.dumps(row))
-    control_row["measured_ms"] = min(control_row["measured_rounds_ms"])
+    control_row["measured_ms"] = statistics.median(control_row["measured_rounds_ms"])
     control_row["measured_vs_predicted_pct"] = 100 * (control_row["measured_ms"] / control_row["predicted_ms"] - 1)
     print(json.dumps(control_row))
     doc = {
@@ -186,7 +167,7 @@ def main() -> None:
             "batch": int(fp["batch"]),
             "resolution": lat.resolution,
             "rounds": args.rounds,
-            "statistic": "min over rounds of the protocol's median",
+            "statistic": "median over interleaved rounds of the protocol's median (as the calibration)",
         },
         "measure_final": bool(args.measure_final),
         "loadavg": os.getloadavg(),

@@ -12,7 +12,7 @@ from tfnas.spaces.mbv2 import load_space
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lut", required=True, help="latency table JSON (updated in place unless --out)")
     p.add_argument("--space", default=None, help="space name or YAML path (default: the table's)")
-    p.add_argument("--samples", type=int, default=20, help="random architectures to measure")
+    p.add_argument("--samples", type=int, default=40, help="random architectures to measure")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds per architecture")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the table's)")
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     with profiler_errors():
         out = table.save(args.out or args.lut)
     print(
-        f"{out}: measured = {cal['scale']:.4f} x predicted + {cal['offset_ms']:.3f} ms over {cal['samples']}"
+        f"{out}: measured = {cal['scale']:.4f} x sum + {cal['ms_per_mweight']:.3f} ms x Mweights"
+        f" + {cal['offset_ms']:.3f} ms over {cal['samples']}"
         f" architectures; MAPE {cal['mape_before']:.2f}% -> {cal['mape_after']:.2f}%"
     )
     return 0

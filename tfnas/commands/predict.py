@@ -6,6 +6,7 @@ import argparse
 
 from tfnas.arch import load_arch
 from tfnas.latency.predict import apply_calibration, predict_breakdown, table_calibration
+from tfnas.latency.signatures import arch_mweights
 from tfnas.latency.table import load_table
 from tfnas.utils.io import atomic_write_json
 
@@ -23,7 +24,8 @@ def run(args: argparse.Namespace) -> int:
     rows = predict_breakdown(arch, table)
     raw = sum(ms for _, _, ms in rows)
     cal = None if args.raw else table_calibration(table)
-    total = apply_calibration(raw, cal)
+    mweights = arch_mweights(arch)
+    total = apply_calibration(raw, cal, mweights)
     width = max(len(k) for k, _, _ in rows)
     print(f"{'op signature':<{width}}  {'width':>5}  {'ms':>8}")
     for key, w, ms in rows:
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'sum of ops':<{width}}  {'':>5}  {raw:8.3f}")
     if cal:
         print(
-            f"{'calibrated':<{width}}  {'':>5}  {total:8.3f}   ({cal['scale']:.4f} x sum + {cal['offset_ms']:.3f} ms)"
+            f"{'calibrated':<{width}}  {'':>5}  {total:8.3f}   ({cal['scale']:.4f} x sum"
+            f" + {float(cal.get('ms_per_mweight', 0.0)):.3f} ms x {mweights:.2f} Mweights + {cal['offset_ms']:.3f} ms)"
         )
     print(
         f"predicted latency: {total:.2f} ms ({table.fingerprint.get('runtime')}, {table.fingerprint.get('threads')}"
@@ -44,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
                 "arch": str(args.arch),
                 "lut": str(args.lut),
                 "sum_ms": raw,
+                "mweights": mweights,
                 "predicted_ms": total,
                 "calibration": cal,
                 "layers": [{"key": k, "width": w, "ms": ms} for k, w, ms in rows],

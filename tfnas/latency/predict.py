@@ -1,19 +1,21 @@
 """Predict an architecture's latency from a LUT: sum of its op entries, then the table's calibration.
 
 The sum of per-op latencies misses what only a whole network shows (layout
-reorders between ops, memory traffic, fusion across blocks); ``calibrate`` fits
-``measured ~ scale * predicted + offset`` on real end-to-end timings, and
-``predict`` applies it when the table has one.
+reorders between ops, fusion across blocks, and weights that must stream
+through the caches, where a per-op graph keeps its own hot); ``calibrate`` fits
+``measured ~ scale * sum + ms_per_mweight * Mweights + offset`` on real
+end-to-end timings, and ``predict`` applies it when the table has one.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from profilers.lut import LatencyTable
 from tfnas.arch import Architecture
 from tfnas.errors import LatencyTableError
-from tfnas.latency.signatures import arch_entries, fixed_signatures, layer_key
+from tfnas.latency.signatures import arch_entries, arch_mweights, fixed_signatures, layer_key, layer_weights
 from tfnas.latency.table import Lookup, as_lookup
 from tfnas.spaces.mbv2 import MBV2Space
 
@@ -27,10 +29,42 @@ def table_calibration(table: LatencyTable | Lookup) -> dict[str, Any] | None:
     return cal if isinstance(cal, dict) and "scale" in cal and "offset_ms" in cal else None
 
 
-def apply_calibration(raw_ms: float, calibration: dict[str, Any] | None) -> float:
-    if not calibration:
-        return raw_ms
-    return float(calibration["scale"]) * raw_ms + float(calibration["offset_ms"])
+@dataclass(frozen=True)
+class Calibration:
+    """measured = scale * (sum of op entries) + ms_per_mweight * (millions of layer weights) + offset_ms.
+
+    The identity (1, 0, 0) when a table has no calibration. Layer costs are
+    additive, so a search can mix them per layer and add ``fixed`` once.
+    """
+
+    scale: float = 1.0
+    offset_ms: float = 0.0
+    ms_per_mweight: float = 0.0
+
+    @classmethod
+    def of(cls, calibration: dict[str, Any] | None) -> Calibration:
+        if not calibration:
+            return cls()
+        return cls(
+            float(calibration["scale"]),
+            float(calibration["offset_ms"]),
+            float(calibration.get("ms_per_mweight", 0.0)),
+        )
+
+    def layer(self, ms: float, weights: float) -> float:
+        """Calibrated cost of one searchable layer: its table ms and its weight count (not millions)."""
+        return self.scale * ms + self.ms_per_mweight * weights / 1e6
+
+    def fixed(self, ms: float) -> float:
+        """Calibrated cost of the fixed parts (stem, first block, head) plus the network overhead."""
+        return self.scale * ms + self.offset_ms
+
+    def total(self, raw_ms: float, mweights: float = 0.0) -> float:
+        return self.scale * raw_ms + self.ms_per_mweight * mweights + self.offset_ms
+
+
+def apply_calibration(raw_ms: float, calibration: dict[str, Any] | None, mweights: float = 0.0) -> float:
+    return Calibration.of(calibration).total(raw_ms, mweights)
 
 
 def _check_shape(arch: Architecture, lookup: Lookup) -> None:
@@ -52,18 +86,21 @@ def predict_breakdown(arch: Architecture, table: LatencyTable | Lookup) -> list[
 def predict(arch: Architecture, table: LatencyTable | Lookup, calibrated: bool = True) -> float:
     """Predicted latency in ms (calibrated when the table has a calibration and ``calibrated``)."""
     raw = sum(ms for _, _, ms in predict_breakdown(arch, table))
-    return apply_calibration(raw, table_calibration(table)) if calibrated else raw
+    return apply_calibration(raw, table_calibration(table), arch_mweights(arch)) if calibrated else raw
 
 
-def layer_extremes(space: MBV2Space, lookup: Lookup, resolution: int | None = None) -> list[tuple[float, float]]:
-    """Per searchable layer, the (min, max) latency over all ops and all their widths."""
+def layer_extremes(
+    space: MBV2Space, lookup: Lookup, resolution: int | None = None, cal: Calibration | None = None
+) -> list[tuple[float, float]]:
+    """Per searchable layer, the (min, max) cost over all ops and all their widths (raw ms without ``cal``)."""
+    cal = cal or Calibration()
     out = []
     for g in space.layers(resolution):
         values = []
         for op in space.ops:
             key = layer_key(space, g, op)
             lo, hi = space.width_bounds(op, g.in_ch)
-            values += [lookup(key, w) for w in range(lo, hi + 1)]
+            values += [cal.layer(lookup(key, w), layer_weights(space, g, op, w)) for w in range(lo, hi + 1)]
         out.append((min(values), max(values)))
     return out
 
@@ -78,8 +115,9 @@ def feasible_range(
     """
     lookup = as_lookup(table)
     res = resolution or lookup.table.fingerprint.get("resolution") or space.resolution
-    fixed = sum(lookup(sig.key, None) for sig in fixed_signatures(space, res).values())
-    extremes = layer_extremes(space, lookup, res)
+    cal = Calibration.of(table_calibration(lookup) if calibrated else None)
+    fixed = cal.fixed(sum(lookup(sig.key, None) for sig in fixed_signatures(space, res).values()))
+    extremes = layer_extremes(space, lookup, res, cal)
     fast = slow = fixed
     i = 0
     for s, stage in enumerate(space.stages):
@@ -90,7 +128,4 @@ def feasible_range(
         depths = range(space.min_depth(s), stage.layers + 1)
         fast += min(cum_min[d] for d in depths)
         slow += max(cum_max[d] for d in depths)
-    if calibrated:
-        cal = table_calibration(lookup)
-        return apply_calibration(fast, cal), apply_calibration(slow, cal)
     return fast, slow

@@ -99,6 +99,23 @@ def arch_entries(arch: Architecture) -> list[tuple[str, int | None]]:
     return entries
 
 
+def layer_weights(space: MBV2Space, g: LayerGeometry, op: str, width: int) -> int:
+    """Conv weights of a searchable layer at mid ``width`` (the bytes a network streams per inference).
+
+    Per-op graphs are timed with their weights hot in cache; a whole network
+    streams every layer's weights through the cache hierarchy once per
+    inference, a cost that grows with the weight count (see ``calibrate``).
+    """
+    spec = space.ops[op]
+    se = space.se_width(op, g.in_ch)
+    return width * (g.in_ch + spec.kernel * spec.kernel + g.out_ch + 2 * se)
+
+
+def arch_mweights(arch: Architecture) -> float:
+    """Millions of conv weights over the architecture's active searchable layers."""
+    return sum(layer_weights(arch.space, g, c.op, c.width) for g, c in arch.active_layers()) / 1e6
+
+
 def build_signature_module(space: MBV2Space, sig: Signature, width: int | None) -> nn.Module:
     """The exact module a derived network runs for this signature (used for profiling graphs)."""
     if sig.kind == "stem":

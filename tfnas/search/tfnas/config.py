@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "measure_final": False,  # measure the derived net end to end and re-aim until it hits the target
         "measure_tolerance": 0.02,
         "measure_iterations": 3,
-        "measure_rounds": 2,
+        "measure_rounds": 7,  # a measurement is the median of this many timings
     },
     "optim": {
         "weights": {"name": "sgd", "lr": 0.025, "momentum": 0.9, "weight_decay": 1.0e-5},
@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
         "threads": None,  # torch intra-op threads (None: leave torch's default)
         "channels_last": True,
         "mixed_op": "loop",  # loop (op by op, fastest on CPU) | fused (shared expansion/depthwise convs)
+        "autocast": None,  # None (fp32) | bf16: forward passes under torch.autocast (CPUs with AVX512-BF16/AMX, GPUs)
         "checkpoint_every_steps": 0,  # 0: checkpoint at epoch ends only
         "progress": None,  # tqdm bars (None: when stderr is a terminal)
         "device": "auto",  # auto | cpu | cuda
@@ -72,6 +73,9 @@ DEFAULTS: dict[str, Any] = {
 
 # sub-dicts whose content is free-form (passed to builders), not checked key by key
 _FREE = {("optim", "weights"), ("optim", "schedule"), ("optim", "arch")}
+
+
+AUTOCAST_DTYPES = {None: None, "bf16": "bfloat16", "fp16": "float16"}
 
 
 def _merge(base: dict, over: dict, path: tuple[str, ...], source: str) -> dict:
@@ -106,6 +110,11 @@ def resolve_config(data: dict[str, Any] | None, source: str = "<config>") -> dic
         raise ConfigError(f"{source}: search.temperature and temperature_decay must be > 0")
     if not 0 < s["final_tolerance"] < 0.5:
         raise ConfigError(f"{source}: search.final_tolerance = {s['final_tolerance']!r}: expected a small fraction")
+    if cfg["runtime"]["autocast"] not in AUTOCAST_DTYPES:
+        raise ConfigError(
+            f"{source}: runtime.autocast = {cfg['runtime']['autocast']!r}: expected one of"
+            f" {', '.join(map(str, AUTOCAST_DTYPES))}"
+        )
     if cfg["target_ms"] is not None and (not isinstance(cfg["target_ms"], (int, float)) or cfg["target_ms"] <= 0):
         raise ConfigError(f"{source}: target_ms = {cfg['target_ms']!r}: expected a positive number of ms")
     return cfg

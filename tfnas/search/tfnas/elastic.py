@@ -98,7 +98,7 @@ def fit_widths(
     cur = snap_widths(lat, ops, widths)
     layers = active_layers(lat, depths)
     now = lat.arch_ms(ops, cur, depths)
-    per_layer = {i: {w: lat.op_ms(i, ops[i], w) * lat.scale for w in lat.allowed_widths(i, ops[i])} for i in layers}
+    per_layer = {i: {w: lat.op_cost(i, ops[i], w) for w in lat.allowed_widths(i, ops[i])} for i in layers}
     for _ in range(max_moves):
         err = now - target_ms
         if abs(err) <= tolerance * target_ms:
@@ -118,23 +118,27 @@ def fit_widths(
 
 
 def grow_free(lat: LatencyModel, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int]) -> list[int]:
-    """Widen each active layer as far as its table latency stays the same (a staircase is flat in steps)."""
+    """Widen each active layer as far as its cost stays the same (a staircase is flat in steps).
+
+    With a calibration that charges weight streaming, wider is never quite free
+    and nothing grows: the table alone would call it free, the network would not.
+    """
     cur = list(widths)
     for i in active_layers(lat, depths):
-        base = lat.op_ms(i, ops[i], cur[i])
+        base = lat.op_cost(i, ops[i], cur[i])
         for w in lat.allowed_widths(i, ops[i]):
-            if w > cur[i] and lat.op_ms(i, ops[i], w) <= base:
+            if w > cur[i] and lat.op_cost(i, ops[i], w) <= base:
                 cur[i] = w
     return cur
 
 
 def _reach(lat: LatencyModel, ops: Sequence[int], depths: Sequence[int]) -> tuple[float, float]:
     """Calibrated (min, max) latency over widths for fixed ops and depths."""
-    lo = hi = lat.fixed_ms
+    lo = hi = lat.fixed_cost
     for i in active_layers(lat, depths):
-        ms = [lat.op_ms(i, ops[i], w) for w in lat.allowed_widths(i, ops[i])]
+        ms = [lat.op_cost(i, ops[i], w) for w in lat.allowed_widths(i, ops[i])]
         lo, hi = lo + min(ms), hi + max(ms)
-    return lat.calibrate(lo), lat.calibrate(hi)
+    return lo, hi
 
 
 def hit_target(

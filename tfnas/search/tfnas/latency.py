@@ -2,9 +2,11 @@
 
 Expected latency of the supernet = fixed parts (stem, first block, head)
 + per stage: sum over sink points k of softmax(beta)_k * (cumulative latency of
-layers 1..k), where a layer's latency is the op-weight mix of its ops' table
-latencies at their *current* widths. The table's calibration (scale, offset)
-is applied so the loss targets measured end-to-end latency, not the op sum.
+layers 1..k), where a layer's latency is the op-weight mix of its ops'
+calibrated costs at their *current* widths. The table's calibration (scale,
+weight streaming, offset; see ``tfnas.latency.predict.Calibration``) is folded
+into every layer's cost, so the loss targets measured end-to-end latency, not
+the op sum.
 
 Geometry comes from ``space.layers(lut_resolution)``: the supernet may train at
 a proxy resolution, the latency term always describes the deployed network.
@@ -19,8 +21,8 @@ import torch
 from profilers.lut import LatencyTable
 from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import LatencyTableError
-from tfnas.latency.predict import apply_calibration, table_calibration
-from tfnas.latency.signatures import fixed_signatures, layer_key
+from tfnas.latency.predict import Calibration, table_calibration
+from tfnas.latency.signatures import fixed_signatures, layer_key, layer_weights
 from tfnas.latency.table import Lookup, as_lookup
 from tfnas.spaces.mbv2 import MBV2Space
 
@@ -56,8 +58,8 @@ class LatencyModel:
                 f" {self.resolution}: {e}"
             ) from None
         self.calibration = table_calibration(self.lookup) if calibrated else None
-        self.scale = float(self.calibration["scale"]) if self.calibration else 1.0
-        self.offset_ms = float(self.calibration["offset_ms"]) if self.calibration else 0.0
+        self.cal = Calibration.of(self.calibration)
+        self.fixed_cost = self.cal.fixed(self.fixed_ms)
         self.width_align = max(1, int(width_align))
         self.stage_slices: list[tuple[int, int]] = []
         start = 0
@@ -68,7 +70,14 @@ class LatencyModel:
 
     # ---- single lookups ---------------------------------------------------------------------------------
     def op_ms(self, layer: int, op: int, width: int) -> float:
+        """Raw table latency of one op at one width."""
         return self.lookup(self.keys[layer][op], int(width))
+
+    def op_cost(self, layer: int, op: int, width: int) -> float:
+        """Calibrated cost of one op at one width: what it adds to the network's predicted latency."""
+        w = int(width)
+        weights = layer_weights(self.space, self.geometry[layer], self.op_names[op], w)
+        return self.cal.layer(self.op_ms(layer, op, w), weights)
 
     def allowed_widths(self, layer: int, op: int) -> list[int]:
         """Widths a search may pick: multiples of ``width_align`` within the op's bounds (and the bounds)."""
@@ -77,14 +86,11 @@ class LatencyModel:
         ws = [w for w in range(lo, hi + 1) if w % a == 0]
         return ws or [lo, hi]
 
-    def calibrate(self, raw_ms: float) -> float:
-        return apply_calibration(raw_ms, self.calibration)
-
     # ---- expected latency (differentiable) ---------------------------------------------------------------
     def op_table(self, widths: Sequence[Sequence[int]]) -> torch.Tensor:
-        """[layers, ops] table latencies of every op at its current width."""
+        """[layers, ops] calibrated costs of every op at its current width."""
         return torch.tensor(
-            [[self.op_ms(i, j, w) for j, w in enumerate(row)] for i, row in enumerate(widths)], dtype=torch.float32
+            [[self.op_cost(i, j, w) for j, w in enumerate(row)] for i, row in enumerate(widths)], dtype=torch.float32
         )
 
     def expected(
@@ -92,24 +98,25 @@ class LatencyModel:
     ) -> torch.Tensor:
         """Calibrated expected latency (ms); differentiable in ``op_weights`` and ``sink_probs``."""
         layer_ms = (op_weights * op_table.to(op_weights.device)).sum(-1)
-        total = layer_ms.new_tensor(self.fixed_ms)
+        total = layer_ms.new_tensor(self.fixed_cost)
         for s, (a, b) in enumerate(self.stage_slices):
             cum = torch.cumsum(layer_ms[a:b], 0)
             if self.min_depths[s] == 0:
                 cum = torch.cat([cum.new_zeros(1), cum])
             total = total + (sink_probs[s] * cum).sum()
-        return total * self.scale + self.offset_ms
+        return total
 
     # ---- discrete architectures ---------------------------------------------------------------------------
     def arch_ms(
         self, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int], calibrated: bool = True
     ) -> float:
         """Latency of a discrete choice: op and width per layer, depth per stage."""
-        raw = self.fixed_ms
+        cost = self.op_cost if calibrated else self.op_ms
+        total = self.fixed_cost if calibrated else self.fixed_ms
         for s, (a, _) in enumerate(self.stage_slices):
             for i in range(a, a + depths[s]):
-                raw += self.op_ms(i, ops[i], widths[i])
-        return raw * self.scale + self.offset_ms if calibrated else raw
+                total += cost(i, ops[i], widths[i])
+        return total
 
     def to_arch(
         self, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int], meta: dict | None = None
@@ -124,15 +131,15 @@ class LatencyModel:
         ext = []
         for i in range(len(self.geometry)):
             vals = [
-                self.op_ms(i, j, w)
+                self.op_cost(i, j, w)
                 for j in range(len(self.op_names))
                 if op_mask is None or bool(op_mask[i, j])
                 for w in self.allowed_widths(i, j)
             ]
             ext.append((min(vals), max(vals)))
-        fast = slow = self.fixed_ms
+        fast = slow = self.fixed_cost
         for s, (a, b) in enumerate(self.stage_slices):
             depths = range(self.min_depths[s], b - a + 1)
             fast += min(sum(e[0] for e in ext[a : a + d]) for d in depths)
             slow += max(sum(e[1] for e in ext[a : a + d]) for d in depths)
-        return self.calibrate(fast), self.calibrate(slow)
+        return fast, slow

@@ -14,7 +14,9 @@ so the single-process CPU path and the DDP path run the same algorithm.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +32,8 @@ from tfnas.data import build_datasets, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, table_grid
 from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
-from tfnas.search.tfnas.config import config_diff
-from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
+from tfnas.search.tfnas.config import AUTOCAST_DTYPES, config_diff
+from tfnas.search.tfnas.elastic import apply_widths, derive_choice, fit_widths, hit_target, scale_widths
 from tfnas.search.tfnas.latency import LatencyModel
 from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
 from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, weight_paths
@@ -137,6 +139,8 @@ class TFNASSearch:
         self.model = TFNASSupernet(self.space, self.data.num_classes, ops).to(self.device)
         self.model.set_mixed_impl(rt["mixed_op"])
         self.memory_format = torch.channels_last if rt["channels_last"] else torch.contiguous_format
+        cast = AUTOCAST_DTYPES[rt["autocast"]]
+        self.autocast_dtype = getattr(torch, cast) if cast else None
         self.model = self.model.to(memory_format=self.memory_format)
         self.w_opt = build_optimizer(self.model.weight_parameters(), cfg["optim"]["weights"])
         self.a_opt = build_optimizer(self.model.arch_parameters(), cfg["optim"]["arch"])
@@ -211,6 +215,12 @@ class TFNASSearch:
             off += n
 
     # ---- steps --------------------------------------------------------------------------------------------
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """Mixed precision for the network's forward (``runtime.autocast``); losses stay fp32."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def temperature(self, epoch: int) -> float:
         s = self.cfg["search"]
         return s["temperature"] * s["temperature_decay"] ** epoch
@@ -222,12 +232,14 @@ class TFNASSearch:
         opt.zero_grad(set_to_none=True)
         logits = model.masked_logits().detach().cpu()  # paths are drawn on the CPU generator
         # all paths share the stem features of the batch; one backward of the summed losses
-        features = model.stem_features(x)
+        with self._autocast():
+            features = model.stem_features(x)
         losses, correct = [], 0
         for name in ("gumbel",) if warm else self.paths:
             choice = sample_paths(name, logits, gen).tolist()
-            out = model.forward_paths(x, choice, features)
-            losses.append(F.cross_entropy(out, y))
+            with self._autocast():
+                out = model.forward_paths(x, choice, features)
+            losses.append(F.cross_entropy(out.float(), y))
             correct += int((out.argmax(1) == y).sum())
         torch.stack(losses).sum().backward()
         total = float(sum(float(v.detach()) for v in losses))
@@ -249,8 +261,9 @@ class TFNASSearch:
         try:
             self.a_opt.zero_grad(set_to_none=True)
             gw = gumbel_softmax_weights(model.masked_logits(), self.temperature(epoch), gen)
-            out = model.forward_mixed(x, gw)
-            ce = F.cross_entropy(out, y)
+            with self._autocast():
+                out = model.forward_mixed(x, gw)
+            ce = F.cross_entropy(out.float(), y)
             lat_ms = self.lat.expected(gw, model.sink_probs(), self._op_table)
             lat_loss = self.cfg["search"]["latency_lambda"] * (lat_ms / self.target - 1.0).abs()
             (ce + lat_loss).backward()
@@ -461,42 +474,41 @@ class TFNASSearch:
 
     def _measured_loop(self, ops: list[int], widths: list[int], depths: list[int], prior: tuple) -> tuple:
         """Close the loop on the real runtime: measure the derived net end to end and, while it misses the
-        target by more than ``measure_tolerance``, re-aim the table prediction by the measured ratio.
+        target by more than ``measure_tolerance``, re-aim its predicted latency by the measured ratio.
 
-        For tables whose calibration does not fit this kind of network (or a device that drifted).
-        Measurements take the min over ``measure_rounds`` medians (robust to bursts of load); each re-aim
-        is clamped to +-15%, and the iteration whose measurement came closest to the target is kept.
+        For tables whose calibration does not fit this kind of network (or a device that drifted). A
+        measurement is the median of ``measure_rounds`` timings (a shared machine's timings of one net
+        scatter by 5-10% from second to second). Re-aiming moves widths only, keeping ops and depths, so
+        the network-level ratio being corrected stays that of the same network; the iteration measured
+        closest to the target is kept.
         """
         from tfnas.latency.measure import measure_arch
 
         s = self.cfg["search"]
         fp = self.lat.lookup.table.fingerprint
         backend = "ort" if fp.get("runtime") == "onnxruntime" else str(self.lat.lookup.table.meta.get("backend", "ort"))
-        goal, loop, best = self.target, [], None
+        loop, best = [], None
         for it in range(s["measure_iterations"] + 1):
             arch = self.lat.to_arch(ops, widths, depths)
             rounds = [
                 measure_arch(arch, backend, int(fp.get("threads", 1)), int(fp.get("batch", 1))).median_ms
                 for _ in range(s["measure_rounds"])
             ]
-            measured = min(rounds)
-            loop.append(
-                {
-                    "iteration": it,
-                    "aimed_ms": goal,
-                    "predicted_ms": self.lat.arch_ms(ops, widths, depths),
-                    "measured_ms": measured,
-                    "rounds_ms": rounds,
-                }
-            )
+            measured = statistics.median(rounds)
+            predicted = self.lat.arch_ms(ops, widths, depths)
+            loop.append({"iteration": it, "predicted_ms": predicted, "measured_ms": measured, "rounds_ms": rounds})
             miss = abs(measured / self.target - 1.0)
             if best is None or miss < best[0]:
                 best = (miss, list(ops), list(widths), list(depths), it)
             if miss <= s["measure_tolerance"] or it == s["measure_iterations"]:
                 break
-            # damped: one noisy measurement on a busy machine must not throw the aim far off
-            goal *= min(max(self.target / measured, 0.85), 1.15)
-            ops, widths, depths, _ = hit_target(self.lat, ops, widths, depths, goal, s["final_tolerance"], *prior)
+            goal = predicted * self.target / measured
+            new = fit_widths(self.lat, ops, widths, depths, goal, s["final_tolerance"])
+            if abs(self.lat.arch_ms(ops, new, depths) / goal - 1.0) > s["final_tolerance"]:
+                ops, new, depths, _ = hit_target(self.lat, ops, new, depths, goal, s["final_tolerance"], *prior)
+            if new == widths and loop[-1]["predicted_ms"] == self.lat.arch_ms(ops, new, depths):
+                break  # nothing left to move
+            widths = new
         _, ops, widths, depths, chosen = best
         loop.append({"chosen_iteration": chosen, "measured_ms": loop[chosen]["measured_ms"]})
         return ops, widths, depths, loop
