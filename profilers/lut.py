@@ -14,7 +14,8 @@ atomically. Layout (``schema_version`` 1)::
      optional: "updated": iso-time, "meta": {...free...},
                "calibration": {"scale": float, "offset_ms": float, ...free details}}
 
-``calibration`` maps the sum of op latencies to the end-to-end latency the runtime
+``calibration`` maps the sum of op latencies (plus, optionally, ``ms_per_mweight`` per million
+weights the network streams) to the end-to-end latency the runtime
 measures (``scale * sum + offset_ms``); prediction applies it when present.
 
 Widths between measured grid points are interpolated piecewise-linearly; outside
@@ -124,7 +125,7 @@ def _validate_entry(src: str, key: str, entry: Any) -> dict[str, list[Any]]:
 
 
 def _validate_calibration(src: str, cal: Any) -> dict[str, Any] | None:
-    """``None`` or ``{"scale": > 0, "offset_ms": finite, ...}``."""
+    """``None`` or ``{"scale": > 0, "offset_ms": finite, optional "ms_per_mweight": >= 0, ...}``."""
     if cal is None:
         return None
     if not isinstance(cal, dict):
@@ -134,6 +135,9 @@ def _validate_calibration(src: str, cal: Any) -> dict[str, Any] | None:
             raise ProfilerError(f"{src}: calibration.{k}={cal.get(k)!r}; expected a finite number")
     if cal["scale"] <= 0:
         raise ProfilerError(f"{src}: calibration.scale={cal['scale']!r}; expected > 0")
+    k = cal.get("ms_per_mweight", 0.0)
+    if not _is_num(k) or not math.isfinite(k) or k < 0:
+        raise ProfilerError(f"{src}: calibration.ms_per_mweight={k!r}; expected a finite number >= 0")
     return dict(cal)
 
 

@@ -244,6 +244,11 @@ def test_calibration_block_round_trips_and_is_validated(tmp_path):
     doc["calibration"] = {"scale": -1, "offset_ms": 0}
     with pytest.raises(ProfilerError, match=r"calibration.scale=-1"):
         LatencyTable.from_dict(doc, "bad.json")
+    doc["calibration"] = {"scale": 1.0, "offset_ms": 0, "ms_per_mweight": -0.2}  # would reward wider layers
+    with pytest.raises(
+        ProfilerError, match=r"bad.json: calibration.ms_per_mweight=-0.2; expected a finite number >= 0"
+    ):
+        LatencyTable.from_dict(doc, "bad.json")
 
 
 def _calib_fp() -> dict:
