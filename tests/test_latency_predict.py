@@ -12,6 +12,7 @@ from tfnas.errors import LatencyTableError
 from tfnas.latency.calibrate import calibrate, fit_affine, fit_calibration
 from tfnas.latency.predict import feasible_range, predict, predict_breakdown
 from tfnas.latency.signatures import arch_entries, arch_mweights, build_signature_module, layer_signature, layer_weights
+from tfnas.latency.table import Lookup
 
 
 def test_predict_is_the_sum_of_entries(tiny_space):
@@ -102,8 +103,10 @@ def test_layer_weights_count_the_deployed_convs(tiny_space):
 def test_weight_streaming_calibration_is_recovered_and_applied(tiny_space):
     table = make_table(tiny_space)
 
+    pad = Lookup(table).grid.runtime_width  # the runtime streams aligned widths padded to its block
+
     def measured(arch):  # a device that streams weights: 0.8 ms per million on top of the op sum
-        return 1.2 * predict(arch, table, calibrated=False) + 0.8 * arch_mweights(arch) + 0.1
+        return 1.2 * predict(arch, table, calibrated=False) + 0.8 * arch_mweights(arch, pad) + 0.1
 
     cal = calibrate(table, tiny_space, n=16, seed=0, measure_fn=measured, progress=False)
     assert cal["scale"] == pytest.approx(1.2) and cal["offset_ms"] == pytest.approx(0.1, abs=1e-9)
@@ -123,3 +126,24 @@ def test_weight_term_falls_back_to_affine_when_it_would_reward_weights():
     assert fit.ms_per_mweight == 0.0 and fit.scale > 0
     fit = fit_calibration(p[:3], w[:3], [2 * x + 1 for x in p[:3]])  # too few samples to separate the terms
     assert fit.ms_per_mweight == 0.0 and fit.scale == pytest.approx(2.0) and fit.offset_ms == pytest.approx(1.0)
+
+
+def test_weight_streaming_is_charged_on_the_padded_width(tiny_space):
+    """ORT pads an aligned width to its SIMD block: up to the block boundary a layer is free, past it not."""
+    from tfnas.search.tfnas.elastic import grow_free
+    from tfnas.search.tfnas.latency import LatencyModel
+
+    table = make_table(tiny_space)  # sparse grid: align 4, block 16
+    table.calibration = {"scale": 1.0, "offset_ms": 0.0, "ms_per_mweight": 5.0}
+    lat = LatencyModel(tiny_space, table, width_align=4)
+    op = lat.op_names.index("k3_e6_se")
+    i = next(i for i, g in enumerate(lat.geometry) if tiny_space.width_bounds("k3_e6_se", g.in_ch) == (32, 64))
+    assert lat.lookup.grid.runtime_width(36) == 48 and lat.lookup.grid.runtime_width(37) == 37
+    assert lat.op_cost(i, op, 36) == pytest.approx(lat.op_cost(i, op, 48))
+    assert lat.op_cost(i, op, 52) > lat.op_cost(i, op, 48)
+    ops = [op] * len(lat.geometry)
+    widths = [
+        max(lat.allowed_widths(j, op)[0], 36) if j == i else lat.allowed_widths(j, op)[0] for j in range(len(ops))
+    ]
+    depths = [len(range(a, b)) for a, b in lat.stage_slices]
+    assert grow_free(lat, ops, widths, depths)[i] == 48

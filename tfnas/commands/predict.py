@@ -7,7 +7,7 @@ import argparse
 from tfnas.arch import load_arch
 from tfnas.latency.predict import apply_calibration, predict_breakdown, table_calibration
 from tfnas.latency.signatures import arch_mweights
-from tfnas.latency.table import load_table
+from tfnas.latency.table import Lookup, load_table
 from tfnas.utils.io import atomic_write_json
 
 
@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     rows = predict_breakdown(arch, table)
     raw = sum(ms for _, _, ms in rows)
     cal = None if args.raw else table_calibration(table)
-    mweights = arch_mweights(arch)
+    mweights = arch_mweights(arch, Lookup(table).grid.runtime_width)
     total = apply_calibration(raw, cal, mweights)
     width = max(len(k) for k, _, _ in rows)
     print(f"{'op signature':<{width}}  {'width':>5}  {'ms':>8}")

@@ -139,7 +139,7 @@ def calibrate(
     archs = sample_archs(space, n, seed, res, align)
     t0 = time.perf_counter()
     predicted = [predict(arch, lookup, calibrated=False) for arch in archs]
-    mweights = [arch_mweights(arch) for arch in archs]
+    mweights = [arch_mweights(arch, lookup.grid.runtime_width) for arch in archs]
     if measure_fn is None:
         runs = measure_archs(archs, backend, threads, batch, protocol, rounds, seed, progress)
         measured = [round_median(r) for r in runs]

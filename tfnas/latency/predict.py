@@ -86,7 +86,9 @@ def predict_breakdown(arch: Architecture, table: LatencyTable | Lookup) -> list[
 def predict(arch: Architecture, table: LatencyTable | Lookup, calibrated: bool = True) -> float:
     """Predicted latency in ms (calibrated when the table has a calibration and ``calibrated``)."""
     raw = sum(ms for _, _, ms in predict_breakdown(arch, table))
-    return apply_calibration(raw, table_calibration(table), arch_mweights(arch)) if calibrated else raw
+    if not calibrated:
+        return raw
+    return apply_calibration(raw, table_calibration(table), arch_mweights(arch, as_lookup(table).grid.runtime_width))
 
 
 def layer_extremes(
@@ -100,7 +102,10 @@ def layer_extremes(
         for op in space.ops:
             key = layer_key(space, g, op)
             lo, hi = space.width_bounds(op, g.in_ch)
-            values += [cal.layer(lookup(key, w), layer_weights(space, g, op, w)) for w in range(lo, hi + 1)]
+            values += [
+                cal.layer(lookup(key, w), layer_weights(space, g, op, lookup.grid.runtime_width(w)))
+                for w in range(lo, hi + 1)
+            ]
         out.append((min(values), max(values)))
     return out
 

@@ -13,6 +13,7 @@ Keys use the *deployment* resolution, never the proxy resolution a supernet trai
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -111,9 +112,13 @@ def layer_weights(space: MBV2Space, g: LayerGeometry, op: str, width: int) -> in
     return width * (g.in_ch + spec.kernel * spec.kernel + g.out_ch + 2 * se)
 
 
-def arch_mweights(arch: Architecture) -> float:
-    """Millions of conv weights over the architecture's active searchable layers."""
-    return sum(layer_weights(arch.space, g, c.op, c.width) for g, c in arch.active_layers()) / 1e6
+def arch_mweights(arch: Architecture, runtime_width: Callable[[int], int] = int) -> float:
+    """Millions of conv weights over the architecture's active searchable layers.
+
+    ``runtime_width`` maps a mid width to the one the runtime allocates (``WidthGrid.runtime_width``:
+    ONNX Runtime pads aligned widths to its SIMD block, and streams the padding too).
+    """
+    return sum(layer_weights(arch.space, g, c.op, runtime_width(c.width)) for g, c in arch.active_layers()) / 1e6
 
 
 def build_signature_module(space: MBV2Space, sig: Signature, width: int | None) -> nn.Module:

@@ -61,6 +61,12 @@ class WidthGrid:
     def widths(self, lo: int, hi: int) -> list[int]:
         return GRID_BUILDERS[self.name](self, lo, hi)
 
+    def runtime_width(self, width: int) -> int:
+        """The width the runtime computes with: an aligned width is padded up to ``block`` (zero channels
+        whose weights are streamed like real ones), any other width runs as it is."""
+        a, b = max(1, self.align), max(1, self.block)
+        return int(math.ceil(width / b)) * b if a > 1 and width % a == 0 else int(width)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -120,8 +120,8 @@ def fit_widths(
 def grow_free(lat: LatencyModel, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int]) -> list[int]:
     """Widen each active layer as far as its cost stays the same (a staircase is flat in steps).
 
-    With a calibration that charges weight streaming, wider is never quite free
-    and nothing grows: the table alone would call it free, the network would not.
+    Weight streaming is charged on the width the runtime pads to, so growing up to
+    the padded width is free in the network too, and growing past it is not.
     """
     cur = list(widths)
     for i in active_layers(lat, depths):

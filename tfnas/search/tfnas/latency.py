@@ -76,7 +76,7 @@ class LatencyModel:
     def op_cost(self, layer: int, op: int, width: int) -> float:
         """Calibrated cost of one op at one width: what it adds to the network's predicted latency."""
         w = int(width)
-        weights = layer_weights(self.space, self.geometry[layer], self.op_names[op], w)
+        weights = layer_weights(self.space, self.geometry[layer], self.op_names[op], self.lookup.grid.runtime_width(w))
         return self.cal.layer(self.op_ms(layer, op, w), weights)
 
     def allowed_widths(self, layer: int, op: int) -> list[int]:
