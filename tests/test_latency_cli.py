@@ -105,10 +105,14 @@ def test_profile_measure_calibrate_end_to_end(files, capsys):
     after = json.loads(lut.read_text())
     assert rc == 0 and after["created"] == before["created"]  # resumed, not restarted
     assert after["entries"] == before["entries"]  # nothing re-measured
-    rc, out, err = run_cli(capsys, "measure", files["arch"], "--lut", lut, "--json", files["dir"] / "m.json")
+    rc, out, err = run_cli(
+        capsys, "measure", files["arch"], "--lut", lut, "--rounds", "3", "--json", files["dir"] / "m.json"
+    )
     assert rc == 0, err
-    assert "measured latency" in out and "predicted" in out
-    assert json.loads((files["dir"] / "m.json").read_text())["median_ms"] > 0
+    assert "measured latency" in out and "median of 3 rounds" in out and "predicted" in out
+    doc = json.loads((files["dir"] / "m.json").read_text())
+    rounds = sorted(r["median_ms"] for r in doc["rounds"])
+    assert len(rounds) == 3 and doc["median_ms"] == rounds[1] > 0
 
     from tfnas.commands import calibrate as cmd  # not necessarily registered in the CLI yet
 
