@@ -8,9 +8,10 @@ by least squares and store it in the table, where ``predict`` applies it.
 
 On ONNX Runtime CPU (2-core EPYC, 1 thread) the weight term took the
 leave-one-out error over 180 random networks from 2.7% (affine in the sum) to
-2.1%, near the noise of the measurements themselves; its fitted cost, ~0.2 ms
-per million fp32 weights (~20 GB/s), is a plausible last-level-cache stream
-(benchmarks/latency/README.md).
+2.1%, near the noise of the measurements themselves; its fitted cost, 0.1-0.2 ms
+per million fp32 weights (20-40 GB/s), is a plausible last-level-cache stream
+(benchmarks/latency/README.md). Weights count at the width the runtime
+allocates (``WidthGrid.runtime_width``).
 """
 
 from __future__ import annotations

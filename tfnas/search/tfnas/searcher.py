@@ -231,11 +231,11 @@ class TFNASSearch:
         set_lr(opt, self.lr_at(gstep))
         opt.zero_grad(set_to_none=True)
         logits = model.masked_logits().detach().cpu()  # paths are drawn on the CPU generator
-        # all paths share the stem features of the batch; one backward of the summed losses
+        # all paths share the stem features of the batch. Each path backpropagates right after its forward,
+        # into a detached copy of them, so only one path's activations are alive at a time (half the memory
+        # traffic); the stem then backpropagates once with the summed gradient: the gradients of summed losses
         with self._autocast():
             features = model.stem_features(x)
-        # each path backpropagates right after its forward (into a detached copy of the shared stem
-        # features), so only one path's activations are alive at a time: half the memory traffic
         shared = features.detach().requires_grad_(True)
         total, correct = 0.0, 0
         for name in ("gumbel",) if warm else self.paths:
