@@ -144,6 +144,17 @@ class MBV2Space:
         g = self.stage_layers(stage)[0]
         return 0 if (g.stride == 1 and g.in_ch == g.out_ch) else 1
 
+    def stage_slices(self) -> list[tuple[int, int]]:
+        """Per stage, the (start, end) indices of its layers in the flat layer list."""
+        out, start = [], 0
+        for st in self.stages:
+            out.append((start, start + st.layers))
+            start += st.layers
+        return out
+
+    def min_depths(self) -> list[int]:
+        return [self.min_depth(s) for s in range(len(self.stages))]
+
     def num_layers(self) -> int:
         return sum(s.layers for s in self.stages)
 

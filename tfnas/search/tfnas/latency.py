@@ -60,13 +60,10 @@ class LatencyModel:
         self.calibration = table_calibration(self.lookup) if calibrated else None
         self.cal = Calibration.of(self.calibration)
         self.fixed_cost = self.cal.fixed(self.fixed_ms)
+        self._costs: dict[tuple[int, int, int], float] = {}
         self.width_align = max(1, int(width_align))
-        self.stage_slices: list[tuple[int, int]] = []
-        start = 0
-        for st in space.stages:
-            self.stage_slices.append((start, start + st.layers))
-            start += st.layers
-        self.min_depths = [space.min_depth(s) for s in range(len(space.stages))]
+        self.stage_slices = space.stage_slices()
+        self.min_depths = space.min_depths()
 
     # ---- single lookups ---------------------------------------------------------------------------------
     def op_ms(self, layer: int, op: int, width: int) -> float:
@@ -74,10 +71,18 @@ class LatencyModel:
         return self.lookup(self.keys[layer][op], int(width))
 
     def op_cost(self, layer: int, op: int, width: int) -> float:
-        """Calibrated cost of one op at one width: what it adds to the network's predicted latency."""
-        w = int(width)
-        weights = layer_weights(self.space, self.geometry[layer], self.op_names[op], self.lookup.grid.runtime_width(w))
-        return self.cal.layer(self.op_ms(layer, op, w), weights)
+        """Calibrated cost of one op at one width: what it adds to the network's predicted latency.
+
+        Memoised: the width fitting of ``elastic`` asks for the same few thousand costs over and over.
+        """
+        key = (layer, op, int(width))
+        cost = self._costs.get(key)
+        if cost is None:
+            w = key[2]
+            runtime_w = self.lookup.grid.runtime_width(w)
+            weights = layer_weights(self.space, self.geometry[layer], self.op_names[op], runtime_w)
+            cost = self._costs[key] = self.cal.layer(self.op_ms(layer, op, w), weights)
+        return cost
 
     def allowed_widths(self, layer: int, op: int) -> list[int]:
         """Widths a search may pick: multiples of ``width_align`` within the op's bounds (and the bounds)."""

@@ -40,12 +40,8 @@ class TFNASSupernet(nn.Module):
             layers.append(MixedLayer(g.in_ch, g.out_ch, g.stride, g.act, specs, widths))
         self.layers = nn.ModuleList(layers)
         self.head = build_head(space, num_classes)
-        self.stage_slices: list[tuple[int, int]] = []
-        start = 0
-        for st in space.stages:
-            self.stage_slices.append((start, start + st.layers))
-            start += st.layers
-        self.min_depths = [space.min_depth(s) for s in range(len(space.stages))]
+        self.stage_slices = space.stage_slices()
+        self.min_depths = space.min_depths()
         n_layers, n_ops = len(layers), len(self.op_names)
         self.register_buffer("op_mask", self.op_mask_for(space, enabled))
         self.alphas = nn.Parameter(torch.zeros(n_layers, n_ops))
