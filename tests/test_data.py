@@ -173,3 +173,15 @@ def test_image_folder(tmp_path):
     assert x.shape == (3, 16, 16) and y == 2
     with pytest.raises(ConfigError, match="num_classes=5"):
         build_datasets(tmp_path, resolution=16, num_classes=5)
+
+
+def test_an_empty_class_folder_is_a_clear_error(tmp_path):
+    from PIL import Image
+
+    from tfnas.data.folder import ImageFolderDataset
+
+    (tmp_path / "cat").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(tmp_path / "cat" / "0.png")
+    (tmp_path / "dog").mkdir()  # no images
+    with pytest.raises(ConfigError, match=r"image folder .*remove empty or hidden class folders"):
+        ImageFolderDataset(tmp_path, resolution=8)

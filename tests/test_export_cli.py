@@ -49,3 +49,31 @@ def test_timm_entry_point_builds_the_derived_network(arch_file):
     model = timm.create_model("tfnas_derived", arch=str(arch_file), num_classes=7)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
     assert model.get_classifier().out_features == 7
+
+
+def test_export_takes_trained_weights_and_names_a_mismatch(arch_file, tmp_path, capsys):
+    from onnx import numpy_helper
+
+    from tfnas.arch import load_arch
+    from tfnas.models.mbv2_net import build_model
+    from tfnas.utils.checkpoint import save_checkpoint
+
+    arch = load_arch(arch_file)
+    model = build_model(arch)
+    linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        linear.weight.fill_(0.125)  # a marker the export must carry
+    run_ckpt = tmp_path / "run" / "checkpoints" / "last.pt"  # a training run's checkpoint, as written
+    save_checkpoint(run_ckpt, {"epoch": 1, "state": {"model": model.state_dict()}})
+    out = tmp_path / "a.onnx"
+    assert main(["export", str(arch_file), "--out", str(out), "--weights", str(run_ckpt)]) == 0
+    assert json.loads(capsys.readouterr().out)["max_abs_diff"] < 1e-4
+    values = [numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer]
+    assert any(v.size == linear.weight.numel() and (v == 0.125).all() for v in values)
+
+    other = build_model(Architecture.uniform(arch.space, "k3_e3"))
+    save_checkpoint(tmp_path / "other.pt", {"model": other.state_dict()})
+    bad = ["export", str(arch_file), "--out", str(tmp_path / "b.onnx"), "--weights", str(tmp_path / "other.pt")]
+    assert main(bad) == 2
+    err = capsys.readouterr().err
+    assert "other.pt do not fit this model" in err and "wrong shape" in err

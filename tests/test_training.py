@@ -54,3 +54,20 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path, tiny_space, m
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
     assert resumed["history"] == full["history"]
+
+
+def test_a_finished_run_is_never_overwritten_and_resume_checks_the_config(tmp_path, tiny_space):
+    from tfnas.errors import ConfigError, TfnasError
+
+    arch = Architecture.uniform(tiny_space, "k3_e3")
+    with pytest.raises(TfnasError, match=r"--resume: no checkpoint at .*last.pt"):
+        train_derived(arch, _cfg(epochs=1), tmp_path / "new", resume=True)
+    train_derived(arch, _cfg(epochs=1), tmp_path / "run")
+    before = (tmp_path / "run" / "model.pt").read_bytes()
+    with pytest.raises(TfnasError, match=r"already holds a checkpoint.*--resume or choose another --out"):
+        train_derived(arch, _cfg(epochs=1), tmp_path / "run")
+    assert (tmp_path / "run" / "model.pt").read_bytes() == before
+    with pytest.raises(ConfigError, match=r"(?s)different config.*lr: 0.1 -> 0.2"):
+        train_derived(arch, _cfg(epochs=1, lr=0.2), tmp_path / "run", resume=True)
+    with pytest.raises(ConfigError, match=r"train config: device = 'gpu'"):
+        _cfg(device="gpu").validate()

@@ -51,6 +51,11 @@ class TrainConfig:
                 raise ConfigError(f"train config: {name} = {getattr(self, name)!r}: expected >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train config: lr = {self.lr!r}: expected > 0")
+        for name in ("warmup_epochs", "workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train config: {name} = {getattr(self, name)!r}: expected >= 0")
+        if self.device not in (None, "cpu", "cuda"):
+            raise ConfigError(f"train config: device = {self.device!r}: expected cpu, cuda or unset (auto)")
         return self
 
 
@@ -97,7 +102,8 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
     ckpt = RunCheckpoint(out)
     modules = {"model": unwrap(ddp_model), "optimizer": opt}
     start_epoch, history = 0, []
-    if resume and ckpt.exists():
+    ckpt.begin(resume, asdict(cfg), ("device", "workers", "channels_last"), write=info.is_main)
+    if resume:
         start_epoch, extra = ckpt.load(modules)
         history = list(extra.get("history", []))
     logger = MetricsLogger(out, resume=resume and start_epoch > 0) if info.is_main else None

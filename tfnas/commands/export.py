@@ -9,12 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 
-import torch
-
 from tfnas.arch import load_arch
 from tfnas.export.onnx import check_parity, export_onnx
 from tfnas.models.mbv2_net import build_model
-from tfnas.utils.checkpoint import load_checkpoint
+from tfnas.utils.checkpoint import load_model_weights
 from tfnas.utils.flops import count_macs, count_params
 
 
@@ -34,13 +32,11 @@ def run(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
     model = build_model(arch, args.num_classes)
     if args.weights:
-        state = load_checkpoint(args.weights)
-        model.load_state_dict(state.get("model", state))
+        load_model_weights(model, args.weights)
     res = arch.resolution
     shape = (args.batch, arch.space.in_channels, res, res)
     path = export_onnx(model, args.out, shape, opset=args.opset)
-    with torch.no_grad():
-        diff = check_parity(model, path, shape, atol=args.atol)
+    diff = check_parity(model, path, shape, atol=args.atol)
     report = {
         "onnx": str(path),
         "input_shape": list(shape),

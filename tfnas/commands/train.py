@@ -20,7 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type == "bool":
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        elif f.name == "device":
+            p.add_argument(flag, choices=("cpu", "cuda"), default=f.default, help="default: cuda when available")
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" ")[0], str)
             p.add_argument(flag, type=kind, default=f.default)

@@ -107,9 +107,12 @@ class ImageFolderDataset(Dataset):
             else:
                 tf = [T.Resize(max(1, round(self.resolution / 0.875))), T.CenterCrop(self.resolution)]
             tf += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-            self._impl: Dataset = torchvision.datasets.ImageFolder(
-                str(root), transform=T.Compose(tf), is_valid_file=_is_valid_file
-            )
+            try:
+                self._impl: Dataset = torchvision.datasets.ImageFolder(
+                    str(root), transform=T.Compose(tf), is_valid_file=_is_valid_file
+                )
+            except FileNotFoundError as e:  # a class folder without images (or a hidden one, e.g. .ipynb_checkpoints)
+                raise ConfigError(f"image folder {root}: {e}; remove empty or hidden class folders") from None
             self.classes = list(self._impl.classes)
             self.targets = [s[1] for s in self._impl.samples]
         else:

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from tfnas.errors import ConfigError
+from tfnas.errors import ConfigError, TfnasError
 
 LRSchedule = Callable[[int], float]
 
@@ -86,6 +86,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def config_diff(a: dict, b: dict, path: str = "") -> list[str]:
+    """Readable differences between two resolved configs."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        where = f"{path}.{k}" if path else k
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += config_diff(va, vb, where)
+        elif va != vb:
+            out.append(f"{where}: {va!r} -> {vb!r}")
+    return out
+
+
 # ------------------------------------------------------------------ checkpoints
 class RunCheckpoint:
     """``<out_dir>/checkpoints/last.pt`` (+ ``epoch_XXX.pt`` when ``keep_all``)."""
@@ -100,6 +113,37 @@ class RunCheckpoint:
 
     def exists(self) -> bool:
         return self.last.exists()
+
+    def begin(
+        self, resume: bool, cfg: dict[str, Any], ignore: tuple[str, ...] = ("runtime.",), write: bool = True
+    ) -> None:
+        """Check a run may start or continue in this folder, then save its ``config.json``.
+
+        Without ``resume`` an existing checkpoint is never overwritten; with it there must be
+        one, and the saved config may differ only in keys starting with ``ignore`` (threads,
+        progress bars, devices: what does not change the result).
+        """
+        out = self.dir.parent
+        cfg_path = out / "config.json"
+        if resume:
+            if not self.exists():
+                raise TfnasError(f"--resume: no checkpoint at {self.last}; start the run without --resume")
+            if cfg_path.exists():
+                from tfnas.utils.io import read_json
+
+                saved = read_json(cfg_path, "saved run config")
+                diffs = [d for d in config_diff(saved, cfg) if not d.startswith(ignore)]
+                if diffs:
+                    raise ConfigError(
+                        f"--resume with a different config than the run's saved one ({cfg_path}):\n  "
+                        + "\n  ".join(diffs)
+                    )
+        elif self.exists():
+            raise TfnasError(f"{out} already holds a checkpoint ({self.last}); pass --resume or choose another --out")
+        if write:
+            from tfnas.utils.io import atomic_write_json
+
+            atomic_write_json(cfg_path, cfg)
 
     def save(
         self,
@@ -123,14 +167,19 @@ class RunCheckpoint:
 
     def load(self, modules: dict[str, Any], restore_rng: bool = True) -> tuple[int, dict[str, Any]]:
         """Restore ``modules`` in place; return (completed epoch, extra)."""
-        from tfnas.utils.checkpoint import load_checkpoint, restore_rng_state
+        from tfnas.utils.checkpoint import load_checkpoint, load_state_checked, restore_rng_state
 
         state = load_checkpoint(self.last)
+        if not isinstance(state.get("state"), dict):
+            raise ConfigError(f"checkpoint {self.last} is not a run checkpoint (no 'state'); was it written by tfnas?")
         missing = [k for k in modules if k not in state["state"]]
         if missing:
             raise ConfigError(f"checkpoint {self.last} lacks {missing}; was it written by another command?")
         for k, m in modules.items():
-            m.load_state_dict(state["state"][k])
+            if isinstance(m, torch.nn.Module):
+                load_state_checked(m, state["state"][k], self.last)
+            else:
+                m.load_state_dict(state["state"][k])
         if restore_rng and state.get("rng") is not None:
             restore_rng_state(state["rng"])
         return int(state["epoch"]), dict(state.get("extra", {}))

@@ -92,3 +92,29 @@ def restore_rng_state(state: dict) -> None:
     if cuda and torch.cuda.is_available():
         n_dev = torch.cuda.device_count()
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda[:n_dev]])
+
+
+def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a model's weights from ``model.pt`` (``{"model": ...}``), a run's ``checkpoints/last.pt``
+    (``{"state": {"model": ...}}``) or a bare state dict; a mismatch names the file and the keys."""
+    state = load_checkpoint(path)
+    if isinstance(state.get("state"), dict) and "model" in state["state"]:
+        state = state["state"]["model"]
+    elif isinstance(state.get("model"), dict):
+        state = state["model"]
+    load_state_checked(model, state, path)
+
+
+def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
+    """``model.load_state_dict(state)`` with a ``TfnasError`` naming the file and a few mismatches."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [k for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+            if keys:
+                parts.append(f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})")
+        raise TfnasError(f"weights in {path} do not fit this model: {'; '.join(parts)}; is it another architecture?")
+    model.load_state_dict(state)

@@ -97,13 +97,10 @@ def train_eval_net(
     ckpt = RunCheckpoint(out_dir)
     modules = {"model": model, "optimizer": opt}
     start = 0
+    ckpt.begin(resume, cfg)
     if resume:
-        if not ckpt.exists():
-            raise ConfigError(f"--resume: no checkpoint at {ckpt.last}")
         start = ckpt.load(modules)[0] + 1
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "config.json", cfg)
     genotype.save(out / "genotype.json")
     logger = MetricsLogger(out, resume=resume)
     if resume:

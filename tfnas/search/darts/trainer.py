@@ -214,15 +214,12 @@ class DartsSearch:
         ckpt = RunCheckpoint(self.out_dir)
         modules = {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt}
         start_epoch, extra = 0, {}
+        ckpt.begin(resume, self.cfg)
         if resume:
-            if not ckpt.exists():
-                raise ConfigError(f"--resume: no checkpoint at {ckpt.last}")
             done, extra = ckpt.load(modules)
             start_epoch = done + 1
             if self.stop_rule is not None:
                 self.stop_rule.history = list(extra.get("eigen_history", []))
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.out_dir / "config.json", self.cfg)
         logger = MetricsLogger(self.out_dir, resume=resume)
         if resume:
             logger.truncate_after(start_epoch * self.steps_per_epoch - 1)

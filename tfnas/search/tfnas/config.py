@@ -125,16 +125,3 @@ def load_config(path: str | Path) -> dict[str, Any]:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"search config {path}: expected a mapping at the top level")
     return resolve_config(data, str(path))
-
-
-def config_diff(a: dict, b: dict, path: str = "") -> list[str]:
-    """Readable differences between two resolved configs."""
-    out = []
-    for k in sorted(set(a) | set(b)):
-        where = f"{path}.{k}" if path else k
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out += config_diff(va, vb, where)
-        elif va != vb:
-            out.append(f"{where}: {va!r} -> {vb!r}")
-    return out

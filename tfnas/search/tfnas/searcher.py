@@ -32,14 +32,14 @@ from tfnas.data import build_datasets, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, table_grid
 from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
-from tfnas.search.tfnas.config import AUTOCAST_DTYPES, config_diff
+from tfnas.search.tfnas.config import AUTOCAST_DTYPES
 from tfnas.search.tfnas.elastic import apply_widths, derive_choice, fit_widths, hit_target, scale_widths
 from tfnas.search.tfnas.latency import LatencyModel
 from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
 from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, weight_paths
 from tfnas.search.tfnas.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import MBV2Space, load_space
-from tfnas.utils.io import atomic_write_json, read_json, repo_root
+from tfnas.utils.io import repo_root
 
 _MIX = 1_000_003
 
@@ -338,21 +338,7 @@ class TFNASSearch:
         self._op_table = self.lat.op_table(self.model.widths())
 
     def _prepare_out(self) -> None:
-        cfg_path = self.out / "config.json"
-        if self.resume:
-            if not self.ckpt.exists():
-                raise TfnasError(f"--resume: no checkpoint in {self.ckpt.last}; start the run without --resume")
-            saved = read_json(cfg_path, "saved run config") if cfg_path.exists() else None
-            if saved is not None:
-                diffs = [d for d in config_diff(saved, self.cfg) if not d.startswith(("runtime.", "out:"))]
-                if diffs:
-                    raise ConfigError(
-                        "--resume with a different config than the run's saved one:\n  " + "\n  ".join(diffs)
-                    )
-        elif self.ckpt.exists():
-            raise TfnasError(f"{self.out} already holds a search checkpoint; pass --resume or choose another --out")
-        if self.is_main:
-            atomic_write_json(cfg_path, self.cfg)
+        self.ckpt.begin(self.resume, self.cfg, ("runtime.", "out:"), write=self.is_main)
 
     def run(self) -> SearchResult:
         from tfnas.utils.metrics import MetricsLogger
