@@ -115,7 +115,8 @@ def median_rel_ci(sorted_samples: np.ndarray) -> float:
     hi = int(math.ceil(n / 2.0 + half)) - 1
     if lo < 0 or hi >= n:
         return math.inf
-    med = float(np.median(sorted_samples))
+    mid = n // 2
+    med = float(sorted_samples[mid] if n % 2 else (sorted_samples[mid - 1] + sorted_samples[mid]) / 2.0)
     if med <= 0:
         return math.inf
     return float(sorted_samples[hi] - sorted_samples[lo]) / 2.0 / med
@@ -134,7 +135,15 @@ def summarize(samples_ms: list[float], protocol: TimingProtocol) -> tuple[float,
     return med, float(q3 - q1), cv, len(kept), median_rel_ci(kept)
 
 
-def _measure_once(fn: Callable[[], None], protocol: TimingProtocol, clock: Clock) -> Measurement:
+def _converged(samples_ms: list[float], protocol: TimingProtocol) -> bool:
+    """The stopping rule alone (no full summary: it runs every ``check_every`` samples of tiny ops)."""
+    kept = np.sort(reject_outliers(np.asarray(samples_ms, dtype=np.float64), protocol.outlier_iqr_factor))
+    return median_rel_ci(kept) <= protocol.target_rel_ci
+
+
+def _measure_once(
+    fn: Callable[[], None], protocol: TimingProtocol, clock: Clock, sample_ms: Callable[[], float] | None
+) -> Measurement:
     start = clock()
     for _ in range(protocol.warmup):
         fn()
@@ -142,16 +151,17 @@ def _measure_once(fn: Callable[[], None], protocol: TimingProtocol, clock: Clock
             break
     samples: list[float] = []
     while len(samples) < protocol.max_repeats:
-        t0 = clock()
-        fn()
-        t1 = clock()
-        samples.append((t1 - t0) * 1000.0)
+        if sample_ms is None:
+            t0 = clock()
+            fn()
+            samples.append((clock() - t0) * 1000.0)
+        else:
+            samples.append(sample_ms())
         n = len(samples)
-        if t1 - start >= protocol.max_time_s and n >= protocol.floor_repeats:
+        if clock() - start >= protocol.max_time_s and n >= protocol.floor_repeats:
             break
-        if n >= protocol.min_repeats and n % protocol.check_every == 0:
-            if summarize(samples, protocol)[4] <= protocol.target_rel_ci:
-                break
+        if n >= protocol.min_repeats and n % protocol.check_every == 0 and _converged(samples, protocol):
+            break
     med, spread, cv, kept, rel_ci = summarize(samples, protocol)
     return Measurement(
         median_ms=med,
@@ -166,16 +176,23 @@ def _measure_once(fn: Callable[[], None], protocol: TimingProtocol, clock: Clock
 
 
 def measure(
-    fn: Callable[[], None], protocol: TimingProtocol | None = None, clock: Clock = time.perf_counter
+    fn: Callable[[], None],
+    protocol: TimingProtocol | None = None,
+    clock: Clock = time.perf_counter,
+    sample_ms: Callable[[], float] | None = None,
 ) -> Measurement:
-    """Time ``fn`` per ``protocol``; re-measure while noisy; the result says if it stayed noisy."""
+    """Time ``fn`` per ``protocol``; re-measure while noisy; the result says if it stayed noisy.
+
+    ``sample_ms``: takes one timed sample itself (e.g. with device events for an
+    asynchronous runtime); ``fn`` then only warms up, and ``clock`` only caps the time.
+    """
     protocol = protocol or TimingProtocol()
     best: Measurement | None = None
     total = 0.0
     attempts = 0
     while attempts <= protocol.remeasure_attempts:
         attempts += 1
-        m = _measure_once(fn, protocol, clock)
+        m = _measure_once(fn, protocol, clock, sample_ms)
         total += m.elapsed_s
         if best is None or m.cv < best.cv:
             best = m

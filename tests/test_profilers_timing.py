@@ -138,3 +138,19 @@ def test_protocol_round_trip() -> None:
     assert TimingProtocol.from_dict(p.to_dict()) == p
     with pytest.raises(ProfilerError, match="unknown"):
         TimingProtocol.from_dict({**p.to_dict(), "bogus": 1})
+
+
+def test_an_external_sampler_replaces_the_clock_and_fn_only_warms_up():
+    """Asynchronous runtimes (CUDA events) time their own samples through ``sample_ms``."""
+    calls = {"fn": 0, "sample": 0}
+
+    def fn():
+        calls["fn"] += 1
+
+    def sample_ms():
+        calls["sample"] += 1
+        return 2.5
+
+    p = TimingProtocol(warmup=3, min_repeats=5, max_repeats=50, check_every=5, max_time_s=10.0)
+    m = measure(fn, p, sample_ms=sample_ms)
+    assert m.median_ms == 2.5 and m.repeats == calls["sample"] == 5 and calls["fn"] == 3 and not m.noisy

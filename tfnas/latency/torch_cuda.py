@@ -8,7 +8,6 @@ the GPU time between two CUDA events around one forward pass; the statistics
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from torch import nn
 
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
-from profilers.timing import Measurement, TimingProtocol, summarize
+from profilers.timing import Measurement, TimingProtocol, measure
 from tfnas.errors import TfnasError
 from tfnas.latency.bundle import plan_bundle
 from tfnas.latency.signatures import build_signature_module
@@ -29,32 +28,6 @@ def require_cuda() -> None:
         raise TfnasError("backend torch-cuda needs a CUDA GPU, and torch.cuda.is_available() is False here")
 
 
-def _time_once(module: nn.Module, x: torch.Tensor, protocol: TimingProtocol) -> Measurement:
-    start_t = time.perf_counter()
-    with torch.inference_mode():
-        for _ in range(protocol.warmup):
-            module(x)
-        torch.cuda.synchronize()
-        samples: list[float] = []
-        begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        while len(samples) < protocol.max_repeats:
-            begin.record()
-            module(x)
-            end.record()
-            end.synchronize()
-            samples.append(float(begin.elapsed_time(end)))
-            n = len(samples)
-            if time.perf_counter() - start_t >= protocol.max_time_s and n >= protocol.floor_repeats:
-                break
-            if n >= protocol.min_repeats and n % protocol.check_every == 0:
-                if summarize(samples, protocol)[4] <= protocol.target_rel_ci:
-                    break
-    med, spread, cv, kept, rel_ci = summarize(samples, protocol)
-    return Measurement(
-        med, spread, cv, len(samples), cv > protocol.noisy_cv, kept, rel_ci, 1, time.perf_counter() - start_t
-    )
-
-
 def measure_module(
     module: nn.Module, input_shape: tuple[int, ...], protocol: TimingProtocol | None = None, device: str = "cuda"
 ) -> Measurement:
@@ -64,11 +37,17 @@ def measure_module(
     torch.backends.cudnn.benchmark = True
     module = module.eval().to(device)
     x = torch.randn(input_shape, device=device)
-    tries: list[Measurement] = []
-    while len(tries) <= protocol.remeasure_attempts and (not tries or tries[-1].noisy):
-        tries.append(_time_once(module, x, protocol))
-    best = tries[-1] if not tries[-1].noisy else min(tries, key=lambda m: m.cv)
-    return Measurement(**{**best.__dict__, "attempts": len(tries)})
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+    def sample_ms() -> float:  # device time of one forward, not the host's view of an async launch
+        begin.record()
+        module(x)
+        end.record()
+        end.synchronize()
+        return float(begin.elapsed_time(end))
+
+    with torch.inference_mode():
+        return measure(lambda: module(x), protocol, sample_ms=sample_ms)
 
 
 def gpu_fingerprint(batch: int, resolution: int, precision: str = "fp32") -> dict:
