@@ -136,8 +136,8 @@ def _reach(lat: LatencyModel, ops: Sequence[int], depths: Sequence[int]) -> tupl
     """Calibrated (min, max) latency over widths for fixed ops and depths."""
     lo = hi = lat.fixed_cost
     for i in active_layers(lat, depths):
-        ms = [lat.op_cost(i, ops[i], w) for w in lat.allowed_widths(i, ops[i])]
-        lo, hi = lo + min(ms), hi + max(ms)
+        a, b = lat.cost_range(i, ops[i])
+        lo, hi = lo + a, hi + b
     return lo, hi
 
 

@@ -61,6 +61,8 @@ class LatencyModel:
         self.cal = Calibration.of(self.calibration)
         self.fixed_cost = self.cal.fixed(self.fixed_ms)
         self._costs: dict[tuple[int, int, int], float] = {}
+        self._allowed: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._ranges: dict[tuple[int, int], tuple[float, float]] = {}
         self.width_align = max(1, int(width_align))
         self.stage_slices = space.stage_slices()
         self.min_depths = space.min_depths()
@@ -84,12 +86,22 @@ class LatencyModel:
             cost = self._costs[key] = self.cal.layer(self.op_ms(layer, op, w), weights)
         return cost
 
-    def allowed_widths(self, layer: int, op: int) -> list[int]:
+    def allowed_widths(self, layer: int, op: int) -> tuple[int, ...]:
         """Widths a search may pick: multiples of ``width_align`` within the op's bounds (and the bounds)."""
-        lo, hi = self.space.width_bounds(self.op_names[op], self.geometry[layer].in_ch)
-        a = self.width_align
-        ws = [w for w in range(lo, hi + 1) if w % a == 0]
-        return ws or [lo, hi]
+        ws = self._allowed.get((layer, op))
+        if ws is None:
+            lo, hi = self.space.width_bounds(self.op_names[op], self.geometry[layer].in_ch)
+            ws = tuple(w for w in range(lo, hi + 1) if w % self.width_align == 0) or (lo, hi)
+            self._allowed[(layer, op)] = ws
+        return ws
+
+    def cost_range(self, layer: int, op: int) -> tuple[float, float]:
+        """(cheapest, dearest) calibrated cost of an op over its allowed widths."""
+        r = self._ranges.get((layer, op))
+        if r is None:
+            costs = [self.op_cost(layer, op, w) for w in self.allowed_widths(layer, op)]
+            r = self._ranges[(layer, op)] = (min(costs), max(costs))
+        return r
 
     # ---- expected latency (differentiable) ---------------------------------------------------------------
     def op_table(self, widths: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -135,13 +147,10 @@ class LatencyModel:
         """(fastest, slowest) calibrated latency over the architectures this search can reach."""
         ext = []
         for i in range(len(self.geometry)):
-            vals = [
-                self.op_cost(i, j, w)
-                for j in range(len(self.op_names))
-                if op_mask is None or bool(op_mask[i, j])
-                for w in self.allowed_widths(i, j)
+            ranges = [
+                self.cost_range(i, j) for j in range(len(self.op_names)) if op_mask is None or bool(op_mask[i, j])
             ]
-            ext.append((min(vals), max(vals)))
+            ext.append((min(r[0] for r in ranges), max(r[1] for r in ranges)))
         fast = slow = self.fixed_cost
         for s, (a, b) in enumerate(self.stage_slices):
             depths = range(self.min_depths[s], b - a + 1)

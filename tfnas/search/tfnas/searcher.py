@@ -33,7 +33,7 @@ from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, table_grid
 from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.search.tfnas.config import AUTOCAST_DTYPES
-from tfnas.search.tfnas.elastic import apply_widths, derive_choice, fit_widths, hit_target, scale_widths
+from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
 from tfnas.search.tfnas.latency import LatencyModel
 from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
 from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, weight_paths
@@ -204,14 +204,18 @@ class TFNASSearch:
             return
         import torch.distributed as dist
 
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
+        # every rank draws the same paths (seeded by the step), so the same parameters hold gradients;
+        # ops off the paths keep grad None, exactly as in one process (SGD then leaves them untouched)
+        params = [p for p in params if p.grad is not None]
+        if not params:
+            return
+        flat = torch.cat([p.grad.reshape(-1) for p in params])
         dist.all_reduce(flat)
         flat /= self.world
         off = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            p.grad = flat[off : off + n].view_as(p).clone()
+        for p in params:
+            n = p.numel()
+            p.grad = flat[off : off + n].view_as(p)
             off += n
 
     # ---- steps --------------------------------------------------------------------------------------------
@@ -493,9 +497,8 @@ class TFNASSearch:
             if miss <= s["measure_tolerance"] or it == s["measure_iterations"]:
                 break
             goal = predicted * self.target / measured
-            new = fit_widths(self.lat, ops, widths, depths, goal, s["final_tolerance"])
-            if abs(self.lat.arch_ms(ops, new, depths) / goal - 1.0) > s["final_tolerance"]:
-                ops, new, depths, _ = hit_target(self.lat, ops, new, depths, goal, s["final_tolerance"], *prior)
+            # widths first; ops or depths change only when widths alone cannot reach the goal
+            ops, new, depths, _ = hit_target(self.lat, ops, widths, depths, goal, s["final_tolerance"], *prior)
             if new == widths and loop[-1]["predicted_ms"] == self.lat.arch_ms(ops, new, depths):
                 break  # nothing left to move
             widths = new
