@@ -20,7 +20,7 @@ from tfnas.arch import Architecture
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
 from tfnas.models.mbv2_net import build_model
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, set_lr
+from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, set_lr
 from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from tfnas.utils.io import atomic_write_json
@@ -57,21 +57,6 @@ class TrainConfig:
         if self.device not in (None, "cpu", "cuda"):
             raise ConfigError(f"train config: device = {self.device!r}: expected cpu, cuda or unset (auto)")
         return self
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, channels_last: bool) -> tuple[float, float]:
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        loss_sum += F.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        count += y.numel()
-    return loss_sum / max(1, count), correct / max(1, count)
 
 
 def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict:

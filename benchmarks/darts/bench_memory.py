@@ -93,7 +93,9 @@ def main() -> None:
     }
     print(json.dumps(report, indent=1))
     if a.out:
-        Path(a.out).write_text(json.dumps(report, indent=1) + "\n")
+        from tfnas.utils.io import atomic_write_json
+
+        atomic_write_json(a.out, report)
 
 
 if __name__ == "__main__":

@@ -98,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(result, indent=1))
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+        from tfnas.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, result)
     return result
 
 

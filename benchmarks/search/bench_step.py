@@ -125,8 +125,9 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in out.items() if not k.endswith("_all")}, indent=1))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+        from tfnas.utils.io import atomic_write_json
+
+        atomic_write_json(args.out, out)
 
 
 if __name__ == "__main__":

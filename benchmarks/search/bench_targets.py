@@ -6,7 +6,7 @@ then the derived architectures' predicted and end-to-end measured latencies.
 Searches are short (32 px proxy, generated data): the point is the latency
 machinery (latency term, elastic scaling, final width adjustment, calibration),
 not accuracy. Measured: ONNX Runtime, CPU, the table's batch and threads, via
-``tfnas.latency.measure.measure_arch``.
+``tfnas.latency.measure.measure_archs`` (interleaved rounds, as the calibration).
 """
 
 from __future__ import annotations
@@ -73,11 +73,12 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/tfnas_bench_targets")
     args = ap.parse_args()
 
-    from tfnas.latency.measure import measure_arch
+    from tfnas.latency.measure import measure_archs
     from tfnas.latency.predict import predict
     from tfnas.search.tfnas.config import load_config
     from tfnas.search.tfnas.searcher import TFNASSearch, build_latency_model
     from tfnas.spaces.mbv2 import load_space
+    from tfnas.utils.io import atomic_write_json
 
     base = load_config(args.config)
     if args.lut:
@@ -135,11 +136,10 @@ def main() -> None:
     }
     rows_and_control = [*rows, control_row]
     archs_and_control = [*archs, control]
-    # interleaved rounds: a burst of load on a shared machine hits one round of every arch, not one arch
-    for _ in range(args.rounds):
-        for row, arch in zip(rows_and_control, archs_and_control):
-            m = measure_arch(arch, "ort", threads=threads, batch=int(fp["batch"]))
-            row["measured_rounds_ms"].append(m.median_ms)
+    # interleaved rounds (as the calibration measures): a burst of load hits one round of every arch
+    runs = measure_archs(archs_and_control, "ort", threads, int(fp["batch"]), rounds=args.rounds)
+    for row, ms in zip(rows_and_control, runs):
+        row["measured_rounds_ms"] = [m.median_ms for m in ms]
     for row in rows:
         row["measured_ms"] = statistics.median(row["measured_rounds_ms"])
         row["measured_err_pct"] = 100 * (row["measured_ms"] / row["target_ms"] - 1)
@@ -174,8 +174,7 @@ def main() -> None:
         "rows": rows,
         "control": control_row,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write_json(args.out, doc)
     print(f"{'target':>8} {'predicted':>10} {'measured':>10} {'pred err':>9} {'meas err':>9}")
     for r in rows:
         print(

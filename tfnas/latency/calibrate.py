@@ -37,11 +37,6 @@ from tfnas.spaces.mbv2 import MBV2Space
 MeasureFn = Callable[[Architecture], float]
 
 
-def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
-    p, m = np.asarray(predicted, float), np.asarray(measured, float)
-    return float(np.mean(np.abs(p - m) / m) * 100.0)
-
-
 def fit_affine(predicted: Sequence[float], measured: Sequence[float]) -> tuple[float, float]:
     """(scale, offset) of measured = scale * predicted + offset, least squares on relative errors.
 

@@ -185,6 +185,26 @@ class RunCheckpoint:
         return int(state["epoch"]), dict(state.get("extra", {}))
 
 
+# ------------------------------------------------------------------ evaluation
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module, loader: Iterable, device: torch.device | None = None, channels_last: bool = False
+) -> tuple[float, float]:
+    """(mean cross-entropy, top-1 accuracy) of ``model`` in eval mode over ``loader``."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in loader:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        loss_sum += torch.nn.functional.cross_entropy(out, y, reduction="sum").item()
+        correct += (out.argmax(1) == y).sum().item()
+        count += len(y)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
 # ------------------------------------------------------------------ timing / progress
 class StepTimer:
     """Accumulates wall-clock seconds per phase: ``with timer("weight"): ...``."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from tfnas.errors import ConfigError
 from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
+from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, evaluate, progress, set_lr
 from tfnas.search.darts.trainer import merge_config
 from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
@@ -37,21 +37,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
         "log_every": 1,
     },
 }
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, channels_last: bool = False) -> tuple[float, float]:  # noqa: ANN001
-    model.eval()
-    crit = nn.CrossEntropyLoss(reduction="sum")
-    loss, correct, n = 0.0, 0, 0
-    for x, y in loader:
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = model(x)
-        loss += float(crit(logits, y))
-        correct += int((logits.argmax(1) == y).sum())
-        n += len(y)
-    return loss / max(n, 1), correct / max(n, 1)
 
 
 def train_eval_net(
@@ -139,7 +124,7 @@ def train_eval_net(
     finally:
         logger.close()
     if test_loader is not None:
-        summary["test_loss"], summary["test_acc"] = evaluate(model, test_loader, cl)
+        summary["test_loss"], summary["test_acc"] = evaluate(model, test_loader, channels_last=cl)
     summary["epochs"] = epochs
     atomic_write_json(out / "summary.json", summary)
     return summary
