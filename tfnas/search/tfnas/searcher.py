@@ -142,7 +142,8 @@ class TFNASSearch:
         cast = AUTOCAST_DTYPES[rt["autocast"]]
         self.autocast_dtype = getattr(torch, cast) if cast else None
         self.model = self.model.to(memory_format=self.memory_format)
-        self.w_opt = build_optimizer(self.model.weight_parameters(), cfg["optim"]["weights"])
+        self.weights = list(self.model.weight_parameters())  # fixed set: built once, not every step
+        self.w_opt = build_optimizer(self.weights, cfg["optim"]["weights"])
         self.a_opt = build_optimizer(self.model.arch_parameters(), cfg["optim"]["arch"])
         self.batch = s["batch_size"] // self.world
         if self.batch < 1 or s["batch_size"] % self.world:
@@ -166,6 +167,7 @@ class TFNASSearch:
         self._sums: dict[str, float] = {}  # running sums of the epoch's step metrics (checkpointed)
         self._counts: dict[str, int] = {}
         self._op_table = self.lat.op_table(self.model.widths())
+        self._held_cycle: tuple[int, list[int]] = (-1, [])
 
     # ---- reproducible randomness and data ----------------------------------------------------------------
     def _generator(self, gstep: int, salt: int = 0) -> torch.Generator:
@@ -192,7 +194,9 @@ class TFNASSearch:
 
     def _held_batch(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
         cycle, b = divmod(j, self.held_batches)
-        idx = self._order(len(self.data.held_out), 2 * cycle + 1)[b * self.batch : (b + 1) * self.batch]
+        if self._held_cycle[0] != cycle:  # one shuffle of the held-out split per pass, not per arch step
+            self._held_cycle = (cycle, self._order(len(self.data.held_out), 2 * cycle + 1))
+        idx = self._held_cycle[1][b * self.batch : (b + 1) * self.batch]
         x, y = default_collate([self.data.held_out[i] for i in idx])
         return self._to(x, y)
 
@@ -251,7 +255,7 @@ class TFNASSearch:
             total += float(loss.detach())
             correct += int((out.argmax(1) == y).sum())
         features.backward(shared.grad)
-        params = model.weight_parameters()
+        params = self.weights
         self._all_reduce(params)
         clip = self.cfg["optim"]["grad_clip"]
         if clip:
@@ -263,7 +267,7 @@ class TFNASSearch:
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, epoch: int) -> dict[str, float]:
         model = self.model
         gen = self._generator(gstep, 1)
-        weights = model.weight_parameters()
+        weights = self.weights
         for p in weights:
             p.requires_grad_(False)
         try:
