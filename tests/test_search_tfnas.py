@@ -65,8 +65,8 @@ def synthetic_table(space, resolution=None, calibration=None) -> LatencyTable:
             "noisy": [False] * n,
             "repeats": [1] * n,
         }
-    meta = {"calibration": calibration} if calibration else {}
-    return LatencyTable(space.name, {**FINGERPRINT, "resolution": res}, {}, entries, meta=meta, complete=True)
+    fp = {**FINGERPRINT, "resolution": res}
+    return LatencyTable(space.name, fp, {}, entries, complete=True, calibration=calibration)
 
 
 @pytest.fixture

@@ -186,7 +186,7 @@ def bench_e2e(args: argparse.Namespace) -> dict:
             }
         )
     meas = [r["measured_ms"] for r in rows]
-    cal = getattr(table, "calibration", None) or table.meta.get("calibration")
+    cal = table.calibration
     return {
         "benchmark": "predicted_vs_measured",
         "command": " ".join(sys.argv),

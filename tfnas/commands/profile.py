@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise TfnasError(f"--threads {args.threads} / --batch {args.batch}: both must be >= 1")
     protocol = TimingProtocol(**{**PROFILE_PROTOCOL.to_dict(), "max_time_s": args.max_time, "passes": args.passes})
     out = Path(args.out)
-    if not args.no_resume and out.exists() and out.stat().st_size == 0:
+    if not args.no_resume and out.exists() and out.stat().st_size == 0:  # fail before the bundle export
         raise TfnasError(f"{out} is empty (an interrupted write?); use --no-resume to start over")
     t0 = time.perf_counter()
     if args.backend == "torch-cuda":

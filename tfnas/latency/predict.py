@@ -22,11 +22,7 @@ from tfnas.spaces.mbv2 import MBV2Space
 
 def table_calibration(table: LatencyTable | Lookup) -> dict[str, Any] | None:
     """The table's calibration block, or None."""
-    t = table.table if isinstance(table, Lookup) else table
-    cal = getattr(t, "calibration", None)
-    if cal is None and isinstance(t.meta, dict):
-        cal = t.meta.get("calibration")
-    return cal if isinstance(cal, dict) and "scale" in cal and "offset_ms" in cal else None
+    return (table.table if isinstance(table, Lookup) else table).calibration
 
 
 @dataclass(frozen=True)

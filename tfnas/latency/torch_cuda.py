@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from profilers.timing import Measurement, TimingProtocol, measure
@@ -85,7 +86,10 @@ def profile_space(
     out = Path(out_path)
     fp = gpu_fingerprint(batch, res)
     if resume and out.exists():
-        table = LatencyTable.load(out)
+        try:
+            table = LatencyTable.load(out)
+        except ProfilerError as exc:  # the same hint as the ONNX profilers' resume
+            raise TfnasError(f"cannot resume from {out}: {exc}; use --no-resume to start over") from None
         diffs = table.fingerprint_mismatch(fp)
         if diffs or table.protocol != protocol.to_dict():
             raise TfnasError(f"cannot resume {out}: measured with other settings {diffs}; use another --out")
