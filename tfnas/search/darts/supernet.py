@@ -72,18 +72,19 @@ class MixedOp(nn.Module):
         self.aux = (FactorizedReduce(Cp, Cp, affine=False) if stride == 2 else Identity()) if aux_skip else None
         self.bypass_pool = nn.MaxPool2d(2, 2) if partial_k > 1 and stride == 2 else None
 
-    def forward(self, x: torch.Tensor, weights: torch.Tensor, aux_beta: float = 0.0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, weights: torch.Tensor | list[float], aux_beta: float = 0.0) -> torch.Tensor:
+        """``weights``: a tensor when alphas need gradients, else plain floats (``DartsSupernet.forward``)."""
         k = self.partial_k
         if k > 1:
             cp = x.shape[1] // k
             x, rest = x[:, :cp], x[:, cp:]
         out = None
-        if weights.requires_grad:
+        if isinstance(weights, torch.Tensor) and weights.requires_grad:
             for i in self._active:
                 y = self.ops[i](x) * weights[i]
                 out = y if out is None else out + y
         else:  # weight step: constant weights, accumulate in place (fewer allocations, no tensor muls)
-            ws = weights.tolist()
+            ws = weights.tolist() if isinstance(weights, torch.Tensor) else weights
             for i in self._active:
                 if out is None:
                     out = self.ops[i](x) * ws[i]
@@ -128,8 +129,8 @@ class SearchCell(nn.Module):
         self,
         s0: torch.Tensor,
         s1: torch.Tensor,
-        weights: torch.Tensor,
-        edge_weights: torch.Tensor | None = None,
+        weights: torch.Tensor | list[list[float]],
+        edge_weights: torch.Tensor | list[float] | None = None,
         aux_beta: float = 0.0,
     ) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
@@ -231,6 +232,9 @@ class DartsSupernet(nn.Module):
     def forward(self, x: torch.Tensor, weights: ArchWeights | None = None) -> torch.Tensor:
         if weights is None:
             weights = self.arch_weights()
+        if not any(w.requires_grad for w in weights.values()):
+            # constant weights (weight steps): to floats once per forward, not once per edge (a device sync each)
+            weights = {k: w.tolist() for k, w in weights.items()}
         s0 = s1 = self.stem(x)
         for cell, (kind, idx) in zip(self.cells, self.alpha_index):
             edge_w = weights.get(f"edge_{kind}")
