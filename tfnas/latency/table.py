@@ -11,6 +11,7 @@ width's own class instead, and the sparse grid measures points of both classes.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import math
 import warnings
@@ -121,20 +122,9 @@ def _interp(xs: list[int], ys: list[float], x: float) -> float:
     """Piecewise-linear in (xs, ys); the end segments extend to x outside [xs[0], xs[-1]]."""
     if len(xs) == 1:
         return ys[0]
-    i = min(max(1, _bisect(xs, x)), len(xs) - 1)
+    i = min(max(1, bisect.bisect_left(xs, x)), len(xs) - 1)
     x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
     return y0 + (x - x0) * (y1 - y0) / (x1 - x0)
-
-
-def _bisect(xs: list[int], x: float) -> int:
-    lo, hi = 0, len(xs)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if xs[mid] < x:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
 
 
 class Lookup:
@@ -184,9 +174,9 @@ class Lookup:
             )
         if width in exact:
             return float(exact[width])
-        a, b = max(1, self.grid.align), max(1, self.grid.block)
-        if a > 1 and width % a == 0 and al_w:
-            return float(_interp(al_w, al_v, min(int(math.ceil(width / b)) * b, ws[-1])))
+        a = self.grid.align
+        if a > 1 and width % a == 0 and al_w:  # an aligned width runs padded to the SIMD block
+            return float(_interp(al_w, al_v, min(self.grid.runtime_width(width), ws[-1])))
         if a > 1 and width % a and un_w:
             return float(_interp(un_w, un_v, width))
         return float(_interp(ws, [exact[w] for w in ws], width))
