@@ -24,6 +24,7 @@ from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, set_
 from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from tfnas.utils.io import atomic_write_json
+from tfnas.utils.memory_format import apply_memory_format
 from tfnas.utils.metrics import MetricsLogger
 from tfnas.utils.seed import seed_everything
 
@@ -68,8 +69,7 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
     res = cfg.resolution or arch.resolution
     data = build_datasets(cfg.data, resolution=res, held_out_fraction=0.0, num_samples=cfg.num_samples, seed=cfg.seed)
     model = build_model(arch, data.num_classes)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = apply_memory_format(model, cfg.channels_last)
     ddp_model = wrap_ddp(model, info)
     opt = torch.optim.SGD(
         model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True

@@ -19,6 +19,7 @@ from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimize
 from tfnas.search.darts.trainer import merge_config
 from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
+from tfnas.utils.memory_format import apply_memory_format
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "setting": "cifar",
@@ -68,8 +69,7 @@ def train_eval_net(
     net_cfg = {**cfg["net"], "num_classes": data.num_classes, "in_channels": data.in_channels}
     model = build_eval_net(genotype, cfg["setting"], **net_cfg)
     cl = bool(t.get("channels_last"))
-    if cl:
-        model = model.to(memory_format=torch.channels_last)
+    model = apply_memory_format(model, cl)
     opt = build_optimizer(model.parameters(), t["optimizer"])
     epochs = int(t["epochs"])
     spe = (

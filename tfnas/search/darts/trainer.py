@@ -35,6 +35,7 @@ from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
 from tfnas.spaces.darts import load_space
 from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
+from tfnas.utils.memory_format import apply_memory_format
 
 DEFAULTS: dict[str, Any] = {
     "space": "s0",
@@ -111,8 +112,7 @@ class DartsSearch:
         self._build_data()
         self.model, self.method = build_search_model(self.cfg, self.data.num_classes, self.data.in_channels)
         self.channels_last = bool(s.get("channels_last"))
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        self.model = apply_memory_format(self.model, self.channels_last)
         self.criterion = nn.CrossEntropyLoss()
         self.w_opt = build_optimizer(self.model.weight_parameters(), s["w_optimizer"])
         self.a_opt = build_optimizer(self.model.arch_parameters(), s["a_optimizer"])

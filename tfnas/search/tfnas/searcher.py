@@ -40,6 +40,7 @@ from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, we
 from tfnas.search.tfnas.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import MBV2Space, load_space
 from tfnas.utils.io import repo_root
+from tfnas.utils.memory_format import apply_memory_format
 
 _MIX = 1_000_003
 
@@ -141,7 +142,7 @@ class TFNASSearch:
         self.memory_format = torch.channels_last if rt["channels_last"] else torch.contiguous_format
         cast = AUTOCAST_DTYPES[rt["autocast"]]
         self.autocast_dtype = getattr(torch, cast) if cast else None
-        self.model = self.model.to(memory_format=self.memory_format)
+        self.model = apply_memory_format(self.model, rt["channels_last"])
         self.weights = list(self.model.weight_parameters())  # fixed set: built once, not every step
         self.w_opt = build_optimizer(self.weights, cfg["optim"]["weights"])
         self.a_opt = build_optimizer(self.model.arch_parameters(), cfg["optim"]["arch"])
