@@ -2,10 +2,11 @@
 
 A bundle is a folder with ``manifest.json`` and one ONNX graph per (op signature,
 width) point. This module only validates and describes it; it never imports tfnas.
-Manifest (``version`` 1)::
+Manifest (``version`` 2; version 1 manifests, with embedded weights, still load)::
 
-    {"format": "tfnas.bundle", "version": 1, "space": str, "batch": int,
+    {"format": "tfnas.bundle", "version": 2, "space": str, "batch": int,
      "resolution": int, "precision": "fp32", "input_layout": "NCHW",
+     "weights": "generated" | "embedded",
      "entries": [{"key": str, "width": int|null, "file": "graphs/x.onnx",
                   "input_shape": [n, c, h, w]}, ...],
      "meta": {...free...}}
@@ -21,8 +22,10 @@ from typing import Any
 from profilers.errors import ProfilerError
 
 BUNDLE_FORMAT = "tfnas.bundle"
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 2
+READABLE_BUNDLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
+WEIGHTS_MODES = ("embedded", "generated")  # generated: see profilers.weights
 SUPPORTED_PRECISIONS = ("fp32",)
 SUPPORTED_LAYOUTS = ("NCHW",)
 
@@ -50,6 +53,7 @@ class Manifest:
     input_layout: str
     entries: tuple[ManifestEntry, ...]
     meta: dict[str, Any] = field(default_factory=dict)
+    weights: str = "embedded"
 
     def keys_widths(self) -> list[tuple[str, int | None]]:
         return [(e.key, e.width) for e in self.entries]
@@ -90,10 +94,14 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
 
     if data.get("format") != BUNDLE_FORMAT:
         raise ProfilerError(f"{src}: format={data.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    if data.get("version") != BUNDLE_VERSION:
+    if data.get("version") not in READABLE_BUNDLE_VERSIONS:
         raise ProfilerError(
-            f"{src}: version={data.get('version')!r}; this profilers version reads bundle version {BUNDLE_VERSION}"
+            f"{src}: version={data.get('version')!r}; this profilers version reads bundle versions"
+            f" {', '.join(map(str, READABLE_BUNDLE_VERSIONS))}"
         )
+    weights = data.get("weights", "embedded")
+    if weights not in WEIGHTS_MODES:
+        raise ProfilerError(f"{src}: weights={weights!r}, expected one of {WEIGHTS_MODES}")
     space = need("space", isinstance(data.get("space"), str) and bool(data.get("space")), "a non-empty string")
     batch = need("batch", _is_int(data.get("batch")) and data.get("batch", 0) >= 1, "an integer >= 1")
     res = need("resolution", _is_int(data.get("resolution")) and data.get("resolution", 0) >= 1, "an integer >= 1")
@@ -148,4 +156,29 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
         shown = ", ".join(missing_files[:20])
         more = f" (and {len(missing_files) - 20} more)" if len(missing_files) > 20 else ""
         raise ProfilerError(f"{src}: {len(missing_files)} graph file(s) missing from {root}: {shown}{more}")
-    return Manifest(root.resolve(), space, batch, res, precision, layout, tuple(entries), meta)
+    return Manifest(root.resolve(), space, batch, res, precision, layout, tuple(entries), meta, weights)
+
+
+def manifest_document(
+    space: str,
+    batch: int,
+    resolution: int,
+    entries: list[dict[str, Any]],
+    meta: dict[str, Any] | None = None,
+    weights: str = "generated",
+) -> dict[str, Any]:
+    """The manifest every bundle writer writes (``entries``: key, width, file, input_shape)."""
+    if weights not in WEIGHTS_MODES:
+        raise ProfilerError(f"bundle weights={weights!r}, expected one of {WEIGHTS_MODES}")
+    return {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "space": space,
+        "batch": batch,
+        "resolution": resolution,
+        "precision": "fp32",
+        "input_layout": "NCHW",
+        "weights": weights,
+        "entries": entries,
+        "meta": dict(meta or {}),
+    }

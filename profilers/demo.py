@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from profilers.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME
+from profilers.bundle import MANIFEST_NAME, manifest_document
 from profilers.errors import ProfilerError
 
 
@@ -65,16 +65,8 @@ def write_demo_bundle(
             {"key": key, "width": width, "file": name, "input_shape": [batch, channels, resolution, resolution]}
         )
         n += 1
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "space": "demo",
-        "batch": batch,
-        "resolution": resolution,
-        "precision": "fp32",
-        "input_layout": "NCHW",
-        "entries": entries,
-        "meta": {"generator": "profilers.demo"},
-    }
+    manifest = manifest_document(
+        "demo", batch, resolution, entries, meta={"generator": "profilers.demo"}, weights="embedded"
+    )
     (root / MANIFEST_NAME).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return root

@@ -2,14 +2,16 @@
 
 A latency table is only valid for the machine, runtime and shape it was measured
 with; the fingerprint makes that explicit so a mismatch can be reported field by
-field instead of producing silently wrong predictions.
+field instead of producing silently wrong predictions. Which fields identify a
+device (and which are only informational) is ``profilers.device``'s business.
 """
 
 from __future__ import annotations
 
-import os
 import platform
 from typing import Any
+
+from profilers.device import IDENTITY_FIELDS, IDENTITY_VERSION, cpu_count, cpu_identity
 
 REQUIRED_FINGERPRINT_KEYS: tuple[str, ...] = (
     "cpu_model",
@@ -26,29 +28,7 @@ REQUIRED_FINGERPRINT_KEYS: tuple[str, ...] = (
 )
 
 # Fields that change latencies; used by default when comparing a LUT to the current device.
-DEFAULT_MATCH_FIELDS: tuple[str, ...] = (
-    "cpu_model",
-    "threads",
-    "runtime",
-    "runtime_version",
-    "provider",
-    "batch",
-    "resolution",
-    "precision",
-)
-
-
-def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                name, _, value = line.partition(":")
-                if name.strip() in ("model name", "Hardware", "Processor", "cpu model") and value.strip():
-                    return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+DEFAULT_MATCH_FIELDS: tuple[str, ...] = IDENTITY_FIELDS
 
 
 def onnxruntime_version() -> str:
@@ -72,8 +52,9 @@ def current_fingerprint(
 ) -> dict[str, Any]:
     """Fingerprint of this machine for the given runtime settings (``extra`` adds free fields)."""
     fp: dict[str, Any] = {
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count() or 1,
+        "identity_version": IDENTITY_VERSION,
+        **cpu_identity(),
+        "cpu_count": cpu_count(),
         "threads": int(threads),
         "runtime": runtime,
         "runtime_version": runtime_version if runtime_version is not None else onnxruntime_version(),

@@ -1,7 +1,7 @@
 """The latency lookup table (LUT) file: the single source of truth of its format.
 
 JSON only (never pickle), schema-versioned, validated completely on load, written
-atomically. Layout (``schema_version`` 1)::
+atomically. Layout (``schema_version`` 2; version 1 files, whose latencies are medians, still load)::
 
     {"format": "tfnas.lut", "schema_version": 1, "space": str,
      "fingerprint": {cpu_model, cpu_count, threads, runtime, runtime_version, provider,
@@ -9,10 +9,13 @@ atomically. Layout (``schema_version`` 1)::
      "protocol": {...TimingProtocol settings...},
      "entries": {key: {"widths": [sorted unique ints] or [null],
                        "latency_ms": [...], "spread_ms": [...], "cv": [...],
-                       "noisy": [...], "repeats": [...]}},
+                       "noisy": [...], "repeats": [...], optional "median_ms": [...]}},
      "created": iso-time, "complete": bool,
      optional: "updated": iso-time, "meta": {...free...},
                "calibration": {"scale": float, "offset_ms": float, ...free details}}
+
+``latency_ms`` holds the protocol's ``statistic`` (a low quantile since version 2,
+see ``profilers.timing``), ``median_ms`` the median beside it.
 
 ``calibration`` maps the sum of op latencies (plus, optionally, ``ms_per_mweight`` per million
 weights the network streams) to the end-to-end latency the runtime
@@ -42,8 +45,10 @@ from profilers.fingerprint import DEFAULT_MATCH_FIELDS, REQUIRED_FINGERPRINT_KEY
 from profilers.timing import Measurement
 
 LUT_FORMAT = "tfnas.lut"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 ENTRY_FIELDS: tuple[str, ...] = ("widths", "latency_ms", "spread_ms", "cv", "noisy", "repeats")
+OPTIONAL_ENTRY_FIELDS: tuple[str, ...] = ("median_ms",)
 _REQUIRED_TOP = (
     "format",
     "schema_version",
@@ -89,16 +94,18 @@ def _validate_entry(src: str, key: str, entry: Any) -> dict[str, list[Any]]:
     missing = [f for f in ENTRY_FIELDS if f not in entry]
     if missing:
         raise ProfilerError(f"{where}: missing field(s) {missing}")
-    unknown = sorted(set(entry) - set(ENTRY_FIELDS))
+    allowed = ENTRY_FIELDS + OPTIONAL_ENTRY_FIELDS
+    unknown = sorted(set(entry) - set(allowed))
     if unknown:
-        raise ProfilerError(f"{where}: unknown field(s) {unknown}; expected only {list(ENTRY_FIELDS)}")
-    for f in ENTRY_FIELDS:
+        raise ProfilerError(f"{where}: unknown field(s) {unknown}; expected only {list(allowed)}")
+    present = [f for f in allowed if f in entry]
+    for f in present:
         if not isinstance(entry[f], list):
             raise ProfilerError(f"{where}: field {f!r} must be a list, got {entry[f]!r}")
     widths = entry["widths"]
     if not widths:
         raise ProfilerError(f"{where}: 'widths' is empty")
-    lengths = {f: len(entry[f]) for f in ENTRY_FIELDS}
+    lengths = {f: len(entry[f]) for f in present}
     if len(set(lengths.values())) != 1:
         raise ProfilerError(f"{where}: list lengths differ {lengths}; every field needs one value per width")
     if widths == [None]:
@@ -108,9 +115,10 @@ def _validate_entry(src: str, key: str, entry: Any) -> dict[str, list[Any]]:
             raise ProfilerError(f"{where}: 'widths' must be sorted ascending without duplicates, got {widths}")
     else:
         raise ProfilerError(f"{where}: 'widths' must be positive integers or exactly [null], got {widths}")
-    for i, v in enumerate(entry["latency_ms"]):
-        if not _is_num(v) or v <= 0:
-            raise ProfilerError(f"{where}: latency_ms[{i}]={v!r} (width {widths[i]}); expected a finite number > 0")
+    for f in ("latency_ms", "median_ms"):
+        for i, v in enumerate(entry.get(f, ())):
+            if not _is_num(v) or v <= 0:
+                raise ProfilerError(f"{where}: {f}[{i}]={v!r} (width {widths[i]}); expected a finite number > 0")
     for f in ("spread_ms", "cv"):
         for i, v in enumerate(entry[f]):
             if not _is_num(v) or v < 0:
@@ -121,7 +129,7 @@ def _validate_entry(src: str, key: str, entry: Any) -> dict[str, list[Any]]:
     for i, v in enumerate(entry["repeats"]):
         if not _is_int(v) or v < 1:
             raise ProfilerError(f"{where}: repeats[{i}]={v!r}; expected an integer >= 1")
-    return {f: list(entry[f]) for f in ENTRY_FIELDS}
+    return {f: list(entry[f]) for f in present}
 
 
 def _validate_calibration(src: str, cal: Any) -> dict[str, Any] | None:
@@ -179,10 +187,10 @@ class LatencyTable:
             raise ProfilerError(f"{source}: a LUT must be a JSON object, got {type(data).__name__}")
         if data.get("format") != LUT_FORMAT:
             raise ProfilerError(f"{source}: 'format' is {data.get('format')!r}, expected {LUT_FORMAT!r}")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        if data.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
             raise ProfilerError(
                 f"{source}: schema_version {data.get('schema_version')!r} is not supported "
-                f"(this profilers version reads schema_version {SCHEMA_VERSION})"
+                f"(this profilers version reads schema_version {', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
             )
         missing = [k for k in _REQUIRED_TOP if k not in data]
         if missing:
@@ -407,6 +415,7 @@ class LatencyTable:
         cv: Sequence[float],
         noisy: Sequence[bool],
         repeats: Sequence[int],
+        median_ms: Sequence[float] | None = None,
     ) -> None:
         """Replace one entry entirely (validated like a loaded file)."""
         entry = {
@@ -417,16 +426,20 @@ class LatencyTable:
             "noisy": [bool(x) for x in noisy],
             "repeats": [int(x) for x in repeats],
         }
+        if median_ms is not None:
+            entry["median_ms"] = [float(x) for x in median_ms]
         self._entries[key] = _validate_entry(self.source, key, entry)
 
     def add_measurement(self, key: str, width: Width, m: Measurement) -> None:
         """Insert or replace the point (key, width), keeping widths sorted."""
         e = self._entries.get(key)
         if e is None:
-            e = {f: [] for f in ENTRY_FIELDS}
+            e = {f: [] for f in ENTRY_FIELDS + OPTIONAL_ENTRY_FIELDS}
         new = {f: list(v) for f, v in e.items()}
+        new.setdefault("median_ms", list(new["latency_ms"]))  # an entry of a version-1 table: its values are medians
         values = {
-            "latency_ms": sig(m.median_ms),
+            "latency_ms": sig(m.latency_ms),
+            "median_ms": sig(m.median_ms),
             "spread_ms": sig(m.spread_ms),
             "cv": sig(m.cv),
             "noisy": bool(m.noisy),

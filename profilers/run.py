@@ -17,7 +17,9 @@ what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +32,7 @@ from profilers.fingerprint import DEFAULT_MATCH_FIELDS, current_fingerprint
 from profilers.lut import LatencyTable, sig
 from profilers.progress import Progress
 from profilers.timing import Clock, Measurement, TimingProtocol, measure
+from profilers.weights import materialize
 
 EntryCallback = Callable[[int, ManifestEntry, Measurement], None]
 PASSES_META = "passes"
@@ -97,17 +100,20 @@ def _passes_done(table: LatencyTable, entry: ManifestEntry) -> int:
     return 1 if table.measured(entry.key, entry.width) else 0  # LUT written without pass records
 
 
-def _combine(results: list[dict[str, Any]], noisy_cv: float) -> Measurement:
-    """Median of pass medians; noisy if any pass was, or if passes disagree by more than ``noisy_cv``."""
-    meds = [float(r["median_ms"]) for r in results]
-    med = statistics.median(meds)
-    disagree = (max(meds) - min(meds)) / med if med > 0 else 0.0
+def _combine(results: list[dict[str, Any]], protocol: TimingProtocol) -> Measurement:
+    """Median of the passes' values (the protocol's statistic) and of their medians; noisy if any pass
+    was, or if the passes' values disagree by more than ``noisy_cv``."""
+    values = [float(r.get("value_ms", r["median_ms"])) for r in results]
+    value = statistics.median(values)
+    disagree = (max(values) - min(values)) / value if value > 0 else 0.0
     return Measurement(
-        median_ms=med,
+        value_ms=value,
+        statistic=protocol.statistic,
+        median_ms=statistics.median(float(r["median_ms"]) for r in results),
         spread_ms=statistics.median(float(r["spread_ms"]) for r in results),
         cv=statistics.median(float(r["cv"]) for r in results),
         repeats=sum(int(r["repeats"]) for r in results),
-        noisy=any(bool(r["noisy"]) for r in results) or disagree > noisy_cv,
+        noisy=any(bool(r["noisy"]) for r in results) or disagree > protocol.noisy_cv,
         samples_kept=sum(int(r["samples_kept"]) for r in results),
         attempts=len(results),
     )
@@ -149,13 +155,18 @@ def profile_bundle(
     bar = Progress(total, done, enabled=progress)
     since_save = 0
     last_save = time.monotonic()
+    scratch = contextlib.ExitStack()
+    workdir = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="tfnas-graph-")))
     try:
         for pass_no in range(1, protocol.passes + 1):
             for i, entry in entries:
                 if _passes_done(table, entry) >= pass_no:
                     continue
                 try:
-                    fn = be.prepare(entry.path, entry.input_shape)
+                    graph = entry.path if manifest.weights == "embedded" else materialize(entry.path, workdir)
+                    fn = be.prepare(graph, entry.input_shape)
+                    if graph != entry.path:
+                        graph.unlink()
                 except ProfilerError as exc:
                     raise ProfilerError(
                         f"{exc}\n  (bundle entry {i}: key {entry.key!r}, width {entry.width}, file {entry.file}); "
@@ -169,7 +180,8 @@ def profile_bundle(
                     j = old["widths"].index(entry.width)
                     records[pid] = [
                         {
-                            "median_ms": old["latency_ms"][j],
+                            "value_ms": old["latency_ms"][j],
+                            "median_ms": old.get("median_ms", old["latency_ms"])[j],
                             "spread_ms": old["spread_ms"][j],
                             "cv": old["cv"][j],
                             "repeats": old["repeats"][j],
@@ -179,6 +191,7 @@ def profile_bundle(
                     ]
                 records.setdefault(pid, []).append(
                     {
+                        "value_ms": sig(m.latency_ms),
                         "median_ms": sig(m.median_ms),
                         "spread_ms": sig(m.spread_ms),
                         "cv": sig(m.cv),
@@ -187,17 +200,18 @@ def profile_bundle(
                         "samples_kept": m.samples_kept,
                     }
                 )
-                table.add_measurement(entry.key, entry.width, _combine(records[pid], protocol.noisy_cv))
+                table.add_measurement(entry.key, entry.width, _combine(records[pid], protocol))
                 since_save += 1
                 if since_save >= save_every or time.monotonic() - last_save >= save_interval_s:
                     table.save(out)
                     since_save = 0
                     last_save = time.monotonic()
                 flag = " NOISY" if m.noisy else ""
-                bar.update(f"p{pass_no} {m.median_ms:.3f}ms cv={m.cv:.1%}{flag} {entry.key} w={entry.width}")
+                bar.update(f"p{pass_no} {m.latency_ms:.3f}ms cv={m.cv:.1%}{flag} {entry.key} w={entry.width}")
                 if on_entry is not None:
                     on_entry(i, entry, m)
     finally:
+        scratch.close()
         if since_save:
             table.save(out)
         bar.close()

@@ -78,7 +78,7 @@ def test_exported_graph_matches_pytorch_at_full_size(tiny_space, tmp_path, kind)
     )
     width = None if sig.width_range is None else sig.width_range[0] + 1
     torch.manual_seed(0)
-    export_graph(tiny_space, sig, width, tmp_path / "g.onnx", batch=2)
+    export_graph(tiny_space, sig, width, tmp_path / "g.onnx", batch=2, strip=False)
     torch.manual_seed(0)
     ref_model = build_signature_module(tiny_space, sig, width).eval()
     x = torch.randn(sig.input_shape(2))
@@ -89,3 +89,33 @@ def test_exported_graph_matches_pytorch_at_full_size(tiny_space, tmp_path, kind)
     out = sess.run(None, {"input": x.numpy()})[0]
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_bundle_graphs_carry_no_weights_and_the_device_generates_them(tiny_space, tmp_path):
+    """Weights are stripped on the host (MBs, not GBs); a raw stripped graph fails loudly in the runtime,
+    a materialised one runs; the same graph always gets the same weights."""
+    import onnx
+    import onnxruntime as ort
+
+    from profilers.weights import GENERATED, materialize
+
+    sig = next(s for s in space_signatures(tiny_space) if s.kind == "layer")
+    width = sig.width_range[1]
+    full, stripped = tmp_path / "full.onnx", tmp_path / "stripped.onnx"
+    export_graph(tiny_space, sig, width, full, batch=1, strip=False)
+    export_graph(tiny_space, sig, width, stripped, batch=1)
+    assert stripped.stat().st_size < full.stat().st_size / 2
+    model = onnx.load(str(stripped), load_external_data=False)
+    assert any(e.value == GENERATED for i in model.graph.initializer for e in i.external_data)
+    with pytest.raises(Exception, match="xternal data"):
+        ort.InferenceSession(str(stripped), providers=["CPUExecutionProvider"])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ready = materialize(stripped, tmp_path / "a")
+    again = materialize(stripped, tmp_path / "b")
+    assert ready.read_bytes() == again.read_bytes()
+    sess = ort.InferenceSession(str(ready), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).standard_normal(sig.input_shape(1)).astype(np.float32)
+    ref = ort.InferenceSession(str(full), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    out = sess.run(None, {"input": x})[0]
+    assert out.shape == ref.shape and np.isfinite(out).all()

@@ -42,7 +42,7 @@ def test_round_trip(tmp_path: Path) -> None:
     t.complete = True
     path = t.save(tmp_path / "lut.json")
     doc = json.loads(path.read_text())
-    assert doc["format"] == "tfnas.lut" and doc["schema_version"] == 1
+    assert doc["format"] == "tfnas.lut" and doc["schema_version"] == 2
     assert doc["entries"][KEY]["widths"] == [48, 96, 144]
     assert doc["entries"][KEY]["noisy"] == [False, True, False]
     u = LatencyTable.load(path)
@@ -155,7 +155,7 @@ def _doc() -> dict:
     ("mutate", "message"),
     [
         (lambda d: d.update(format="other"), "'format' is 'other'"),
-        (lambda d: d.update(schema_version=2), "schema_version 2 is not supported"),
+        (lambda d: d.update(schema_version=3), "schema_version 3 is not supported"),
         (lambda d: d.pop("protocol"), r"missing top-level field\(s\) \['protocol'\]"),
         (lambda d: d.update(extra=1), "unknown top-level field"),
         (lambda d: d["fingerprint"].pop("cpu_model"), r"fingerprint is missing \['cpu_model'\]"),

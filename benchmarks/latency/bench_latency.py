@@ -29,7 +29,7 @@ from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol, measure
 from tfnas.latency.bundle import write_bundle
 from tfnas.latency.calibrate import error_stats, sample_archs
-from tfnas.latency.measure import measure_archs, round_median
+from tfnas.latency.measure import measure_archs, round_latency
 from tfnas.latency.predict import predict
 from tfnas.latency.signatures import space_signatures
 from tfnas.latency.table import Lookup, WidthGrid, load_table, make_grid
@@ -176,7 +176,7 @@ def bench_e2e(args: argparse.Namespace) -> dict:
             {
                 "raw_ms": predict(arch, lookup, calibrated=False),
                 "calibrated_ms": predict(arch, lookup),
-                "measured_ms": round_median(ms),
+                "measured_ms": round_latency(ms),
                 "round_ms": [m.median_ms for m in ms],
                 "cv": [m.cv for m in ms],
                 "noisy": [m.noisy for m in ms],

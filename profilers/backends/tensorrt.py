@@ -37,6 +37,11 @@ from profilers.errors import ProfilerError
 _NOT_INSTALLED = "tensorrt is not installed; install the tensorrt extra on the GPU machine"
 
 
+def _cuda_version(v: int) -> str:
+    """CUDA encodes versions as 1000 * major + 10 * minor."""
+    return f"{int(v) // 1000}.{int(v) % 1000 // 10}"
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt
@@ -88,11 +93,21 @@ class TensorRTBackend(Backend):
         return name.decode(errors="replace").rstrip("\x00") if isinstance(name, bytes) else str(name)
 
     def fingerprint_fields(self) -> dict[str, Any]:
+        """GPU identity (name, compute capability) and the versions that pick TensorRT's tactics."""
+        prop = self._check(self._cudart.cudaGetDeviceProperties(self.device), "cudaGetDeviceProperties")
+        driver = self._check(self._cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
+        runtime = self._check(self._cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
         return {
             "runtime": "tensorrt",
             "runtime_version": str(self._trt.__version__),
             "provider": "TensorRT",
             "gpu_model": self.gpu_model(),
+            "gpu_name": self.gpu_model(),
+            "gpu_compute_capability": f"{prop.major}.{prop.minor}",
+            "gpu_memory_gb": round(int(prop.totalGlobalMem) / 2**30, 1),
+            "gpu_driver": _cuda_version(driver),
+            "cuda_version": _cuda_version(runtime),
+            "tensorrt_version": str(self._trt.__version__),
             "workspace_mb": self.workspace_mb,
         }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from tfnas.latency.calibrate import calibrate
-from tfnas.latency.table import load_table, profiler_errors
+from tfnas.latency.table import load_table, profiler_errors, require_this_device
 from tfnas.spaces.mbv2 import load_space
 
 
@@ -24,12 +24,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--out", default=None, help="write the calibrated table here instead")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--allow-foreign-table",
+        action="store_true",
+        help="calibrate a table measured on another device with timings of this machine anyway",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    table = load_table(args.lut, threads=args.threads)
+    table = load_table(args.lut, threads=args.threads, warn_fingerprint=False)
     space = load_space(args.space or table.space)
     table = load_table(args.lut, space, threads=args.threads, warn_fingerprint=False)
+    require_this_device(table, "calibrating", args.allow_foreign_table, threads=args.threads)
     cal = calibrate(
         table,
         space,

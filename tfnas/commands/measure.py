@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 
+from profilers.fingerprint import current_fingerprint
 from tfnas.arch import load_arch
 from tfnas.errors import TfnasError
-from tfnas.latency.measure import PREPARERS, measure_archs, round_median
+from tfnas.latency.measure import DEFAULT_PROTOCOL, PREPARERS, measure_archs, protocol_for, round_latency
 from tfnas.utils.io import atomic_write_json
 
 
@@ -22,7 +24,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=5,
         help="timing rounds; the result is their median (one round swings by several %% on a shared machine)",
     )
-    p.add_argument("--lut", default=None, help="also predict from this table and report the error")
+    p.add_argument(
+        "--lut",
+        default=None,
+        help="also predict from this table and report the error (the table must describe this machine)",
+    )
+    p.add_argument(
+        "--allow-foreign-table",
+        action="store_true",
+        help="compare with a --lut measured on another device anyway",
+    )
     p.add_argument("--json", default=None, metavar="OUT", help="write the measurement as JSON")
 
 
@@ -30,14 +41,27 @@ def run(args: argparse.Namespace) -> int:
     if args.rounds < 1:
         raise TfnasError(f"--rounds {args.rounds}: expected an integer >= 1")
     arch = load_arch(args.arch)
-    rounds = measure_archs([arch], args.backend, args.threads, args.batch, rounds=args.rounds)[0]
-    median = round_median(rounds)
+    table, protocol = None, DEFAULT_PROTOCOL
+    if args.lut:  # checked before any timing: a foreign table's numbers must not be compared with ours
+        from tfnas.latency.table import load_table, require_this_device, table_device
+
+        table = load_table(
+            args.lut, arch.space, batch=args.batch, resolution=arch.resolution, threads=args.threads,
+            warn_fingerprint=False,
+        )  # fmt: skip
+        require_this_device(table, "measuring", args.allow_foreign_table, threads=args.threads)
+        protocol = protocol_for(table.protocol)
+        print(f"table device: {table_device(table)}")
+    rounds = measure_archs([arch], args.backend, args.threads, args.batch, protocol, rounds=args.rounds)[0]
+    latency = round_latency(rounds)
+    median = float(statistics.median(m.median_ms for m in rounds))
     noisy = any(m.noisy for m in rounds)
     flag = "  NOISY (a round stayed above the protocol's cv limit)" if noisy else ""
-    per_round = ", ".join(f"{m.median_ms:.3f}" for m in rounds)
+    per_round = ", ".join(f"{m.latency_ms:.3f}" for m in rounds)
     print(
-        f"measured latency: {median:.3f} ms (median of {len(rounds)} rounds: {per_round};"
-        f" {args.backend}, {args.threads} thread(s), batch {args.batch}, {arch.resolution}x{arch.resolution}){flag}"
+        f"measured latency: {latency:.3f} ms ({protocol.statistic} of each round, median of {len(rounds)} rounds:"
+        f" {per_round}; median of samples {median:.3f} ms; {args.backend}, {args.threads} thread(s),"
+        f" batch {args.batch}, {arch.resolution}x{arch.resolution}){flag}"
     )
     result = {
         "arch": str(args.arch),
@@ -45,18 +69,18 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "batch": args.batch,
         "resolution": arch.resolution,
+        "latency_ms": latency,
         "median_ms": median,
-        "statistic": "median over rounds of each round's median",
+        "statistic": f"median over rounds of each round's {protocol.statistic}",
         "noisy": noisy,
+        "device": current_fingerprint(args.threads, batch=args.batch, resolution=arch.resolution),
         "rounds": [dataclasses.asdict(m) for m in rounds],
     }
-    if args.lut:
+    if table is not None:
         from tfnas.latency.predict import predict
-        from tfnas.latency.table import load_table
 
-        table = load_table(args.lut, arch.space, batch=args.batch, resolution=arch.resolution, threads=args.threads)
         pred = predict(arch, table)
-        err = (pred - median) / median * 100
+        err = (pred - latency) / latency * 100
         print(f"predicted: {pred:.3f} ms  error: {err:+.1f}%")
         result.update(predicted_ms=pred, error_pct=err, lut=str(args.lut))
     if args.json:

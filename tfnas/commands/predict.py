@@ -7,7 +7,7 @@ import argparse
 from tfnas.arch import load_arch
 from tfnas.latency.predict import apply_calibration, predict_breakdown, table_calibration
 from tfnas.latency.signatures import arch_mweights
-from tfnas.latency.table import Lookup, load_table
+from tfnas.latency.table import Lookup, device_match, load_table, table_device
 from tfnas.utils.io import atomic_write_json
 
 
@@ -20,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     arch = load_arch(args.arch)
-    table = load_table(args.lut, arch.space, resolution=arch.resolution)
+    table = load_table(args.lut, arch.space, resolution=arch.resolution, warn_fingerprint=False)
     rows = predict_breakdown(arch, table)
     raw = sum(ms for _, _, ms in rows)
     cal = None if args.raw else table_calibration(table)
@@ -36,10 +36,10 @@ def run(args: argparse.Namespace) -> int:
             f"{'calibrated':<{width}}  {'':>5}  {total:8.3f}   ({cal['scale']:.4f} x sum"
             f" + {float(cal.get('ms_per_mweight', 0.0)):.3f} ms x {mweights:.2f} Mweights + {cal['offset_ms']:.3f} ms)"
         )
-    print(
-        f"predicted latency: {total:.2f} ms ({table.fingerprint.get('runtime')}, {table.fingerprint.get('threads')}"
-        f" thread(s), batch {table.fingerprint.get('batch')}, {arch.resolution}x{arch.resolution})"
-    )
+    print(f"predicted latency: {total:.2f} ms on the table's device: {table_device(table)}")
+    match = device_match(table)
+    if not match.same_device:
+        print(f"  (this machine is not that device: {match.describe()})")
     if args.json:
         atomic_write_json(
             args.json,

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from profilers.bundle import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST_NAME
+from profilers.bundle import MANIFEST_NAME, manifest_document
+from profilers.weights import strip_weights
 from tfnas.errors import ConfigError
 from tfnas.latency.signatures import Signature, build_signature_module, space_signatures
 from tfnas.latency.table import WidthGrid, make_grid
@@ -27,11 +28,12 @@ WidthFilter = Callable[[Signature, int], bool]
 
 
 def graph_name(key: str, width: int | None, batch: int) -> str:
-    """A filesystem-safe, unique file name for one graph."""
+    """A filesystem-safe, unique file name for one graph (``g`` marks weight-less graphs of bundle version 2,
+    so an old bundle folder's graphs with embedded weights are not mistaken for them)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", key).strip("-")
     digest = hashlib.sha1(key.encode()).hexdigest()[:8]
     w = "fixed" if width is None else f"w{width}"
-    return f"graphs/{slug}-{digest}_{w}_b{batch}.onnx"
+    return f"graphs/{slug}-{digest}_{w}_b{batch}g.onnx"
 
 
 def plan_bundle(
@@ -55,8 +57,12 @@ def plan_bundle(
     return plan
 
 
-def export_graph(space: MBV2Space, sig: Signature, width: int | None, path: Path, batch: int) -> None:
+def export_graph(
+    space: MBV2Space, sig: Signature, width: int | None, path: Path, batch: int, strip: bool = True
+) -> None:
     """Export the module a derived network runs for ``sig`` at ``width`` (eval mode, BN folded).
+
+    ``strip``: leave the large weights for the device to generate (``profilers.weights``).
 
     Why not trace at full size: tracing runs the convolutions in PyTorch, ~0.5 s per
     graph at 224x224 on CPU. The graph of these static conv blocks does not depend
@@ -94,6 +100,8 @@ def export_graph(space: MBV2Space, sig: Signature, width: int | None, path: Path
         dim.Clear()
     model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
     onnx.checker.check_model(model)
+    if strip:
+        strip_weights(model)  # the device generates them: a bundle of MBs instead of GBs (profilers.weights)
     onnx.save(model, str(tmp))
     tmp.replace(path)
 
@@ -136,23 +144,14 @@ def write_bundle(
             entries.append({"key": sig.key, "width": width, "file": name, "input_shape": list(sig.input_shape(batch))})
             bar.update(1)
     bar.close()
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "space": space.name,
-        "batch": batch,
-        "resolution": res,
-        "precision": "fp32",
-        "input_layout": "NCHW",
-        "entries": entries,
-        "meta": {
-            "grid": g.to_dict(),
-            "space_source": space.source,
-            "signatures": len({e["key"] for e in entries}),
-            "exported_now": exported,
-            "export_s": round(time.perf_counter() - t0, 2),
-        },
+    meta = {
+        "grid": g.to_dict(),
+        "space_source": space.source,
+        "signatures": len({e["key"] for e in entries}),
+        "exported_now": exported,
+        "export_s": round(time.perf_counter() - t0, 2),
     }
+    manifest = manifest_document(space.name, batch, res, entries, meta, weights="generated")
     atomic_write_json(out / MANIFEST_NAME, manifest)
     return out
 

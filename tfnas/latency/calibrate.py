@@ -28,7 +28,7 @@ from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol
 from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import TfnasError
-from tfnas.latency.measure import measure_archs, round_median
+from tfnas.latency.measure import measure_archs, protocol_for, round_latency
 from tfnas.latency.predict import Calibration, predict
 from tfnas.latency.signatures import arch_mweights
 from tfnas.latency.table import Lookup, table_grid
@@ -121,8 +121,8 @@ def calibrate(
 ) -> dict[str, Any]:
     """Measure ``n`` random architectures end to end, fit, store ``table.calibration`` and return it.
 
-    Each architecture is measured in ``rounds`` interleaved rounds (median of round
-    medians). ``measure_fn(arch) -> ms`` replaces the real runtime (tests use a constructed one).
+    Each architecture is measured in ``rounds`` interleaved rounds (median over rounds of the
+    table's statistic). ``measure_fn(arch) -> ms`` replaces the real runtime (tests use a constructed one).
     """
     if n < 2:
         raise TfnasError(f"calibration needs at least 2 samples, got {n}")
@@ -137,8 +137,9 @@ def calibrate(
     predicted = [predict(arch, lookup, calibrated=False) for arch in archs]
     mweights = [arch_mweights(arch, lookup.grid.runtime_width) for arch in archs]
     if measure_fn is None:
+        protocol = protocol or protocol_for(table.protocol)  # the statistic the table's latencies are
         runs = measure_archs(archs, backend, threads, batch, protocol, rounds, seed, progress)
-        measured = [round_median(r) for r in runs]
+        measured = [round_latency(r) for r in runs]
     else:
         measured = [measure_fn(arch) for arch in archs]
     fit = fit_calibration(predicted, mweights, measured)

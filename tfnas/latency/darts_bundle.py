@@ -17,13 +17,11 @@ from typing import Any
 
 from torch import nn
 
+from profilers.bundle import MANIFEST_NAME, manifest_document
 from tfnas.errors import ConfigError
 from tfnas.ops.darts_ops import FactorizedReduce, ReLUConvBN, build_op
 from tfnas.spaces.darts import NUM_NODES, CellSpace, node_edge_slices, reduction_indices, stage_of
 from tfnas.utils.io import atomic_write_json
-
-BUNDLE_FORMAT = "tfnas.bundle"
-BUNDLE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -159,16 +157,9 @@ def write_darts_bundle(space: CellSpace, shape: DeployShape, out_dir: str | Path
         add(key, build_op(op, C, stride, affine=True), (shape.batch, C, H, H))
     for key, module, input_shape in fixed_keys(shape):
         add(key, module, input_shape)
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "version": BUNDLE_VERSION,
-        "space": f"darts-{space.name}",
-        "batch": shape.batch,
-        "resolution": shape.resolution,
-        "precision": "fp32",
-        "input_layout": "NCHW",
-        "entries": entries,
-        "meta": {"deploy": shape.__dict__, "space_ops": space.to_dict()},
-    }
-    atomic_write_json(out_dir / "manifest.json", manifest)
+    meta = {"deploy": shape.__dict__, "space_ops": space.to_dict()}
+    manifest = manifest_document(
+        f"darts-{space.name}", shape.batch, shape.resolution, entries, meta, weights="embedded"
+    )
+    atomic_write_json(out_dir / MANIFEST_NAME, manifest)
     return out_dir

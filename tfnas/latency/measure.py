@@ -11,6 +11,7 @@ burst of load then hits one round of one architecture instead of all its samples
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import statistics
 import tempfile
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from profilers.backends import BACKENDS, get_backend
 from profilers.errors import ProfilerError
-from profilers.timing import Measurement, TimingProtocol, measure
+from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
 from tfnas.arch import Architecture
 from tfnas.errors import TfnasError
 from tfnas.models.mbv2_net import build_model
@@ -121,9 +122,14 @@ def measure_archs(
     return results
 
 
-def round_median(ms: Sequence[Measurement]) -> float:
-    """The latency of several rounds: median of their medians."""
-    return float(statistics.median(m.median_ms for m in ms))
+def round_latency(ms: Sequence[Measurement]) -> float:
+    """The latency of several rounds: the median over rounds of each round's statistic (p10 by default)."""
+    return float(statistics.median(m.latency_ms for m in ms))
+
+
+def protocol_for(table_protocol: dict, base: TimingProtocol = DEFAULT_PROTOCOL) -> TimingProtocol:
+    """End-to-end timing that reports the statistic a table's latencies are (so the two compare)."""
+    return dataclasses.replace(base, statistic=table_statistic(table_protocol))
 
 
 def measure_arch(

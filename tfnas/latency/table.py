@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import math
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from profilers.device import DeviceMatch, compare, describe_device
 from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint, onnxruntime_version
 from profilers.lut import LatencyTable
@@ -27,6 +29,7 @@ from tfnas.errors import LatencyTableError
 from tfnas.spaces.mbv2 import MBV2Space
 
 Width = int | None
+log = logging.getLogger(__name__)
 
 
 class FingerprintWarning(UserWarning):
@@ -214,21 +217,69 @@ def _format_missing(missing: Iterable[tuple[str, Width]], limit: int = 25) -> st
     return "\n".join(lines)
 
 
-def check_fingerprint(table: LatencyTable, threads: int | None = None) -> list[str]:
-    """Fields on which the table's device/runtime differs from this machine's (empty: same)."""
+def here_fingerprint(table: LatencyTable, threads: int | None = None) -> dict[str, Any]:
+    """This machine's fingerprint for the table's runtime, provider and shape (what a timing here would record)."""
     fp = table.fingerprint
-    runtime = fp.get("runtime")
-    version = onnxruntime_version() if runtime == "onnxruntime" else fp.get("runtime_version")
-    current = current_fingerprint(
+    runtime = fp.get("runtime") or "onnxruntime"
+    extra: dict[str, Any] = {}
+    if fp.get("gpu_name") or fp.get("gpu_model") or runtime in ("tensorrt", "torch"):
+        extra = _gpu_identity()
+    return current_fingerprint(
         threads=threads if threads is not None else fp.get("threads", 1),
         provider=fp.get("provider", "CPUExecutionProvider"),
         batch=fp.get("batch", 1),
         resolution=fp.get("resolution", 224),
         precision=fp.get("precision", "fp32"),
-        runtime=runtime or "onnxruntime",
-        runtime_version=version,
+        runtime=runtime,
+        runtime_version=onnxruntime_version() if runtime == "onnxruntime" else fp.get("runtime_version"),
+        **extra,
     )
-    return table.fingerprint_mismatch(current)
+
+
+def _gpu_identity() -> dict[str, Any]:
+    """The GPU's identity fields, or ``gpu_name: "none"`` where no CUDA GPU is visible."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return {
+                "gpu_name": torch.cuda.get_device_name(0),
+                "gpu_compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(0)),
+            }
+    except Exception:  # noqa: BLE001 - a broken CUDA install is "no GPU" for this comparison
+        pass
+    return {"gpu_name": "none", "gpu_compute_capability": "none"}
+
+
+def device_match(table: LatencyTable, threads: int | None = None) -> DeviceMatch:
+    """How the table's device compares with this machine (identity and informational differences)."""
+    return compare(table.fingerprint, here_fingerprint(table, threads))
+
+
+def table_device(table: LatencyTable) -> str:
+    """One line: the device, runtime and shape the table's latencies (and so a budget) refer to."""
+    return describe_device(table.fingerprint)
+
+
+def require_this_device(table: LatencyTable, action: str, allow_foreign: bool = False, threads: int | None = None):
+    """Refuse to compare timings taken here with a table of another device; return the comparison.
+
+    A table whose device is unverifiable (written before device identities) passes with a note on stderr.
+    """
+    match = device_match(table, threads)
+    if not match.verifiable:
+        log.warning("note: LUT %s: %s", table.source, match.describe())
+    elif match.identity and not allow_foreign:
+        raise LatencyTableError(
+            f"LUT {table.source} was measured on another device than this machine, so {action} here would"
+            f" compare its latencies with timings of a different device:\n  "
+            + "\n  ".join(match.identity)
+            + "\nprofile this machine (`tfnas profile`), pick a table of this device, or pass"
+            " --allow-foreign-table to go on anyway"
+        )
+    elif match.identity:
+        log.warning("LUT %s is from another device (allowed): %s", table.source, "; ".join(match.identity))
+    return match
 
 
 def load_table(
@@ -270,11 +321,11 @@ def load_table(
                 "re-run `tfnas profile` with the same --out to measure them (it resumes)"
             )
     if warn_fingerprint:
-        diffs = check_fingerprint(table, threads)
-        if diffs:
+        match = device_match(table, threads)
+        if match.identity:
             warnings.warn(
-                f"LUT {path} was measured on another device/runtime; its latencies may not hold here:\n  "
-                + "\n  ".join(diffs),
+                f"LUT {path} was measured on another device/runtime; its latencies describe that device,"
+                " not this machine:\n  " + "\n  ".join(match.identity),
                 FingerprintWarning,
                 stacklevel=2,
             )

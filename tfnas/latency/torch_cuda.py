@@ -61,6 +61,10 @@ def gpu_fingerprint(batch: int, resolution: int, precision: str = "fp32") -> dic
         runtime="torch",
         runtime_version=torch.__version__,
         gpu_model=torch.cuda.get_device_name(0),
+        gpu_name=torch.cuda.get_device_name(0),
+        gpu_compute_capability="{}.{}".format(*torch.cuda.get_device_capability(0)),
+        gpu_memory_gb=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1),
+        cuda_version=str(torch.version.cuda),
         cuda=str(torch.version.cuda),
         cudnn=str(torch.backends.cudnn.version()),
     )
