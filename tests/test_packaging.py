@@ -183,7 +183,7 @@ def test_wheel_installed_elsewhere_runs_space_predict_and_a_tiny_search(wheel, t
     out = _run([tfnas, "space"], work).stdout
     assert "tfnas_cifar" in out and "tfnas_imagenet" in out
     bad = _run([tfnas, "space", "nope"], work, ok=False)
-    assert bad.returncode == 2 and "available: tfnas_cifar, tfnas_imagenet" in bad.stderr
+    assert bad.returncode == 2 and "available:" in bad.stderr and "tfnas_imagenet" in bad.stderr
 
     _run(
         [
