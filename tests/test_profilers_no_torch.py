@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent(
+BLOCK = textwrap.dedent(
     """
     import sys
 
@@ -25,7 +25,11 @@ SCRIPT = textwrap.dedent(
     for mod in list(sys.modules):
         if mod.split(".")[0] in Block.BLOCKED:
             del sys.modules[mod]
+    """
+)
 
+SCRIPT = BLOCK + textwrap.dedent(
+    """
     import profilers
     from profilers import TimingProtocol, profile_bundle, LatencyTable
     from profilers.demo import write_demo_bundle
@@ -57,6 +61,33 @@ def test_profilers_import_and_run_without_torch_or_tfnas(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "OK-NO-TORCH" in proc.stdout
+
+
+def _blocked(code: str, *argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCK + textwrap.dedent(code), *argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_profilers_cli_runs_a_bundle_without_torch_or_tfnas(tmp_path: Path) -> None:
+    """``python -m profilers`` as a device runs it: the CLI, not only the API, needs neither torch nor tfnas."""
+    cli = (
+        "import runpy\nsys.argv[0] = 'profilers'\nrunpy.run_module('profilers', run_name='__main__', alter_sys=True)\n"
+    )
+    proc = _blocked(cli, "--help", cwd=tmp_path)
+    assert proc.returncode == 0 and "run" in proc.stdout, proc.stderr
+    proc = _blocked("from profilers.demo import write_demo_bundle\nwrite_demo_bundle(sys.argv[1])\n", "b", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    fast = ["--warmup", "1", "--min-repeats", "3", "--max-repeats", "5", "--max-time", "0.05", "--passes", "1"]
+    proc = _blocked(cli, "run", "b", "--out", "lut.json", "--threads", "1", "--no-progress", *fast, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _blocked(cli, "info", "lut.json", cwd=tmp_path)
+    assert proc.returncode == 0 and "onnxruntime" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_profilers_sources_do_not_mention_torch_or_tfnas_imports() -> None:

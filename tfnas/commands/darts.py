@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tfnas.errors import ConfigError, TfnasError
+from tfnas.resources import find_config
 from tfnas.utils.io import atomic_write_json, read_yaml
 
 
@@ -23,7 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="darts_command", metavar="ACTION", required=True)
 
     p = sub.add_parser("search", help="run a DARTS-family search from a YAML config")
-    p.add_argument("--config", required=True, help="configs/darts/<method>.yaml")
+    p.add_argument(
+        "--config", required=True, help="DARTS config YAML, or a shipped one by name (configs/darts/<method>.yaml)"
+    )
     p.add_argument("--data", default=None, help="'generated' (default from config), a CIFAR-10 or ImageFolder path")
     p.add_argument("--out", default=None, help="run folder (default runs/darts/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -67,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_config(path: str) -> dict[str, Any]:
-    cfg = read_yaml(path, "DARTS config")
+    cfg = read_yaml(find_config(path, "darts"), "DARTS config")
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return cfg

@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="search config YAML (configs/search/*.yaml)")
+    parser.add_argument(
+        "--config", required=True, help="search config YAML, or a shipped one by name (configs/search/*.yaml)"
+    )
     parser.add_argument("--target-ms", type=float, default=None, help="latency target in ms (overrides the config)")
     parser.add_argument("--data", default=None, help="'generated', a CIFAR-10 folder or an ImageFolder tree")
     parser.add_argument("--lut", default=None, help="latency table JSON (overrides the config)")
@@ -25,9 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_config(args: argparse.Namespace) -> dict:
+    from tfnas.resources import find_config
     from tfnas.search.tfnas.config import load_config, resolve_config
 
-    cfg = load_config(args.config)
+    cfg = load_config(find_config(args.config, "search"))
     if args.target_ms is not None:
         cfg["target_ms"] = args.target_ms
     if args.data is not None:

@@ -26,6 +26,7 @@ from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint, onnxruntime_version
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
+from tfnas.resources import find_table
 from tfnas.spaces.mbv2 import MBV2Space
 
 Width = int | None
@@ -296,7 +297,7 @@ def load_table(
     fingerprint that differs from the current machine is a ``FingerprintWarning``.
     """
     try:
-        table = LatencyTable.load(path)
+        table = LatencyTable.load(find_table(path))
     except ProfilerError as exc:
         raise LatencyTableError(str(exc)) from None
     fp = table.fingerprint

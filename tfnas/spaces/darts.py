@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tfnas.errors import ConfigError
 from tfnas.ops.darts_ops import OPS
-from tfnas.utils.io import repo_root
+from tfnas.resources import shipped_dir
 
 NUM_INPUT_NODES = 2
 NUM_NODES = 4  # intermediate nodes per cell
@@ -112,7 +112,7 @@ class CellSpace:
 
 
 def spaces_file() -> Path:
-    return repo_root() / "configs" / "darts" / "spaces.json"
+    return shipped_dir("configs/darts") / "spaces.json"
 
 
 @cache

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from tfnas.errors import ConfigError
-from tfnas.utils.io import read_yaml, repo_root
+from tfnas.resources import shipped_dir
+from tfnas.utils.io import read_yaml
 
 ACTIVATIONS = ("relu", "swish", "hswish")
 
@@ -310,7 +311,7 @@ def space_from_dict(data: Any, source: str = "<dict>") -> MBV2Space:
 
 
 def spaces_dir() -> Path:
-    return repo_root() / "configs" / "spaces"
+    return shipped_dir("configs/spaces")
 
 
 def available_spaces() -> list[str]:

@@ -31,6 +31,7 @@ from tfnas.arch import Architecture
 from tfnas.data import build_datasets, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, table_grid
+from tfnas.resources import shipped_file
 from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.search.tfnas.config import AUTOCAST_DTYPES
 from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
@@ -39,7 +40,6 @@ from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
 from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, weight_paths
 from tfnas.search.tfnas.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import MBV2Space, load_space
-from tfnas.utils.io import repo_root
 from tfnas.utils.memory_format import apply_memory_format
 
 _MIX = 1_000_003
@@ -70,12 +70,11 @@ class SearchResult:
 
 
 def resolve_path(p: str | Path) -> Path:
-    """Relative paths are tried from the working directory, then from the checkout root."""
+    """Relative paths are tried from the working directory, then among the shipped files (``latency_tables/...``)."""
     path = Path(p).expanduser()
     if path.is_absolute() or path.exists():
         return path
-    alt = repo_root() / path
-    return alt if alt.exists() else path
+    return shipped_file(path) or path
 
 
 def build_latency_model(cfg: dict[str, Any], space: MBV2Space) -> LatencyModel:
