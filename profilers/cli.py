@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from profilers.backends import BACKENDS
 from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
-from profilers.timing import TimingProtocol
+from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
 
-_DEFAULT = TimingProtocol()
+_DEFAULT = PROFILE_PROTOCOL
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from profilers.run import profile_bundle
 
     protocol = TimingProtocol(
+        statistic=_DEFAULT.statistic,
         warmup=args.warmup,
         min_repeats=args.min_repeats,
         max_repeats=args.max_repeats,

@@ -82,6 +82,11 @@ def _open_table(
         passes = table.meta.get(PASSES_META, {})
         if not isinstance(passes, dict) or not all(isinstance(v, list) for v in passes.values()):
             raise ProfilerError(f"cannot resume {out}: meta.{PASSES_META} is malformed; use --no-resume")
+        # ``entries`` is what predictions read: a pass record of a point that ``entries`` lacks (an entry
+        # deleted by hand, a crash between the two writes) must not count as measured.
+        for key, width in manifest.keys_widths():
+            if not table.measured(key, width):
+                passes.pop(point_id(key, width), None)
         table.complete = False
         return table
     return LatencyTable(

@@ -98,6 +98,22 @@ class TimingProtocol:
         return cls(**{"statistic": "median", **data})
 
 
+# How a latency table is profiled by default (``tfnas profile``, ``python -m profilers run``). A low quantile
+# needs no convergence of the median's CI: a fixed 12 samples per graph and pass, two whole-bundle passes
+# (a burst of load hits one pass of a point), no re-measuring. The 1203-graph ImageNet table then takes
+# about two minutes on a 2-core VM (benchmarks/latency/README.md) instead of 5-22.
+PROFILE_PROTOCOL_SETTINGS: dict[str, Any] = {
+    "warmup": 2,
+    "min_repeats": 12,
+    "max_repeats": 12,
+    "floor_repeats": 5,
+    "max_time_s": 0.06,
+    "remeasure_attempts": 0,
+    "passes": 2,
+    "statistic": "p10",
+}
+
+
 def table_statistic(protocol: dict[str, Any]) -> str:
     """The statistic a table's latencies are (tables written before the field existed hold medians)."""
     stat = protocol.get("statistic", "median")
@@ -233,3 +249,6 @@ def measure(
             break
     assert best is not None
     return Measurement(**{**asdict(best), "attempts": attempts, "elapsed_s": total})
+
+
+PROFILE_PROTOCOL = TimingProtocol(**PROFILE_PROTOCOL_SETTINGS)

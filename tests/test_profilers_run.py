@@ -279,3 +279,18 @@ def test_noisy_entry_is_remeasured_and_stays_flagged(bundle: Path, tmp_path: Pat
     i = e["widths"].index(entry.width)
     assert e["noisy"][i] is True and e["cv"][i] > 0.1
     assert sum(e["noisy"]) == 1 and table.complete
+
+
+def test_entry_deleted_by_hand_is_measured_again_despite_its_pass_records(bundle: Path, tmp_path: Path) -> None:
+    """meta.passes still holds the deleted point's records; entries is what counts, so resume re-measures it."""
+    out = tmp_path / "lut.json"
+    profile_bundle(bundle, out, protocol=TINY, progress=False)
+    doc = json.loads(out.read_text())
+    del doc["entries"]["stem|c3|8x8"]
+    assert "stem|c3|8x8@null" in doc["meta"]["passes"]
+    out.write_text(json.dumps(doc))
+    again = CountingBackend()
+    table = profile_bundle(bundle, out, backend=again, protocol=TINY, progress=False)
+    assert len(again.prepared) == 1
+    assert table.complete and table.has("stem|c3|8x8")
+    assert table.missing(load_manifest(bundle).keys_widths()) == []

@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "darts": ("tfnas.commands.darts", "DARTS-family cell search, evaluation and training"),
     "train": ("tfnas.commands.train", "train a derived architecture from scratch (torchrun for DDP)"),
     "calibrate": ("tfnas.commands.calibrate", "fit a latency table to end-to-end measurements"),
+    "validate": ("tfnas.commands.validate", "check that a latency table describes this machine (verdict + plot)"),
     "export": ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"),
 }
 

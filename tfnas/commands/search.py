@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from tfnas.utils.distributed import cleanup, init_distributed
 
     cfg = build_config(args)
+    if str(cfg["lut"]) == "auto":
+        choose_lut(cfg, show_progress=cfg["runtime"]["progress"])
     device = cfg["runtime"]["device"]
     info = init_distributed(None if device == "auto" else device)
     try:
@@ -66,4 +68,50 @@ def run(args: argparse.Namespace) -> int:
         print(f"derived architecture: {result.arch_path}")
         print(f"predicted latency {result.predicted_ms:.3f} ms, target {result.target_ms:g} ms ({err:+.2f}%)")
         print(f"report: {result.report_path}")
+        report_measured(result, cfg)
     return 0
+
+
+def choose_lut(cfg: dict, show_progress: bool = True) -> None:
+    """``lut: auto``: a table of this machine (shipped, cached, or profiled now); says which it took."""
+    import os
+
+    from tfnas.errors import ConfigError
+    from tfnas.latency.select import choose_table
+    from tfnas.spaces.mbv2 import load_space
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("lut: auto profiles this machine; in a multi-process run name the table (lut: PATH)")
+    space = load_space(cfg["space"])
+    resolution = cfg["lut_resolution"] or space.resolution
+    choice = choose_table(space, resolution, progress=show_progress)
+    cfg["lut"] = str(choice.path)
+    print(f"latency table: {choice.path} ({choice.note})")
+
+
+def report_measured(result, cfg: dict) -> None:
+    """Target / predicted / measured on this machine, when it is the table's device (``measured.json``)."""
+    from tfnas.latency.measure import measure_on_table_device
+    from tfnas.latency.table import load_table, table_device
+    from tfnas.utils.io import atomic_write_json
+
+    table = load_table(_lut_path(cfg), warn_fingerprint=False)
+    m = measure_on_table_device(result.arch, table)
+    if m is None:
+        print(f"not measured here: the budget refers to the table's device ({table_device(table)})")
+        return
+    err = 100.0 * (m["measured_ms"] / result.target_ms - 1.0)
+    print(
+        f"target {result.target_ms:g} ms | predicted {result.predicted_ms:.3f} ms | measured here"
+        f" {m['measured_ms']:.3f} ms ({err:+.2f}%; {m['statistic']})"
+    )
+    atomic_write_json(
+        result.arch_path.parent / "measured.json",
+        {"target_ms": result.target_ms, "predicted_ms": result.predicted_ms, "device": table_device(table), **m},
+    )
+
+
+def _lut_path(cfg: dict) -> Path:
+    from tfnas.search.tfnas.searcher import resolve_path
+
+    return resolve_path(cfg["lut"])

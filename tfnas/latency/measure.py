@@ -141,3 +141,24 @@ def measure_arch(
 ) -> Measurement:
     """End-to-end latency of ``arch`` at its resolution and ``batch``."""
     return measure_archs([arch], backend, threads, batch, protocol)[0][0]
+
+
+def measure_on_table_device(arch: Architecture, table, rounds: int = 7, progress: bool = False) -> dict | None:
+    """Time ``arch`` here with the table's runtime, shape and statistic when this machine is the table's
+    device (None otherwise: a timing here would say nothing about the budget)."""
+    from tfnas.latency.table import device_match
+
+    match = device_match(table)
+    if match.verifiable and not match.same_device:
+        return None
+    fp = table.fingerprint
+    threads, batch = int(fp.get("threads", 1)), int(fp.get("batch", 1))
+    protocol = protocol_for(table.protocol)
+    runs = measure_archs([arch], "ort", threads, batch, protocol, rounds, progress=progress)[0]
+    return {
+        "measured_ms": round_latency(runs),
+        "median_ms": float(statistics.median(m.median_ms for m in runs)),
+        "rounds_ms": [m.latency_ms for m in runs],
+        "statistic": f"median over {rounds} rounds of each round's {protocol.statistic}",
+        "device_verified": match.verifiable,
+    }

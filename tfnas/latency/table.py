@@ -218,9 +218,8 @@ def _format_missing(missing: Iterable[tuple[str, Width]], limit: int = 25) -> st
     return "\n".join(lines)
 
 
-def here_fingerprint(table: LatencyTable, threads: int | None = None) -> dict[str, Any]:
-    """This machine's fingerprint for the table's runtime, provider and shape (what a timing here would record)."""
-    fp = table.fingerprint
+def here_fingerprint(fp: dict[str, Any], threads: int | None = None) -> dict[str, Any]:
+    """This machine's fingerprint for a table's runtime, provider and shape (what a timing here would record)."""
     runtime = fp.get("runtime") or "onnxruntime"
     extra: dict[str, Any] = {}
     if fp.get("gpu_name") or fp.get("gpu_model") or runtime in ("tensorrt", "torch"):
@@ -254,7 +253,7 @@ def _gpu_identity() -> dict[str, Any]:
 
 def device_match(table: LatencyTable, threads: int | None = None) -> DeviceMatch:
     """How the table's device compares with this machine (identity and informational differences)."""
-    return compare(table.fingerprint, here_fingerprint(table, threads))
+    return compare(table.fingerprint, here_fingerprint(table.fingerprint, threads))
 
 
 def table_device(table: LatencyTable) -> str:

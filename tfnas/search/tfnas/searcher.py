@@ -480,16 +480,17 @@ class TFNASSearch:
         the network-level ratio being corrected stays that of the same network; the iteration measured
         closest to the target is kept.
         """
-        from tfnas.latency.measure import measure_arch
+        from tfnas.latency.measure import measure_arch, protocol_for
 
         s = self.cfg["search"]
         fp = self.lat.lookup.table.fingerprint
+        protocol = protocol_for(self.lat.lookup.table.protocol)
         backend = "ort" if fp.get("runtime") == "onnxruntime" else str(self.lat.lookup.table.meta.get("backend", "ort"))
         loop, best = [], None
         for it in range(s["measure_iterations"] + 1):
             arch = self.lat.to_arch(ops, widths, depths)
             rounds = [
-                measure_arch(arch, backend, int(fp.get("threads", 1)), int(fp.get("batch", 1))).median_ms
+                measure_arch(arch, backend, int(fp.get("threads", 1)), int(fp.get("batch", 1)), protocol).latency_ms
                 for _ in range(s["measure_rounds"])
             ]
             measured = statistics.median(rounds)

@@ -1,0 +1,47 @@
+"""``tfnas validate --lut T``: does the table describe this machine? Verdict beside the host's noise floor."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tfnas.errors import TfnasError
+from tfnas.latency.table import load_table
+from tfnas.latency.validate import validate, write_outputs
+from tfnas.spaces.mbv2 import load_space
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lut", required=True, help="latency table JSON")
+    p.add_argument("--space", default=None, help="space name or YAML path (default: the table's)")
+    p.add_argument("--samples", type=int, default=12, help="search-like networks to time (about 1 min at 12)")
+    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds, split into two passes (even)")
+    p.add_argument("--seed", type=int, default=1, help="which random networks (calibration uses seed 0)")
+    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the table's)")
+    p.add_argument("--out", default=None, help="JSON report (default: <lut>.validation.json; a PNG plot beside it)")
+    p.add_argument("--allow-foreign-table", action="store_true", help="time a table of another device anyway")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.samples < 3 or args.rounds < 2:
+        raise TfnasError(f"--samples {args.samples} / --rounds {args.rounds}: need at least 3 networks and 2 rounds")
+    table = load_table(args.lut, warn_fingerprint=False)
+    space = load_space(args.space or table.space)
+    table = load_table(args.lut, space, warn_fingerprint=False)
+    result = validate(
+        table,
+        space,
+        args.samples,
+        args.rounds,
+        args.seed,
+        args.threads,
+        args.allow_foreign_table,
+        progress=not args.quiet,
+    )
+    out = Path(args.out) if args.out else Path(args.lut).with_suffix(".validation.json")
+    plot = out.with_suffix(".png")
+    write_outputs(result, out, plot)
+    print(result.summary())
+    print(f"report: {out}" + (f", plot: {plot}" if result.predicted_ms else ""))
+    return 0 if result.verdict == "holds" else 1

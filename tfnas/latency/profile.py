@@ -1,0 +1,79 @@
+"""Build a latency table on this machine: bundle + device-side profiler (or torch-cuda), resumably.
+
+Provenance is append-only: every run adds a record to ``meta.builds`` (when, how long the bundle
+and the timing took, how many points it measured), and ``build_s`` / ``bundle_s`` are the sums over
+the runs that measured something, so a no-op re-run of a complete table changes neither.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from profilers.lut import LatencyTable
+from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
+from tfnas.errors import TfnasError
+from tfnas.latency.bundle import write_bundle
+from tfnas.latency.table import WidthGrid, make_grid, profiler_errors
+from tfnas.spaces.mbv2 import MBV2Space
+
+
+def _record_build(table: LatencyTable, points_before: int, bundle_s: float, timing_s: float) -> None:
+    measured = table.n_points() - points_before
+    builds = table.meta.setdefault("builds", [])
+    builds.append(
+        {
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "points_measured": measured,
+            "bundle_s": round(bundle_s, 1),
+            "timing_s": round(timing_s, 1),
+        }
+    )
+    productive = [b for b in builds if b["points_measured"] > 0 or b is builds[0]]
+    table.meta["bundle_s"] = round(sum(b["bundle_s"] for b in productive), 1)
+    table.meta["build_s"] = round(sum(b["bundle_s"] + b["timing_s"] for b in productive), 1)
+
+
+def profile_table(
+    space: MBV2Space,
+    out: str | Path,
+    batch: int = 1,
+    resolution: int | None = None,
+    threads: int = 1,
+    backend: str = "ort",
+    grid: WidthGrid | None = None,
+    protocol: TimingProtocol = PROFILE_PROTOCOL,
+    resume: bool = True,
+    work: str | Path | None = None,
+    progress: bool = True,
+) -> LatencyTable:
+    """Profile ``space`` at (batch, resolution) into ``out`` (resumed when it exists) and return the table."""
+    if threads < 1 or batch < 1:
+        raise TfnasError(f"threads {threads} / batch {batch}: both must be >= 1")
+    out = Path(out)
+    if resume and out.exists() and out.stat().st_size == 0:  # fail before the bundle export
+        raise TfnasError(f"{out} is empty (an interrupted write?); use --no-resume to start over")
+    grid = grid or make_grid("sparse")
+    before = 0
+    if resume and out.exists():
+        with profiler_errors():
+            before = LatencyTable.load(out).n_points()
+    t0 = time.perf_counter()
+    if backend == "torch-cuda":
+        from tfnas.latency.torch_cuda import profile_space
+
+        with profiler_errors():
+            table = profile_space(space, out, batch, resolution, grid, protocol, resume, progress)
+        t1 = t0
+    else:
+        from profilers.run import profile_bundle
+
+        bundle = Path(work) if work else out.with_name(out.name + ".bundle")
+        write_bundle(space, bundle, batch, resolution, grid, progress=progress)
+        t1 = time.perf_counter()
+        with profiler_errors():
+            table = profile_bundle(bundle, out, backend, threads, protocol, progress=progress, resume=resume)
+    _record_build(table, before, t1 - t0, time.perf_counter() - t1)
+    with profiler_errors():
+        table.save(out)
+    return table

@@ -1,0 +1,139 @@
+"""Which latency table describes this machine: a shipped or cached one of the same device, or a fresh one.
+
+``lut: auto`` in a search config asks for this. A budget is only true on the device that
+measured the table, and two VMs that call their CPU the same name can differ 2-3x, so the
+choice goes by device identity (``profilers.device``), then a quick validation on this
+machine; when neither a shipped nor a cached table passes, this machine is profiled and
+calibrated (a couple of minutes) into the cache, where the next run finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from profilers.device import IDENTITY_FIELDS, isa_class
+from profilers.errors import ProfilerError
+from profilers.lut import LatencyTable
+from tfnas.latency.calibrate import calibrate
+from tfnas.latency.profile import profile_table
+from tfnas.latency.table import device_match, here_fingerprint, profiler_errors
+from tfnas.latency.validate import Validation, validate
+from tfnas.spaces.mbv2 import MBV2Space
+
+log = logging.getLogger(__name__)
+
+# The quick check before a search: 6 networks x 4 rounds (~15 s); the full `tfnas validate` times more.
+QUICK_NETWORKS, QUICK_ROUNDS = 6, 4
+CALIBRATION_NETWORKS, CALIBRATION_ROUNDS = 24, 3
+GOOD_VERDICTS = ("holds", "host-too-noisy")  # a noisy host cannot disprove a table of its own device
+
+
+@dataclass
+class TableChoice:
+    path: Path
+    how: str  # "shipped" | "cached" | "profiled"
+    note: str
+    validation: Validation | None = None
+
+
+def cache_dir() -> Path:
+    """Where tables profiled on this machine are kept: $TFNAS_CACHE, else ~/.cache/tfnas/tables."""
+    env = os.environ.get("TFNAS_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tfnas"
+    return base / "tables"
+
+
+def device_tag(fp: dict) -> str:
+    """A short file-name tag of a device identity: ISA class + a hash of the identity fields."""
+    ident = {k: fp.get(k) for k in IDENTITY_FIELDS if k in fp}
+    digest = hashlib.sha1(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{isa_class(fp)}-{digest}"
+
+
+def _candidates(folders: Iterable[Path]) -> list[Path]:
+    out: list[Path] = []
+    for folder in folders:
+        if folder.is_dir():
+            out += sorted(p for p in folder.glob("*.json") if not p.name.endswith(".validation.json"))
+    return out
+
+
+def matching_tables(
+    space: MBV2Space, resolution: int, batch: int, threads: int, folders: Iterable[Path]
+) -> list[LatencyTable]:
+    """Complete, calibrated tables of ``space`` at this shape whose device identity is this machine's."""
+    found = []
+    for path in _candidates(folders):
+        try:
+            table = LatencyTable.load(path)
+        except ProfilerError:
+            continue  # not a table, or a broken one: never chosen silently
+        fp = table.fingerprint
+        if table.space != space.name or (fp.get("resolution"), fp.get("batch")) != (resolution, batch):
+            continue
+        if fp.get("threads") != threads or not table.complete or table.calibration is None:
+            continue
+        if device_match(table, threads).same_device:
+            found.append(table)
+    return found
+
+
+def choose_table(
+    space: MBV2Space,
+    resolution: int,
+    batch: int = 1,
+    threads: int = 1,
+    shipped: Path | None = None,
+    cache: Path | None = None,
+    progress: bool = True,
+    validate_fn: Callable[[LatencyTable], Validation] | None = None,
+    build_fn: Callable[[Path], LatencyTable] | None = None,
+    say: Callable[[str], None] = print,
+) -> TableChoice:
+    """A table that describes this machine: a matching shipped/cached one that passes a quick validation,
+    else one profiled and calibrated here now. ``validate_fn`` / ``build_fn`` replace the timing (tests)."""
+    from tfnas.resources import shipped_dir
+
+    shipped = shipped if shipped is not None else shipped_dir("latency_tables")
+    cache = cache if cache is not None else cache_dir()
+    validate_fn = validate_fn or (
+        lambda t: validate(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
+    )
+    for folder, how in ((shipped, "shipped"), (cache, "cached")):
+        for table in matching_tables(space, resolution, batch, threads, [folder]):
+            check = validate_fn(table)
+            summary = f"quick validation: {check.verdict}" + (
+                f" (MAPE {check.table['mape']:.1f}%, noise floor {check.noise_floor['mape']:.1f}%)"
+                if check.table
+                else ""
+            )
+            if check.verdict in GOOD_VERDICTS:
+                return TableChoice(Path(table.source), how, f"{how} table of this device; {summary}", check)
+            say(f"{how} table {table.source} has this machine's identity but {summary}: not used")
+    here = here_fingerprint({"batch": batch, "resolution": resolution}, threads)
+    path = cache / f"{space.name}-{device_tag(here)}-ort-{threads}t-b{batch}-{resolution}.json"
+    say(f"no latency table describes this machine ({isa_class(here)}); profiling it into {path} (a few minutes)")
+    build_fn = build_fn or (lambda p: build_table(space, p, resolution, batch, threads, progress))
+    build_fn(path)
+    return TableChoice(path, "profiled", "profiled and calibrated on this machine now")
+
+
+def build_table(
+    space: MBV2Space, path: Path, resolution: int, batch: int = 1, threads: int = 1, progress: bool = True
+) -> LatencyTable:
+    """Profile and calibrate this machine into ``path`` (resumes an interrupted build)."""
+    table = profile_table(
+        space, path, batch, resolution, threads, work=path.parent / "bundles" / f"{space.name}-b{batch}-{resolution}",
+        progress=progress,
+    )  # fmt: skip
+    if table.calibration is None:
+        calibrate(table, space, CALIBRATION_NETWORKS, threads=threads, rounds=CALIBRATION_ROUNDS, progress=progress)
+        with profiler_errors():
+            table.save(path)
+    return table

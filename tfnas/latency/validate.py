@@ -1,0 +1,204 @@
+"""Does a latency table describe the machine at hand? Predicted vs measured, beside the host's own noise.
+
+A table is checked against whole networks timed here, with the table's statistic.
+The networks are search-like (random, widths on the table's alignment, as a search
+derives them) and are timed in interleaved rounds; the rounds are split into two
+passes, so the same run also measures how well this host repeats itself
+(pass-to-pass MAPE). No table can be checked below that noise floor, so the verdict
+weighs the table's error against it.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profilers.lut import LatencyTable
+from profilers.timing import Measurement
+from tfnas.arch import Architecture
+from tfnas.latency.calibrate import sample_archs
+from tfnas.latency.measure import measure_archs, protocol_for, round_latency
+from tfnas.latency.predict import predict
+from tfnas.latency.table import Lookup, device_match, table_device, table_grid
+from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.utils.io import atomic_write_json
+
+# Verdict thresholds: a table "holds" when its error is within this or within twice the host's noise floor.
+MAPE_OK = 5.0
+TAU_OK = 0.8
+NOISE_TOO_HIGH = 5.0  # pass-to-pass MAPE above which a host cannot judge any table
+
+RoundsFn = Callable[[Sequence[Architecture], int], list[list[Measurement]]]
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's tau-a: the share of concordant minus discordant pairs (ties count as neither)."""
+    n = len(a)
+    if n < 2:
+        return math.nan
+    s = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += 1 if (a[i] - a[j]) * (b[i] - b[j]) > 0 else -1 if (a[i] - a[j]) * (b[i] - b[j]) < 0 else 0
+    return 2.0 * s / (n * (n - 1))
+
+
+def error_report(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    """Ratio (median measured/predicted), MAPE, worst, bias, share within 5% / 10%, Kendall tau."""
+    rel = [(p - m) / m * 100.0 for p, m in zip(predicted, measured)]
+    return {
+        "ratio": statistics.median(m / p for p, m in zip(predicted, measured)),
+        "mape": statistics.fmean(abs(r) for r in rel),
+        "worst": max(abs(r) for r in rel),
+        "bias": statistics.fmean(rel),
+        "within_5": sum(abs(r) <= 5.0 for r in rel) / len(rel),
+        "within_10": sum(abs(r) <= 10.0 for r in rel) / len(rel),
+        "kendall_tau": kendall_tau(predicted, measured),
+    }
+
+
+@dataclass
+class Validation:
+    """What ``tfnas validate`` found; ``verdict`` is one of holds / does-not-hold / foreign / host-too-noisy."""
+
+    lut: str
+    device: str
+    same_device: bool
+    device_note: str
+    verdict: str = "not-timed"
+    reason: str = ""
+    statistic: str = ""
+    networks: int = 0
+    rounds: int = 0
+    predicted_ms: list[float] = field(default_factory=list)
+    measured_ms: list[float] = field(default_factory=list)
+    pass_a_ms: list[float] = field(default_factory=list)
+    pass_b_ms: list[float] = field(default_factory=list)
+    table: dict[str, float] = field(default_factory=dict)  # predicted vs measured
+    noise_floor: dict[str, float] = field(default_factory=dict)  # pass A vs pass B
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        lines = [f"table: {self.lut}", f"  device: {self.device}", f"  this machine: {self.device_note}"]
+        if self.table:
+            t, nf = self.table, self.noise_floor
+            lines += [
+                f"  {self.networks} search-like networks, {self.rounds} interleaved rounds each ({self.statistic}),"
+                f" {self.seconds:.0f} s",
+                f"  predicted vs measured: MAPE {t['mape']:.2f}%, worst {t['worst']:.1f}%, bias {t['bias']:+.2f}%,"
+                f" ratio {t['ratio']:.3f}, within 5% {t['within_5']:.0%}, within 10% {t['within_10']:.0%},"
+                f" Kendall tau {t['kendall_tau']:.2f}",
+                f"  noise floor (pass A vs pass B): MAPE {nf['mape']:.2f}%, worst {nf['worst']:.1f}%",
+            ]
+        lines.append(f"verdict: {self.verdict.upper()}: {self.reason}")
+        return "\n".join(lines)
+
+
+def judge(table: dict[str, float], noise: dict[str, float]) -> tuple[str, str]:
+    """The verdict from the table's error and the host's noise floor (see the module doc)."""
+    floor = noise["mape"]
+    if floor > NOISE_TOO_HIGH:
+        return "host-too-noisy", f"this host repeats itself only within {floor:.1f}% MAPE; rerun when it is quieter"
+    limit = max(MAPE_OK, 2.0 * floor)
+    if table["mape"] <= limit and table["kendall_tau"] >= TAU_OK:
+        return "holds", (
+            f"MAPE {table['mape']:.2f}% <= {limit:.1f}% (max of {MAPE_OK:g}% and twice the noise floor"
+            f" {floor:.2f}%), tau {table['kendall_tau']:.2f} >= {TAU_OK}"
+        )
+    return "does-not-hold", (
+        f"MAPE {table['mape']:.2f}% (limit {limit:.1f}%), tau {table['kendall_tau']:.2f} (limit {TAU_OK}),"
+        f" measured/predicted {table['ratio']:.3f}: profile this machine (`tfnas profile`) or recalibrate"
+    )
+
+
+def validate(
+    table: LatencyTable,
+    space: MBV2Space,
+    n: int = 12,
+    rounds: int = 6,
+    seed: int = 1,
+    threads: int | None = None,
+    allow_foreign: bool = False,
+    rounds_fn: RoundsFn | None = None,
+    progress: bool = False,
+) -> Validation:
+    """Compare ``table`` with ``n`` networks timed here in ``rounds`` interleaved rounds (split in two passes).
+
+    ``rounds_fn(archs, rounds)`` replaces the runtime (tests); by default ``measure_archs`` with the
+    table's backend, threads, batch and statistic.
+    """
+    fp = table.fingerprint
+    match = device_match(table, threads)
+    result = Validation(str(table.source), table_device(table), match.same_device, match.describe())
+    if match.verifiable and match.identity and not allow_foreign:
+        result.verdict = "foreign"
+        result.reason = "the table was measured on another device; nothing was timed (--allow-foreign-table times it)"
+        return result
+    rounds = max(2, rounds - rounds % 2)
+    res, batch = int(fp["resolution"]), int(fp["batch"])
+    threads = threads or int(fp["threads"])
+    protocol = protocol_for(table.protocol)
+    lookup = Lookup(table)
+    archs = sample_archs(space, n, seed, res, table_grid(table).align)
+    t0 = time.perf_counter()
+    if rounds_fn is None:
+        runs = measure_archs(archs, "ort", threads, batch, protocol, rounds, seed, progress)
+    else:
+        runs = rounds_fn(archs, rounds)
+    half = rounds // 2
+    result.predicted_ms = [predict(a, lookup) for a in archs]
+    result.measured_ms = [round_latency(r) for r in runs]
+    result.pass_a_ms = [round_latency(r[:half]) for r in runs]
+    result.pass_b_ms = [round_latency(r[half:]) for r in runs]
+    result.statistic = f"median over rounds of each round's {protocol.statistic}"
+    result.networks, result.rounds = len(archs), rounds
+    result.table = error_report(result.predicted_ms, result.measured_ms)
+    result.noise_floor = error_report(result.pass_a_ms, result.pass_b_ms)
+    result.seconds = round(time.perf_counter() - t0, 1)
+    result.verdict, result.reason = judge(result.table, result.noise_floor)
+    return result
+
+
+def write_outputs(result: Validation, out_json: str | Path, plot: str | Path | None = None) -> None:
+    """The JSON report and, where matplotlib is installed, a predicted-vs-measured scatter plot."""
+    atomic_write_json(out_json, result.to_dict())
+    if plot is None or not result.predicted_ms:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p, m = result.predicted_ms, result.measured_ms
+    lo, hi = min(p + m) * 0.9, max(p + m) * 1.1
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.fill_between([lo, hi], [lo * 0.9, hi * 0.9], [lo * 1.1, hi * 1.1], color="0.92", label="±10%")
+    ax.fill_between([lo, hi], [lo * 0.95, hi * 0.95], [lo * 1.05, hi * 1.05], color="0.82", label="±5%")
+    ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+    ax.errorbar(
+        p,
+        m,
+        yerr=[[mi - min(a, b) for mi, a, b in zip(m, result.pass_a_ms, result.pass_b_ms)],
+              [max(a, b) - mi for mi, a, b in zip(m, result.pass_a_ms, result.pass_b_ms)]],
+        fmt="o", ms=4, capsize=2, label="networks (bars: pass A vs B)",
+    )  # fmt: skip
+    ax.set_xlabel("predicted (ms)")
+    ax.set_ylabel(f"measured here (ms, {result.statistic.split()[-1]})")
+    t, nf = result.table, result.noise_floor
+    ax.set_title(
+        f"{result.verdict}: MAPE {t['mape']:.1f}% (noise floor {nf['mape']:.1f}%), tau {t['kendall_tau']:.2f}",
+        fontsize=9,
+    )
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    Path(plot).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=110)
+    plt.close(fig)
