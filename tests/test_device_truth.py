@@ -136,7 +136,7 @@ def test_measure_and_calibrate_refuse_a_foreign_table_and_the_flag_overrides(
     arch.write_text(json.dumps(doc))
     for argv in (
         ["measure", str(arch), "--lut", str(path)],
-        ["calibrate", "--lut", str(path), "--space", str(tmp_path / "tiny.yaml")],
+        ["calibrate", "--lut", str(path), "--space", str(tmp_path / "tiny.yaml"), "--in-place"],
     ):
         rc = main(argv)
         err = capsys.readouterr().err
@@ -233,3 +233,21 @@ def test_lut_auto_profiles_when_no_table_is_of_this_device_or_none_holds(tiny_sp
     )
     assert choice.how == "profiled" and built == [choice.path] and choice.path.parent == cache
     assert any("not used" in s for s in said) and any("profiling it" in s for s in said)
+
+
+def test_calibrate_never_rewrites_the_users_table_unasked_and_keeps_the_previous_fit(tiny_space, tmp_path, capsys):
+    from tfnas.latency.calibrate import calibrate
+    from tfnas.latency.predict import predict
+
+    path = make_table(tiny_space).save(tmp_path / "lut.json")
+    before = path.read_bytes()
+    with pytest.raises(SystemExit) as exc:
+        main(["calibrate", "--lut", str(path)])
+    assert exc.value.code == 2 and "--in-place" in capsys.readouterr().err and path.read_bytes() == before
+    table = load_table(path, tiny_space, warn_fingerprint=False)
+    calibrate(table, tiny_space, n=4, measure_fn=lambda a: 1.2 * predict(a, table, calibrated=False), progress=False)
+    first = dict(table.calibration)
+    calibrate(table, tiny_space, n=4, measure_fn=lambda a: 1.5 * predict(a, table, calibrated=False), progress=False)
+    history = table.meta["calibration_history"]
+    assert len(history) == 1 and history[0]["scale"] == pytest.approx(first["scale"]) and "replaced" in history[0]
+    assert table.calibration["scale"] != pytest.approx(first["scale"])

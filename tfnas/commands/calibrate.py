@@ -10,7 +10,7 @@ from tfnas.spaces.mbv2 import load_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--lut", required=True, help="latency table JSON (updated in place unless --out)")
+    p.add_argument("--lut", required=True, help="latency table JSON (read; written only with --in-place)")
     p.add_argument("--space", default=None, help="space name or YAML path (default: the table's)")
     p.add_argument("--samples", type=int, default=40, help="random architectures to measure")
     p.add_argument("--seed", type=int, default=0)
@@ -22,7 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="round sampled widths to multiples of this (default: the table's alignment, as a search derives)",
     )
-    p.add_argument("--out", default=None, help="write the calibrated table here instead")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", default=None, help="write the calibrated table here (--lut stays as it is)")
+    where.add_argument("--in-place", action="store_true", help="rewrite --lut (its previous fit is kept in history)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--allow-foreign-table",
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         align=args.align,
     )
     with profiler_errors():
-        out = table.save(args.out or args.lut)
+        out = table.save(args.lut if args.in_place else args.out)
     print(
         f"{out}: measured = {cal['scale']:.4f} x sum + {cal['ms_per_mweight']:.3f} ms x Mweights"
         f" + {cal['offset_ms']:.3f} ms over {cal['samples']}"
