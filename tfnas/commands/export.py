@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         from tfnas.latency.measure import measure_onnx
 
         m = measure_onnx(path, shape, "ort", threads=args.threads)
-        report["latency_ms"] = m.median_ms
+        report["latency_ms"] = m.latency_ms
+        report["latency_statistic"] = m.statistic
+        report["latency_median_ms"] = m.median_ms
         report["latency_cv"] = m.cv
     print(json.dumps(report, indent=1))
     return 0
