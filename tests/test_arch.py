@@ -62,7 +62,7 @@ def test_flops_and_params_match_hand_computation(tiny_space):
     widths = [c.width for layers in arch.stages for c in layers]
     assert widths == [24, 24, 24, 48]
     expected = 16 * 16 * 8 * 3 * 9  # stem: 32 -> 16
-    expected += 16 * 16 * 8 * 9 + (8 * 8 + 8 * 8) + 16 * 16 * 8 * 8  # first block (no expand, SE 8)
+    expected += 16 * 16 * 8 * 9 + (8 * 2 + 2 * 8) + 16 * 16 * 8 * 8  # first block (no expand, SE 8 / 4 = 2)
     expected += 2 * _mbconv_macs(8, 24, 8, 3, 1, 16, 0)
     expected += _mbconv_macs(8, 24, 16, 3, 2, 16, 0) + _mbconv_macs(16, 48, 16, 3, 1, 8, 0)
     expected += 8 * 8 * 16 * 32 + 32 * 10  # head conv + classifier

@@ -10,7 +10,7 @@ from torch import nn
 
 from tfnas.search.common import build_optimizer
 from tfnas.search.darts.architect import VirtualStep, arch_step
-from tfnas.search.darts.methods import METHODS, AdversarialPerturbation, RandomSmoothing, beta_schedule, build_method
+from tfnas.search.darts.methods import METHODS, beta_schedule, build_method
 from tfnas.search.darts.trainer import build_search_model
 
 
@@ -41,7 +41,7 @@ def test_every_method_runs_a_few_bilevel_steps(name, tmp_path):
 
     cfg = {
         "space": "s0",
-        "method": {"name": name, "pgd_steps": 2},
+        "method": {"name": name, "pgd_steps": 2, "arch_warmup_epochs": 0},  # warm-up tested on its own
         "supernet": {"C": 8, "num_cells": 3},
         "data": {"resolution": 8, "num_samples": 32, "batch_size": 8},
         "search": {"epochs": 1, "max_steps_per_epoch": 2, "a_optimizer": {"name": "adam", "lr": 0.01}},
@@ -171,22 +171,6 @@ def test_pc_darts_partial_channels_and_edge_norm():
     assert not torch.equal(beta0, model.arch.beta_normal.detach())
     x, _ = data()
     assert model(x).shape == (8, 3)
-
-
-def test_sdarts_perturbations_stay_in_the_ball():
-    model, method = make("sdarts_adv")
-    crit = nn.CrossEntropyLoss()
-    x, y = data()
-    with torch.no_grad():
-        w = model.arch_weights()
-    rs = RandomSmoothing(0.1, 0.1)(model, w, x, y, crit, 0.5)
-    assert (rs["normal"] - w["normal"]).abs().max() <= 0.1 + 1e-6
-    torch.manual_seed(1)
-    adv = AdversarialPerturbation(0.2, 0.2, steps=3)(model, w, x, y, crit, 0.0)
-    d = adv["normal"] - w["normal"]
-    assert d.abs().max() <= 0.2 + 1e-6 and d.abs().max() > 0.05
-    with torch.no_grad():
-        assert crit(model(x, adv), y) > crit(model(x, w), y)
 
 
 def test_unknown_method_is_a_config_error():

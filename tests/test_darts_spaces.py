@@ -26,8 +26,10 @@ def test_cell_topology():
 
 
 def test_spaces_listed_and_s0_is_darts():
-    assert available_spaces() == ["s0", "s1", "s2", "s3", "s4"]
+    assert available_spaces() == ["s0", "s0_no_none", "s1", "s2", "s3", "s4"]
     s0 = load_space("s0")
+    fair = load_space("s0_no_none")  # Fair DARTS's op set: S0 without 'none', same order
+    assert fair.normal == tuple(tuple(o for o in e if o != "none") for e in s0.normal) and fair.num_ops == 7
     assert s0.num_ops == 8 and set(s0.normal[0]) >= {"none", "sep_conv_3x3", "dil_conv_5x5", "skip_connect"}
     assert "noise" in load_space("s4").normal[0]
 

@@ -421,7 +421,7 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
     from tfnas.latency.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
-    cfg["target_ms"] = _target(cfg, tiny_space, 0.5)
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.6)
     table = synthetic_table(tiny_space)
     noise = itertools.cycle([1.0, 1.4, 0.99, 1.01, 1.0])
     seen = []

@@ -107,7 +107,8 @@ def _search(args: argparse.Namespace) -> int:
         f"done in {time.time() - t0:.1f}s ({result.epochs_done} epochs{', early-stopped' if result.early_stopped else ''})"
     )
     for name, cell in [("normal", c) for c in result.genotype.normal] + [("reduce", c) for c in result.genotype.reduce]:
-        print(f"  {name}: {', '.join(f'{op}<-{src}' for op, src in cell.edges)}")
+        edges = (f"{node}<-{op}<-{src}" for (op, src), node in zip(cell.edges, cell.targets))
+        print(f"  {name}: {', '.join(edges)}")
     print(f"genotype: {out / 'genotype.json'}")
     return 0
 

@@ -3,7 +3,9 @@
 Same macro structure as the search network, but every cell keeps only its
 derived edges (affine BN), and training adds drop path on non-identity edges
 and an auxiliary classifier after the second reduction. Multi-level genotypes
-use their per-stage normal cells and per-reduction reduction cells.
+use their per-stage normal cells and per-reduction reduction cells. A node sums
+however many inputs its genotype gives it (two for DARTS; one or two for Fair
+DARTS, whose nodes without inputs are absent from the cell).
 """
 
 from __future__ import annotations
@@ -28,15 +30,20 @@ class EvalCell(nn.Module):
         self.ops = nn.ModuleList(
             build_op(op, C, 2 if reduction and src < NUM_INPUT_NODES else 1, affine=True) for op, src in cell.edges
         )
+        # per intermediate node, the edge indices that feed it (an empty list: the node is absent)
+        targets = cell.targets
+        self.node_edges = [
+            [e for e, t in enumerate(targets) if t == NUM_INPUT_NODES + i] for i in range(cell.num_nodes)
+        ]
         self.concat = list(cell.concat)
         self.multiplier = len(self.concat)
         self._identity = [isinstance(op, Identity) for op in self.ops]
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
-        states = [self.pre0(s0), self.pre1(s1)]
-        for i in range(len(self.ops) // 2):
+        states: list[torch.Tensor | None] = [self.pre0(s0), self.pre1(s1)]
+        for edges in self.node_edges:
             acc = None
-            for e in (2 * i, 2 * i + 1):
+            for e in edges:
                 h = self.ops[e](states[self.sources[e]])
                 if self.training and drop_prob > 0.0 and not self._identity[e]:
                     h = drop_path(h, drop_prob)
@@ -62,10 +69,12 @@ class AuxHead(nn.Sequential):
     """Auxiliary classifier on the features after the second reduction.
 
     ``pool_stride`` 3 for CIFAR (8x8 features at 32x32), 2 for ImageNet (14x14 at 224); the
-    adaptive pool makes other resolutions work too.
+    adaptive pool makes other resolutions work too. ``final_bn``: the BN(768) after the 2x2 conv,
+    in DARTS's CIFAR head but left out of its ImageNet head (the published ImageNet runs trained
+    without it).
     """
 
-    def __init__(self, C: int, num_classes: int, pool_stride: int):
+    def __init__(self, C: int, num_classes: int, pool_stride: int, final_bn: bool = True):
         super().__init__(
             nn.ReLU(inplace=False),
             _AuxPool(5, pool_stride),
@@ -73,7 +82,7 @@ class AuxHead(nn.Sequential):
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=False),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            *([nn.BatchNorm2d(768)] if final_bn else []),
             nn.ReLU(inplace=False),
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -139,7 +148,9 @@ class DartsEvalNet(nn.Module):
         self.cells = nn.ModuleList(cells)
         self.aux_head = None
         if cfg.auxiliary:
-            self.aux_head = AuxHead(C_aux, cfg.num_classes, pool_stride=2 if cfg.imagenet else 3)
+            self.aux_head = AuxHead(
+                C_aux, cfg.num_classes, pool_stride=2 if cfg.imagenet else 3, final_bn=not cfg.imagenet
+            )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_p, cfg.num_classes)
 

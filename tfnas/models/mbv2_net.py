@@ -15,16 +15,27 @@ def build_stem(space: MBV2Space) -> nn.Module:
     return ConvBNAct(space.in_channels, st.out, st.kernel, st.stride, act=st.act)
 
 
+# SE reduction width of the fixed first block, as a fraction of its input channels: the reference block is
+# (in 32, mid 32, SE 8, out 16), EfficientNet-B0's first block (se_ratio 0.25); the searchable ops use
+# ``space.se_width`` instead (in_channels x 1 or x 2).
+FIRST_BLOCK_SE_RATIO = 0.25
+
+
+def first_block_se_width(space: MBV2Space) -> int:
+    """SE width of the fixed first block (0 without SE): 8 for the reference's 32 input channels."""
+    return max(1, int(space.stem.out * FIRST_BLOCK_SE_RATIO)) if space.first_block.se else 0
+
+
 def build_first_block(space: MBV2Space) -> nn.Module:
     fb = space.first_block
-    se = space.stem.out if fb.se else 0  # SE width = in_channels, as for e3 ops
+    se = first_block_se_width(space)
     return InvertedResidual(space.stem.out, fb.mid, fb.out, fb.kernel, fb.stride, se, fb.act, expand=False)
 
 
-def build_head(space: MBV2Space, num_classes: int | None = None) -> nn.Module:
-    return Head(
-        space.stages[-1].out, space.head.out, num_classes or space.num_classes, space.head.act, space.head.dropout
-    )
+def build_head(space: MBV2Space, num_classes: int | None = None, dropout: float | None = None) -> nn.Module:
+    """The head; ``dropout`` None: the space's (the derived network's training dropout)."""
+    rate = space.head.dropout if dropout is None else dropout
+    return Head(space.stages[-1].out, space.head.out, num_classes or space.num_classes, space.head.act, rate)
 
 
 def build_layer(space: MBV2Space, in_ch: int, out_ch: int, stride: int, act: str, op: str, width: int) -> nn.Module:

@@ -1,10 +1,15 @@
 """DARTS genotypes: the derived cell architecture, its JSON form and the published ones.
 
-A cell genotype keeps two incoming edges per intermediate node as
-``(op, source_node)`` pairs (sources 0/1 are the cell inputs) and the nodes it
-concatenates. A network genotype holds one normal and one reduction cell, or,
-for multi-level search, one normal cell per stage (low/mid/high) and one
-reduction cell per reduction (two).
+A cell genotype keeps the incoming edges of each intermediate node as
+``(op, source_node)`` pairs (sources 0/1 are the cell inputs), node after node,
+``node_inputs[i]`` of them for node ``2 + i``, and the nodes it concatenates.
+DARTS keeps exactly two inputs per node; Fair DARTS's threshold rule keeps 0, 1
+or 2, and a node without inputs is left out of the cell (and of ``concat``). A
+network genotype holds one normal and one reduction cell, or, for multi-level
+search, one normal cell per stage (low/mid/high) and one reduction cell per
+reduction (two).
+
+JSON version 2 adds ``node_inputs``; version 1 files (two inputs per node) still load.
 """
 
 from __future__ import annotations
@@ -19,42 +24,70 @@ from tfnas.spaces.darts import NUM_INPUT_NODES, NUM_NODES
 from tfnas.utils.io import atomic_write_json, read_json
 
 FORMAT = "tfnas.darts-genotype"
-VERSION = 1
+VERSION = 2
 
 
 @dataclass(frozen=True)
 class CellGenotype:
     edges: tuple[tuple[str, int], ...]
     concat: tuple[int, ...] = tuple(range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_NODES))
+    node_inputs: tuple[int, ...] | None = None  # edges per intermediate node; None: two each (DARTS)
+
+    def __post_init__(self) -> None:
+        # one spelling per cell: two inputs everywhere is the DARTS form (None), so equal cells compare equal
+        if self.node_inputs is not None and len(self.node_inputs) == NUM_NODES and set(self.node_inputs) == {2}:
+            object.__setattr__(self, "node_inputs", None)
+
+    @property
+    def inputs_per_node(self) -> tuple[int, ...]:
+        return self.node_inputs if self.node_inputs is not None else (2,) * (len(self.edges) // 2)
+
+    @property
+    def targets(self) -> tuple[int, ...]:
+        """The node each edge feeds, in edge order."""
+        return tuple(NUM_INPUT_NODES + i for i, n in enumerate(self.inputs_per_node) for _ in range(n))
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.inputs_per_node)
 
     def validate(self, where: str = "cell") -> None:
-        if len(self.edges) % 2:
+        if self.node_inputs is None and len(self.edges) % 2:
             raise ConfigError(f"{where}: needs two edges per node, got {len(self.edges)} edges")
-        num_nodes = len(self.edges) // 2
-        for k, (op, src) in enumerate(self.edges):
-            node = NUM_INPUT_NODES + k // 2
+        counts = self.inputs_per_node
+        if any(n < 0 for n in counts) or sum(counts) != len(self.edges):
+            raise ConfigError(f"{where}: node_inputs {list(counts)} do not add up to its {len(self.edges)} edges")
+        empty = {NUM_INPUT_NODES + i for i, n in enumerate(counts) if n == 0}
+        for k, ((op, src), node) in enumerate(zip(self.edges, self.targets)):
             if op not in OPS:
                 raise ConfigError(f"{where}: edge {k} has unknown op {op!r}")
             if not 0 <= int(src) < node:
                 raise ConfigError(f"{where}: edge {k} into node {node} comes from node {src}")
-        last = NUM_INPUT_NODES + num_nodes
-        if not self.concat or any(not 0 <= c < last for c in self.concat):
-            raise ConfigError(f"{where}: concat {list(self.concat)} must name nodes 0..{last - 1}")
+            if src in empty:
+                raise ConfigError(f"{where}: edge {k} into node {node} comes from node {src}, which has no inputs")
+        last = NUM_INPUT_NODES + len(counts)
+        if not self.concat or any(not 0 <= c < last or c in empty for c in self.concat):
+            raise ConfigError(f"{where}: concat {list(self.concat)} must name nodes 0..{last - 1} that have inputs")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"edges": [[op, int(src)] for op, src in self.edges], "concat": list(self.concat)}
+        out: dict[str, Any] = {"edges": [[op, int(src)] for op, src in self.edges], "concat": list(self.concat)}
+        if self.node_inputs is not None:
+            out["node_inputs"] = list(self.node_inputs)
+        return out
 
     @classmethod
     def from_obj(cls, obj: Any, concat: Any = None, where: str = "cell") -> CellGenotype:
-        """From ``{"edges": [...], "concat": [...]}`` or a bare DARTS-style ``[(op, src), ...]``."""
+        """From ``{"edges": [...], "concat": [...], "node_inputs": [...]}`` or a bare ``[(op, src), ...]``."""
+        counts = None
         if isinstance(obj, dict):
-            edges, concat = obj.get("edges"), obj.get("concat", concat)
+            edges, concat, counts = obj.get("edges"), obj.get("concat", concat), obj.get("node_inputs")
         else:
             edges = obj
         try:
             cell = cls(
                 tuple((str(op), int(src)) for op, src in edges),
                 tuple(int(c) for c in (concat if concat is not None else cls.concat)),
+                tuple(int(n) for n in counts) if counts is not None else None,
             )
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{where}: malformed edges ({e})") from None

@@ -9,7 +9,12 @@ A method is a bundle of choices the shared bilevel trainer consults:
 * ``regularizers``: extra terms on the architecture (validation) loss:
   entropy, zero-one, latency, composable with any method;
 * ``perturb``: SDARTS perturbation of the op weights during the weight step;
-* ``aux_beta``: DARTS- auxiliary-skip weight as a function of search progress.
+* ``aux_beta``: DARTS- auxiliary-skip weight as a function of search progress;
+* ``derive`` / ``derive_options``: the genotype derivation rule (``derive.DERIVE_RULES``);
+* ``arch_warmup_epochs``: first epochs train the weights only (PC-DARTS: 15).
+
+Every default is the published method's (its paper and official code);
+where an option keeps another behaviour, its docstring says so.
 
 Adding a method means registering one builder; the trainer has no per-method branches.
 """
@@ -25,6 +30,7 @@ import torch
 from torch import nn
 
 from tfnas.errors import ConfigError
+from tfnas.search.darts.derive import get_rule
 from tfnas.search.darts.supernet import ArchWeights, DartsSupernet
 
 Normalizer = Callable[[torch.Tensor], torch.Tensor]
@@ -64,6 +70,9 @@ class SearchMethod:
     regularizers: list[ArchRegularizer] = field(default_factory=list)
     perturb: Perturbation | None = None
     aux_beta: Callable[[float], float] | None = None
+    derive: str = "top2"
+    derive_options: dict[str, float] = field(default_factory=dict)
+    arch_warmup_epochs: int = 0
 
     @property
     def normalize(self) -> Normalizer:
@@ -75,18 +84,30 @@ def _op_weights(weights: ArchWeights) -> list[torch.Tensor]:
     return [weights["normal"], weights["reduce"]]
 
 
+ENTROPY_REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"sum": torch.sum, "mean": torch.mean}
+
+
 @dataclass
 class EntropyLoss:
-    """gamma * H(alpha weights): pushes each edge towards one op, narrowing the derivation gap."""
+    """gamma * H(alpha weights): pushes each edge towards one op, narrowing the derivation gap.
+
+    ``reduction='sum'`` (default) is the paper's L_entropy, summed over every edge of every alpha set,
+    with gamma = 1. ``'mean'`` (an option) averages over the edges: with 70 edges that acts like
+    gamma / 70.
+    """
 
     gamma: float = 1.0
-    reduction: str = "mean"  # mean over edges, or 'sum' as in the paper's formula
+    reduction: str = "sum"
     name: str = "entropy"
+
+    def __post_init__(self) -> None:
+        if self.reduction not in ENTROPY_REDUCTIONS:
+            raise ConfigError(f"entropy reduction {self.reduction!r}: choose from {', '.join(ENTROPY_REDUCTIONS)}")
 
     def __call__(self, model: DartsSupernet, weights: ArchWeights, progress: float) -> torch.Tensor:
         ent = [-(w * torch.log(w.clamp_min(1e-12))).sum(-1) for w in _op_weights(weights)]
         flat = torch.cat([e.flatten() for e in ent])
-        return self.gamma * (flat.sum() if self.reduction == "sum" else flat.mean())
+        return self.gamma * ENTROPY_REDUCTIONS[self.reduction](flat)
 
 
 @dataclass
@@ -102,13 +123,28 @@ class ZeroOneLoss:
 
 
 # ---------------------------------------------------------------- SDARTS perturbations
+# As in the official SmoothDARTS code: the perturbed op weights stay a distribution per edge (each row
+# clamped to [0, 1] and renormalised), eps grows linearly per epoch from eps_min to
+# eps_min + (eps_max - eps_min) * (epochs - 1) / epochs (``progress`` = epoch / epochs).
+PERTURBED = ("normal", "reduce")
+
+
 def _epsilon(eps_min: float, eps_max: float, progress: float) -> float:
     return eps_min + (eps_max - eps_min) * progress
 
 
+def project_rows(w: torch.Tensor) -> torch.Tensor:
+    """Each edge's op weights (last dim) clamped to [0, 1] and divided by their sum; a row that clamps
+    to all zeros puts 1 on its (pre-clamp) largest entry."""
+    top = torch.nn.functional.one_hot(w.argmax(-1), w.shape[-1]).to(w.dtype)
+    c = w.clamp(0.0, 1.0)
+    c = torch.where(c.sum(-1, keepdim=True) == 0, top, c)
+    return c / c.sum(-1, keepdim=True)
+
+
 @dataclass
 class RandomSmoothing:
-    """SDARTS-RS: uniform noise in [-eps, eps] on the op weights for each weight step."""
+    """SDARTS-RS: uniform noise in [-eps, eps] on the op weights of each weight step, projected per edge."""
 
     eps_min: float = 0.03
     eps_max: float = 0.3
@@ -116,42 +152,57 @@ class RandomSmoothing:
     def __call__(self, model, weights, x, y, criterion, progress):  # noqa: ANN001, ANN204
         eps = _epsilon(self.eps_min, self.eps_max, progress)
         out = dict(weights)
-        for k in ("normal", "reduce"):
+        for k in PERTURBED:
             w = weights[k].detach()
-            out[k] = w + torch.empty_like(w).uniform_(-eps, eps)
+            out[k] = project_rows(w + torch.empty_like(w).uniform_(-eps, eps))
         return out
 
 
 @dataclass
 class AdversarialPerturbation:
-    """SDARTS-ADV: PGD on the op weights (L-inf ball of radius eps) maximising the training loss."""
+    """SDARTS-ADV: PGD on the op weights in an L-inf ball of radius eps, maximising the training loss.
+
+    As the official attack: the network runs in eval mode (BN on running statistics); a random start in
+    the ball; ``steps`` signed-gradient ascent steps of ``2 * eps / steps``, each projected back into the
+    ball around the clean weights and then per edge onto [0, 1] with rows summing to 1; the attack is
+    dropped (clean weights kept) when it did not raise the loss.
+    """
 
     eps_min: float = 0.03
     eps_max: float = 0.3
     steps: int = 7
-    step_size: float | None = None  # default 2.5 * eps / steps
+    step_size: float | None = None  # default 2 * eps / steps
     random_start: bool = True
 
     def __call__(self, model, weights, x, y, criterion, progress):  # noqa: ANN001, ANN204
         eps = _epsilon(self.eps_min, self.eps_max, progress)
-        step = self.step_size or 2.5 * eps / max(self.steps, 1)
-        base = {k: weights[k].detach() for k in ("normal", "reduce")}
-        delta = {
-            k: (torch.empty_like(v).uniform_(-eps, eps) if self.random_start else torch.zeros_like(v))
-            for k, v in base.items()
-        }
-        fixed = {k: v.detach() for k, v in weights.items() if k not in base}
+        step = self.step_size or 2.0 * eps / max(self.steps, 1)
+        clean = {k: weights[k].detach() for k in PERTURBED}
+        fixed = {k: v.detach() for k, v in weights.items() if k not in clean}
         was_training = model.training
-        for _ in range(self.steps):
-            for d in delta.values():
-                d.requires_grad_(True)
-            w = {**fixed, **{k: (base[k] + delta[k]).clamp(0.0, 1.0) for k in base}}
-            loss = criterion(model(x, w), y)
-            grads = torch.autograd.grad(loss, list(delta.values()))
+        model.eval()
+        try:
             with torch.no_grad():
-                delta = {k: (d + step * g.sign()).clamp(-eps, eps) for (k, d), g in zip(delta.items(), grads)}
-        model.train(was_training)
-        return {**weights, **{k: (base[k] + delta[k]).clamp(0.0, 1.0).detach() for k in base}}
+                loss_before = float(criterion(model(x, {**fixed, **clean}), y))
+            w = dict(clean)
+            if self.random_start:
+                w = {k: project_rows(v + torch.empty_like(v).uniform_(-eps, eps)) for k, v in w.items()}
+            for _ in range(self.steps):
+                w = {k: v.detach().requires_grad_(True) for k, v in w.items()}
+                loss = criterion(model(x, {**fixed, **w}), y)
+                grads = torch.autograd.grad(loss, list(w.values()))
+                with torch.no_grad():
+                    w = {
+                        k: project_rows(clean[k] + (v + step * g.sign() - clean[k]).clamp(-eps, eps))
+                        for (k, v), g in zip(w.items(), grads)
+                    }
+            with torch.no_grad():
+                loss_after = float(criterion(model(x, {**fixed, **w}), y))
+        finally:
+            model.train(was_training)
+        if loss_before > loss_after:
+            w = clean
+        return {**weights, **{k: v.detach() for k, v in w.items()}}
 
 
 # ---------------------------------------------------------------- DARTS- beta schedules
@@ -200,20 +251,29 @@ def _multilevel(cfg: dict[str, Any]) -> SearchMethod:
 
 @register_method("multilevel_entropy")
 def _multilevel_entropy(cfg: dict[str, Any]) -> SearchMethod:
-    ent = EntropyLoss(float(cfg.get("gamma", 1.0)), cfg.get("entropy_reduction", "mean"))
+    ent = EntropyLoss(float(cfg.get("gamma", 1.0)), cfg.get("entropy_reduction", "sum"))
     return SearchMethod("multilevel_entropy", supernet={"multi_level": True}, regularizers=[ent])
 
 
 @register_method("fair_darts")
 def _fair_darts(cfg: dict[str, Any]) -> SearchMethod:
+    """Sigmoid weights, zero-one loss, and Fair DARTS's own derivation: an edge stays when its best op
+    weight is >= ``threshold`` (0.85). ``derive: top2`` keeps the DARTS rule instead (an option)."""
     zo = ZeroOneLoss(float(cfg.get("zero_one_weight", 10.0)))
-    return SearchMethod("fair_darts", normalize_name="sigmoid", regularizers=[zo])
+    rule = cfg.get("derive", "threshold")
+    options = {"threshold": float(cfg.get("threshold", 0.85))} if rule == "threshold" else {}
+    return SearchMethod("fair_darts", normalize_name="sigmoid", regularizers=[zo], derive=rule, derive_options=options)
 
 
 @register_method("pc_darts")
 def _pc_darts(cfg: dict[str, Any]) -> SearchMethod:
+    """Partial channels (K = 4), edge normalisation, and the official 15 warm-up epochs of weights only."""
     k = int(cfg.get("partial_k", 4))
-    return SearchMethod("pc_darts", supernet={"partial_k": k, "edge_norm": bool(cfg.get("edge_norm", True))})
+    return SearchMethod(
+        "pc_darts",
+        supernet={"partial_k": k, "edge_norm": bool(cfg.get("edge_norm", True))},
+        arch_warmup_epochs=int(cfg.get("arch_warmup_epochs", 15)),
+    )
 
 
 def _sdarts_kwargs(cfg: dict[str, Any]) -> dict[str, float]:
@@ -233,7 +293,7 @@ def _sdarts_adv(cfg: dict[str, Any]) -> SearchMethod:
 
 def build_method(cfg: dict[str, Any] | str) -> SearchMethod:
     """Build from ``{"name": ..., **options}``. Common options for any method:
-    ``second_order`` (bool), ``entropy_gamma`` (adds the entropy loss)."""
+    ``second_order`` (bool), ``entropy_gamma`` (adds the entropy loss), ``arch_warmup_epochs`` (int)."""
     if isinstance(cfg, str):
         cfg = {"name": cfg}
     name = cfg.get("name")
@@ -242,6 +302,9 @@ def build_method(cfg: dict[str, Any] | str) -> SearchMethod:
     method = METHODS[name](cfg)
     if "second_order" in cfg:
         method.second_order = bool(cfg["second_order"])
+    if "arch_warmup_epochs" in cfg:
+        method.arch_warmup_epochs = int(cfg["arch_warmup_epochs"])
+    get_rule(method.derive)  # an unknown rule fails here, before any training
     if cfg.get("entropy_gamma") and not any(r.name == "entropy" for r in method.regularizers):
-        method.regularizers.append(EntropyLoss(float(cfg["entropy_gamma"])))
+        method.regularizers.append(EntropyLoss(float(cfg["entropy_gamma"]), cfg.get("entropy_reduction", "sum")))
     return method

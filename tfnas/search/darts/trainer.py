@@ -1,8 +1,9 @@
 """The one bilevel trainer every DARTS-family method runs on.
 
 Each step: an architecture step on a held-out batch (first or second order,
-plus the method's regularizers), then a weight step on a training batch (with
-the method's perturbation of the op weights, if any). Every ``hessian.every``
+plus the method's regularizers; none during the method's warm-up epochs), then
+a weight step on a training batch (with the method's perturbation of the op
+weights, if any; SDARTS grows its radius per epoch, as the official code). Every ``hessian.every``
 steps the dominant Hessian eigenvalue is logged. Each epoch ends with a
 checkpoint (model, both optimisers, RNG) and the current genotype, so a
 resumed run continues exactly where the interrupted one stopped.
@@ -167,7 +168,12 @@ class DartsSearch:
     def _to(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def derive(self, meta: dict | None = None) -> Genotype:
+        """The current genotype by the method's own derivation rule."""
+        return derive_genotype(self.model, meta, self.method.derive, **self.method.derive_options)
+
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, progress_: float) -> tuple[float, float]:
+        """``progress_``: the perturbation's schedule position (``epoch / epochs`` in the trainer)."""
         with torch.no_grad():
             weights = self.model.arch_weights()
         if self.method.perturb is not None:
@@ -231,6 +237,9 @@ class DartsSearch:
             momentum=float(s["w_optimizer"].get("momentum", 0.0)),
             weight_decay=float(s["w_optimizer"].get("weight_decay", 0.0)),
         )
+        warmup = self.method.arch_warmup_epochs
+        if warmup >= self.epochs:
+            print(f"warning: {warmup} warm-up epochs >= {self.epochs} epochs: no architecture step will run")
         epoch = start_epoch - 1
         try:
             for epoch in range(start_epoch, self.epochs):
@@ -254,13 +263,15 @@ class DartsSearch:
                     virtual.lr = lr
                     if self.method.aux_beta is not None:
                         self.model.aux_beta = self.method.aux_beta(p)
-                    with self.timer("arch_step"):
-                        parts = arch_step(
-                            self.model, self.method, self.a_opt, (xt, yt), (xv, yv), self.criterion, virtual,
-                            self.w_opt, p,
-                        )  # fmt: skip
+                    parts: dict[str, float] = {}
+                    if epoch >= warmup:  # warm-up epochs (PC-DARTS) train the weights only
+                        with self.timer("arch_step"):
+                            parts = arch_step(
+                                self.model, self.method, self.a_opt, (xt, yt), (xv, yv), self.criterion, virtual,
+                                self.w_opt, p,
+                            )  # fmt: skip
                     with self.timer("weight_step"):
-                        loss, acc = self.weight_step(xt, yt, p)
+                        loss, acc = self.weight_step(xt, yt, epoch / self.epochs)
                     sums["train_loss"] += loss
                     sums["train_acc"] += acc
                     n += 1
@@ -273,7 +284,7 @@ class DartsSearch:
                                 self.model, xv, yv, self.criterion, self.hessian_iters, seed=step
                             )
                         scalars["hessian_eig"] = eig
-                        self.eigen_genotypes.append(derive_genotype(self.model))
+                        self.eigen_genotypes.append(self.derive())
                         if self.stop_rule is not None and self.stop_rule.update(eig):
                             stopped = True
                     if step % log_every == 0 or stopped:
@@ -282,7 +293,7 @@ class DartsSearch:
                         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
                     if stopped:
                         break
-                genotype = derive_genotype(self.model, {"epoch": epoch, "method": self.method.name})
+                genotype = self.derive({"epoch": epoch, "method": self.method.name})
                 genotype.save(self.out_dir / "genotypes" / f"epoch_{epoch:03d}.json")
                 extra = {
                     "early_stopped": stopped,
@@ -295,7 +306,7 @@ class DartsSearch:
                     break
         finally:
             logger.close()
-        final = derive_genotype(self.model, {"method": self.method.name, "epochs": epoch + 1})
+        final = self.derive({"method": self.method.name, "epochs": epoch + 1})
         if stopped and self.stop_rule is not None and len(self.eigen_genotypes) > self.stop_rule.window:
             # RobustDARTS: fall back to the architecture from before the eigenvalue started rising
             final = self.eigen_genotypes[-self.stop_rule.window - 1]

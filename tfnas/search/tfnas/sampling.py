@@ -5,6 +5,14 @@ are ``-inf`` and can never be picked). A *weight scheme* lists the paths a
 weight step trains on the same batch: TF-NAS's bi-sampling is
 ``gumbel_random`` (one Gumbel path + one uniformly random path); the other
 schemes reproduce the paper's ablation of the second path.
+
+As in the reference code, the paths of one step are *distinct per layer*: each
+later path draws from the ops the earlier paths of the step left over (the
+random path of bi-sampling picks among the other 7 ops, ``max_alpha`` is the
+best op other than the Gumbel one, a second Gumbel path is a Gumbel draw over
+the remaining ops). Otherwise the second path would repeat the first one's op
+with the op's own probability, and the ablation variants would not differ as
+the paper describes (``max_alpha`` would mostly retrain the Gumbel op).
 """
 
 from __future__ import annotations
@@ -83,6 +91,23 @@ def weight_paths(scheme: str | list[str]) -> tuple[str, ...]:
 def sample_paths(name: str, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """One op index per layer (a LongTensor of shape [layers])."""
     return PATH_SAMPLERS[name](logits.detach(), generator)
+
+
+def draw_paths(names: tuple[str, ...], logits: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+    """The paths of one weight step, in order; each excludes, per layer, the ops earlier paths took.
+
+    A layer whose enabled ops are all taken already (a one-op search) keeps them all: the path repeats.
+    """
+    logits = logits.detach()
+    taken = torch.zeros_like(logits, dtype=torch.bool)
+    out = []
+    for name in names:
+        free = logits.masked_fill(taken, float("-inf"))
+        exhausted = ~torch.isfinite(free).any(-1, keepdim=True)
+        choice = PATH_SAMPLERS[name](torch.where(exhausted, logits, free), generator)
+        taken[torch.arange(len(choice)), choice] = True
+        out.append(choice)
+    return out
 
 
 def gumbel_softmax_weights(logits: torch.Tensor, temperature: float, generator: torch.Generator) -> torch.Tensor:

@@ -37,7 +37,7 @@ from tfnas.search.tfnas.config import AUTOCAST_DTYPES
 from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
 from tfnas.search.tfnas.latency import LatencyModel
 from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
-from tfnas.search.tfnas.sampling import gumbel_softmax_weights, sample_paths, weight_paths
+from tfnas.search.tfnas.sampling import draw_paths, gumbel_softmax_weights, weight_paths
 from tfnas.search.tfnas.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import MBV2Space, load_space
 from tfnas.utils.memory_format import apply_memory_format
@@ -230,8 +230,12 @@ class TFNASSearch:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     def temperature(self, epoch: int) -> float:
+        """Gumbel temperature of ``epoch``: ``temperature`` through the warm-up and the first architecture
+        epoch, then x ``temperature_decay`` after each architecture epoch (the reference decays only once
+        architecture steps run; warm-up steps use the Gumbel argmax, which no temperature changes).
+        """
         s = self.cfg["search"]
-        return s["temperature"] * s["temperature_decay"] ** epoch
+        return s["temperature"] * s["temperature_decay"] ** max(0, epoch - s["warmup_epochs"])
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, warm: bool) -> dict[str, float]:
         model, opt = self.model, self.w_opt
@@ -246,10 +250,9 @@ class TFNASSearch:
             features = model.stem_features(x)
         shared = features.detach().requires_grad_(True)
         total, correct = 0.0, 0
-        for name in ("gumbel",) if warm else self.paths:
-            choice = sample_paths(name, logits, gen).tolist()
+        for path in draw_paths(("gumbel",) if warm else self.paths, logits, gen):
             with self._autocast():
-                out = model.forward_paths(x, choice, shared)
+                out = model.forward_paths(x, path.tolist(), shared)
             loss = F.cross_entropy(out.float(), y)
             loss.backward()
             total += float(loss.detach())
@@ -280,6 +283,9 @@ class TFNASSearch:
             lat_loss = self.cfg["search"]["latency_lambda"] * (lat_ms / self.target - 1.0).abs()
             (ce + lat_loss).backward()
             self._all_reduce(model.arch_parameters())
+            clip = self.cfg["optim"]["grad_clip"]
+            if clip:  # the reference clips the architecture gradients with the same bound as the weights'
+                torch.nn.utils.clip_grad_norm_(model.arch_parameters(), clip)
             self.a_opt.step()
             model.normalize_alphas()
         finally:

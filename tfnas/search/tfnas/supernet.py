@@ -5,7 +5,8 @@ of op logits, kept as log-probabilities. Per stage: betas over the sink points
 (the outputs after layer ``min_depth`` .. ``n``; the stage input is a sink point
 when the first layer keeps the shape). A stage's output is the softmax(beta)
 mix of its sink points, so depth is searched without a skip op competing with
-real ops. Stem, first block and head are the derived network's own modules.
+real ops. Stem, first block and head are the derived network's own modules (the head without
+dropout: the reference searches without it).
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ class TFNASSupernet(nn.Module):
                 widths.append(space.default_width(name, g.in_ch))
             layers.append(MixedLayer(g.in_ch, g.out_ch, g.stride, g.act, specs, widths))
         self.layers = nn.ModuleList(layers)
-        self.head = build_head(space, num_classes)
+        # no dropout while searching (as in the reference supernet): the space's head dropout is a
+        # regulariser of the derived network's training, and it would add noise to every arch gradient
+        self.head = build_head(space, num_classes, dropout=0.0)
         self.stage_slices = space.stage_slices()
         self.min_depths = space.min_depths()
         n_layers, n_ops = len(layers), len(self.op_names)
