@@ -130,3 +130,33 @@ def test_genotype_latency_counts_kept_edges():
         8 * COST["max_pool_3x3"] * p.C * p.H_in**2 / 1000 / 2 for p in deploy_positions(shape) if p.reduction
     )
     assert abs(got - (fixed + normal_ms + reduce_ms)) < 1e-9
+
+
+def test_darts_calibration_fits_measured_eval_nets_and_prediction_applies_it():
+    """A table that under-predicts by a constant factor plus an overhead is corrected by the fit."""
+    import random
+
+    from tfnas.latency.darts_predict import calibrate_darts, genotype_latency, genotype_sum, random_genotype
+
+    space = load_space("s0")
+    shape = DeployShape(C=4, num_cells=3, resolution=8)
+
+    class Table:
+        calibration = None
+        meta: dict = {}
+
+        def latency(self, key, width=None):
+            return 0.01 + 0.001 * len(key)
+
+    table = Table()
+    rng = random.Random(0)
+    genos = [random_genotype(space, rng) for _ in range(10)]
+    assert all(op != "none" for g in genos for op, _ in g.normal[0].edges)
+    truth = [1.3 * genotype_sum(g, shape, table) + 0.2 for g in genos]
+    cal = calibrate_darts(table, space, shape, n=10, seed=0, measured=truth)
+    assert cal["mape_after"] < 0.5 < cal["mape_before"]
+    for g, t in zip(genos, truth):
+        assert genotype_latency(g, shape, table) == pytest.approx(t, rel=0.01)
+    assert genotype_latency(genos[0], shape, table, calibrated=False) == pytest.approx(
+        genotype_sum(genos[0], shape, table)
+    )

@@ -214,8 +214,9 @@ def _bundle(args: argparse.Namespace) -> int:
     print(f"bundle: {out} ({n} graphs, deploy {shape})")
     if args.profile:
         from profilers.run import profile_bundle
+        from profilers.timing import PROFILE_PROTOCOL
 
-        table = profile_bundle(out, args.profile, backend="ort", threads=args.threads)
+        table = profile_bundle(out, args.profile, backend="ort", threads=args.threads, protocol=PROFILE_PROTOCOL)
         print(f"latency table: {args.profile} ({len(table)} keys)")
     return 0
 

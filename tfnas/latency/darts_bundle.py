@@ -56,14 +56,19 @@ class CellPosition:
     H_in: int  # resolution of the cell inputs
     reduction_prev: bool
 
+    def src_stride(self, src: int) -> int:
+        """Stride of an edge leaving node ``src``: reduction cells halve their two inputs, nothing else."""
+        return 2 if self.reduction and src < 2 else 1
+
+    def src_resolution(self, src: int) -> int:
+        """Resolution of node ``src`` (cell inputs at H_in; a reduction cell's intermediate nodes halved)."""
+        return self.H_in // 2 if self.reduction and src >= 2 else self.H_in
+
     def edge_stride(self, edge: int) -> int:
-        return 2 if self.reduction and self._src(edge) < 2 else 1
+        return self.src_stride(self._src(edge))
 
     def edge_resolution(self, edge: int) -> int:
-        """Resolution of the edge's input (inputs at H_in; intermediate nodes already reduced)."""
-        if self.reduction and self._src(edge) >= 2:
-            return self.H_in // 2
-        return self.H_in
+        return self.src_resolution(self._src(edge))
 
     @staticmethod
     def _src(edge: int) -> int:

@@ -107,22 +107,35 @@ def measure_archs(
     """Per architecture, one measurement per round; rounds visit the architectures in shuffled order."""
     _check(backend, threads, batch)
     protocol = protocol or DEFAULT_PROTOCOL
-    from tqdm import tqdm
-
     with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
         dirs = [Path(tmp) / str(i) for i in range(len(archs))]
         timers = [PREPARERS[backend](a, backend, threads, batch, d) for a, d in zip(archs, dirs)]
-        results: list[list[Measurement]] = [[] for _ in archs]
-        rng = random.Random(seed)
-        bar = tqdm(total=len(archs) * rounds, desc="measure", unit="run", disable=not progress)
-        for _ in range(rounds):
-            order = list(range(len(archs)))
-            rng.shuffle(order)
-            for i in order:
-                results[i].append(timers[i](protocol))
-                bar.update(1)
-        bar.close()
+        return interleave(timers, protocol, rounds, seed, progress)
+
+
+def interleave(
+    timers: Sequence[Timer], protocol: TimingProtocol, rounds: int, seed: int = 0, progress: bool = False
+) -> list[list[Measurement]]:
+    """Per timer, one measurement per round; each round visits the timers in a new shuffled order, so a burst
+    of load on a shared machine hits one round of one network instead of all samples of it."""
+    from tqdm import tqdm
+
+    results: list[list[Measurement]] = [[] for _ in timers]
+    rng = random.Random(seed)
+    bar = tqdm(total=len(timers) * rounds, desc="measure", unit="run", disable=not progress)
+    for _ in range(rounds):
+        order = list(range(len(timers)))
+        rng.shuffle(order)
+        for i in order:
+            results[i].append(timers[i](protocol))
+            bar.update(1)
+    bar.close()
     return results
+
+
+def onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str = "ort", threads: int = 1) -> Timer:
+    """A timer of an exported ONNX graph on a ``profilers`` backend."""
+    return _onnx_timer(path, shape, backend, threads)
 
 
 def round_latency(ms: Sequence[Measurement]) -> float:

@@ -11,19 +11,19 @@ of its incoming edges, so by default an edge's latency is scaled by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
+from profilers.errors import ProfilerError
 from tfnas.errors import ConfigError
 from tfnas.latency.darts_bundle import DeployShape, deploy_positions, fixed_keys, op_key
+from tfnas.latency.darts_predict import LatencyLookup, genotype_latency
 from tfnas.search.darts.supernet import ArchWeights, DartsSupernet
 from tfnas.spaces.darts import CellSpace, node_edge_slices
 from tfnas.spaces.darts_genotypes import Genotype
 
-
-class LatencyLookup(Protocol):
-    def latency(self, key: str, width: int | None = None) -> float: ...
+__all__ = ["LatencyLoss", "build_latency_regularizer", "expected_latency", "genotype_latency", "latency_tensors"]
 
 
 def latency_tensors(
@@ -48,13 +48,13 @@ def latency_tensors(
                 key = op_key(op, pos.C, pos.edge_stride(e), pos.edge_resolution(e))
                 try:
                     L[kind][aset, e, k] += float(table.latency(key, None)) * float(scale[e])
-                except (KeyError, LookupError, Exception) as err:  # noqa: B014
+                except (KeyError, ProfilerError) as err:
                     missing.append(f"{key} ({err.__class__.__name__})")
     fixed = 0.0
     for key, _, _ in fixed_keys(shape):
         try:
             fixed += float(table.latency(key, None))
-        except Exception as err:
+        except (KeyError, ProfilerError) as err:
             missing.append(f"{key} ({err.__class__.__name__})")
     if missing:
         raise ConfigError(
@@ -102,29 +102,12 @@ def build_latency_regularizer(
     if table is None:
         if not cfg.get("table"):
             raise ConfigError("latency: needs 'table' (a LUT JSON measured from a DARTS bundle)")
-        from pathlib import Path
-
         from profilers.lut import LatencyTable
-        from tfnas.utils.io import repo_root
+        from tfnas.latency.table import profiler_errors
+        from tfnas.resources import find_table
 
-        path = Path(cfg["table"])
-        if not path.is_absolute() and not path.exists():
-            path = repo_root() / path  # shipped tables are named relative to the checkout
-        table = LatencyTable.load(path)
+        with profiler_errors():
+            table = LatencyTable.load(find_table(cfg["table"]))
     shape = DeployShape.from_dict(cfg.get("deploy"))
     Ln, Lr, fixed = latency_tensors(model.space, shape, table, model.cfg.multi_level, bool(cfg.get("kept_edges", True)))
     return LatencyLoss(Ln, Lr, fixed, float(cfg["target_ms"]), float(cfg.get("lambda", 0.1)), table=table, shape=shape)
-
-
-def genotype_latency(genotype: Genotype, shape: DeployShape, table: LatencyLookup) -> float:
-    """LUT prediction (ms) of the derived network: its kept edges' ops at every deployed cell + fixed parts."""
-    total = sum(float(table.latency(key, None)) for key, _, _ in fixed_keys(shape))
-    for pos in deploy_positions(shape):
-        cell = genotype.reduce_cell(pos.alpha_set) if pos.reduction else genotype.normal_cell(pos.alpha_set)
-        for op, src in cell.edges:
-            if op in ("none", "noise"):
-                continue
-            stride = 2 if pos.reduction and src < 2 else 1
-            h = pos.H_in // 2 if pos.reduction and src >= 2 else pos.H_in
-            total += float(table.latency(op_key(op, pos.C, stride, h), None))
-    return total
