@@ -99,6 +99,40 @@ def config_diff(a: dict, b: dict, path: str = "") -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------ run folders
+RUN_MARKER = ".tfnas-run"  # written into every run folder: what tfnas may write into again
+
+
+def is_run_dir(out: Path) -> bool:
+    """A folder of ours: it holds our marker or a run checkpoint (runs from before the marker)."""
+    return (out / RUN_MARKER).exists() or (out / "checkpoints" / "last.pt").exists()
+
+
+def claim_run_dir(out: str | Path, resume: bool = False, force: bool = False) -> Path:
+    """Refuse to write a run into a folder that holds someone else's files, unless ``force``.
+
+    An empty or new folder, or one of our runs, is fine (whether a previous run there may be
+    continued or replaced is ``RunCheckpoint.begin``'s business). Marks the folder as ours.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TfnasError(f"--out {out} is a file; give a folder for the run")
+    if out.is_dir() and not resume and not is_run_dir(out):
+        files = sorted(p.name for p in out.iterdir())
+        if files and not force:
+            shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+            raise TfnasError(
+                f"--out {out} is not empty and not a tfnas run ({shown}); its files would be overwritten:"
+                " choose a new or empty folder, or pass --force to write into it anyway"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_MARKER).exists():
+        from tfnas.utils.io import atomic_write_text
+
+        atomic_write_text(out / RUN_MARKER, "a tfnas run folder: tfnas may write into it again\n")
+    return out
+
+
 # ------------------------------------------------------------------ checkpoints
 class RunCheckpoint:
     """``<out_dir>/checkpoints/last.pt`` (+ ``epoch_XXX.pt`` when ``keep_all``)."""
@@ -125,6 +159,8 @@ class RunCheckpoint:
         """
         out = self.dir.parent
         cfg_path = out / "config.json"
+        if write:
+            claim_run_dir(out, resume)
         if resume:
             if not self.exists():
                 raise TfnasError(f"--resume: no checkpoint at {self.last}; start the run without --resume")
