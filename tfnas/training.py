@@ -15,13 +15,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from tqdm import tqdm
 
 from tfnas.arch import Architecture
 from tfnas.config import Schema
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.models.mbv2_net import build_model
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, set_lr
+from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, progress, set_lr
 from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from tfnas.utils.io import atomic_write_json
@@ -95,7 +94,7 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
     for epoch in range(start_epoch, cfg.epochs):
         ddp_model.train()
         set_loader_epoch(train_loader, epoch)
-        bar = tqdm(train_loader, desc=f"train {epoch + 1}/{cfg.epochs}", disable=not info.is_main, leave=False)
+        bar = progress(train_loader, steps, f"train {epoch + 1}/{cfg.epochs}", None if info.is_main else False)
         loss_sum = torch.zeros((), device=info.device)
         for i, (x, y) in enumerate(bar):
             set_lr(opt, lr_at(epoch * steps + i))
@@ -118,7 +117,7 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
         if info.is_main:
             logger.log((epoch + 1) * steps, **row)
             ckpt.save(epoch + 1, modules, {"history": history, "config": cfg.to_dict()})
-            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
     report = {"arch": arch.to_dict(), "config": cfg.to_dict(), "world_size": info.world_size, "history": history}
     if info.is_main:
