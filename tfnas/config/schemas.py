@@ -311,7 +311,7 @@ def method_options_schema(method: dict[str, Any], source: str) -> type[MethodOpt
     known = sorted(METHODS)
     if name is None:
         raise ConfigError(f"{source}: missing key 'method.name' (one of {', '.join(known)})")
-    if name not in METHODS:
+    if not isinstance(name, str) or name not in METHODS:
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f"; did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"{source}: key 'method.name' = {name!r}: expected one of {', '.join(known)}{hint}")
