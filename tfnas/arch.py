@@ -74,6 +74,8 @@ class Architecture:
             raise ConfigError(
                 f"{source}: 'stages' has {len(self.stages)} entries, space {sp.name!r} has {len(sp.stages)}"
             )
+        if not isinstance(self.resolution, int) or sp.final_size(self.resolution) < 1:
+            raise ConfigError(f"{source}: 'resolution' = {self.resolution!r}: too small for space {sp.name!r}")
         geos = sp.layers(self.resolution)
         for g in geos:
             layers = self.stages[g.stage]
@@ -125,40 +127,23 @@ class Architecture:
             raise ConfigError(f"{source}: 'format' = {data.get('format')!r}: expected {ARCH_FORMAT!r}")
         if data.get("version") != ARCH_VERSION:
             raise ConfigError(f"{source}: 'version' = {data.get('version')!r}: this tfnas reads version {ARCH_VERSION}")
-        for key in ("space", "stages"):
-            if key not in data:
-                raise ConfigError(f"{source}: missing key {key!r}")
+        from tfnas.config import validate
+        from tfnas.config.schemas import ArchFile
+
+        d = validate(ArchFile, data, source)  # keys and types; the space checks ops, widths and depths
         if space is not None:
             sp = space
         else:
             try:
-                sp = load_space(data["space"])
+                sp = load_space(d["space"])
             except ConfigError as e:
                 raise ConfigError(f"{source}: 'space': {e}") from None
-        if space is not None and data["space"] != space.name:
-            raise ConfigError(f"{source}: 'space' = {data['space']!r} but the given space is {space.name!r}")
-        resolution = data.get("resolution", sp.resolution)
-        if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 8:
-            raise ConfigError(f"{source}: 'resolution' = {resolution!r}: expected an integer >= 8")
-        raw = data["stages"]
-        if not isinstance(raw, list):
-            raise ConfigError(f"{source}: 'stages' must be a list, got {type(raw).__name__}")
-        stages, depths = [], []
-        for s, st in enumerate(raw):
-            if not isinstance(st, dict) or "layers" not in st or "depth" not in st:
-                raise ConfigError(f"{source}: stages[{s}] must be an object with 'depth' and 'layers'")
-            if not isinstance(st["layers"], list):
-                raise ConfigError(f"{source}: stages[{s}].layers must be a list")
-            layers = []
-            for i, lay in enumerate(st["layers"]):
-                if not isinstance(lay, dict) or "op" not in lay or "width" not in lay:
-                    raise ConfigError(f"{source}: stages[{s}].layers[{i}] must be an object with 'op' and 'width'")
-                layers.append(LayerChoice(lay["op"], lay["width"]))
-            stages.append(layers)
-            depths.append(st["depth"])
-        meta = data.get("meta", {})
-        if not isinstance(meta, dict):
-            raise ConfigError(f"{source}: 'meta' must be an object")
+        if space is not None and d["space"] != space.name:
+            raise ConfigError(f"{source}: 'space' = {d['space']!r} but the given space is {space.name!r}")
+        resolution = d["resolution"] or sp.resolution
+        stages = [[LayerChoice(lay["op"], lay["width"]) for lay in st["layers"]] for st in d["stages"]]
+        depths = [st["depth"] for st in d["stages"]]
+        meta = d["meta"]
         return cls(sp, stages, depths, resolution, meta).validate(source)
 
 

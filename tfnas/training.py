@@ -8,19 +8,19 @@ the final weights ``model.pt`` (a plain state dict under ``"model"``).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
-from tqdm import tqdm
 
 from tfnas.arch import Architecture
+from tfnas.config import Schema
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
-from tfnas.errors import ConfigError
 from tfnas.models.mbv2_net import build_model
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, set_lr
+from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, progress, set_lr
 from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from tfnas.utils.io import atomic_write_json
@@ -29,40 +29,34 @@ from tfnas.utils.metrics import MetricsLogger
 from tfnas.utils.seed import seed_everything
 
 
-@dataclass
-class TrainConfig:
+class TrainConfig(Schema):
+    """``tfnas train`` settings (flags, or a YAML file with these keys); checked when built."""
+
     data: str = "generated"
-    resolution: int | None = None  # default: the architecture's resolution
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.1
-    warmup_epochs: int = 0
-    num_samples: int = 2000  # generated data only
-    workers: int = 0
-    seed: int = 0
-    device: str | None = None  # "cpu" | "cuda" | None (auto)
+    resolution: int | None = Field(None, ge=8)  # default: the architecture's resolution
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(4e-5, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    warmup_epochs: int = Field(0, ge=0)
+    num_samples: int = Field(2000, ge=2)  # generated data only
+    workers: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0)
+    device: Literal["cpu", "cuda"] | None = None  # None: cuda when available
     channels_last: bool = True
 
-    def validate(self) -> TrainConfig:
-        for name in ("epochs", "batch_size", "num_samples"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train config: {name} = {getattr(self, name)!r}: expected >= 1")
-        if self.lr <= 0:
-            raise ConfigError(f"train config: lr = {self.lr!r}: expected > 0")
-        for name in ("warmup_epochs", "workers"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train config: {name} = {getattr(self, name)!r}: expected >= 0")
-        if self.device not in (None, "cpu", "cuda"):
-            raise ConfigError(f"train config: device = {self.device!r}: expected cpu, cuda or unset (auto)")
-        return self
+
+def load_train_config(path: str | Path) -> dict[str, Any]:
+    """A YAML file of ``TrainConfig`` keys, checked (errors name the file and the key)."""
+    from tfnas.config import load_file
+
+    return load_file(path, TrainConfig, "train config")
 
 
 def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict:
     """Train ``arch`` on ``cfg.data``; returns the final report (also written to ``train_report.json``)."""
-    cfg.validate()
     out = Path(out_dir)
     info = init_distributed(cfg.device)
     seed_everything(cfg.seed + info.rank)
@@ -87,7 +81,7 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
     ckpt = RunCheckpoint(out)
     modules = {"model": unwrap(ddp_model), "optimizer": opt}
     start_epoch, history = 0, []
-    ckpt.begin(resume, asdict(cfg), ("device", "workers", "channels_last"), write=info.is_main)
+    ckpt.begin(resume, cfg.to_dict(), ("device", "workers", "channels_last"), write=info.is_main)
     if resume:
         start_epoch, extra = ckpt.load(modules)
         history = list(extra.get("history", []))
@@ -100,7 +94,7 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
     for epoch in range(start_epoch, cfg.epochs):
         ddp_model.train()
         set_loader_epoch(train_loader, epoch)
-        bar = tqdm(train_loader, desc=f"train {epoch + 1}/{cfg.epochs}", disable=not info.is_main, leave=False)
+        bar = progress(train_loader, steps, f"train {epoch + 1}/{cfg.epochs}", None if info.is_main else False)
         loss_sum = torch.zeros((), device=info.device)
         for i, (x, y) in enumerate(bar):
             set_lr(opt, lr_at(epoch * steps + i))
@@ -122,10 +116,10 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
         history.append(row)
         if info.is_main:
             logger.log((epoch + 1) * steps, **row)
-            ckpt.save(epoch + 1, modules, {"history": history, "config": asdict(cfg)})
-            tqdm.write(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            ckpt.save(epoch + 1, modules, {"history": history, "config": cfg.to_dict()})
+            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
 
-    report = {"arch": arch.to_dict(), "config": asdict(cfg), "world_size": info.world_size, "history": history}
+    report = {"arch": arch.to_dict(), "config": cfg.to_dict(), "world_size": info.world_size, "history": history}
     if info.is_main:
         save_checkpoint(out / "model.pt", {"model": unwrap(ddp_model).state_dict()})
         atomic_write_json(out / "train_report.json", report)

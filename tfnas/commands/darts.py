@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.resources import find_config
-from tfnas.utils.io import atomic_write_json, read_yaml
+from tfnas.utils.io import atomic_write_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="run folder (default runs/darts/<config name>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     p.add_argument("--epochs", type=int, default=None, help="override search.epochs")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (runtime.threads)")
+    p.add_argument("--no-progress", action="store_true", help="no progress output")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out that is not a tfnas run")
 
     p = sub.add_parser("eval", help="build an evaluation network: params, mult-adds, ONNX export, latency")
     p.add_argument("--genotype", required=True, help="published name (see `genotypes`) or genotype JSON")
@@ -41,7 +43,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=int, default=None, help="number of cells (20 cifar / 14 imagenet)")
     p.add_argument("--classes", type=int, default=None)
     p.add_argument("--resolution", type=int, default=None, help="input size (32 cifar / 224 imagenet)")
-    p.add_argument("--onnx", default=None, help="export to this ONNX file (checked, parity-tested)")
+    p.add_argument(
+        "--onnx",
+        default=None,
+        help="export to this ONNX file (checked, parity-tested); --measure alone uses a temp file",
+    )
     p.add_argument("--measure", action="store_true", help="time the ONNX graph with ONNX Runtime")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --measure")
     p.add_argument("--batch", type=int, default=1)
@@ -54,8 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (runtime.threads)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out that is not a tfnas run")
 
     p = sub.add_parser("genotypes", help="list published genotypes (optionally draw them)")
     p.add_argument("--show", default=None, metavar="NAME", help="print one genotype as JSON")
@@ -69,39 +76,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
 
 
-def _load_config(path: str) -> dict[str, Any]:
-    cfg = read_yaml(find_config(path, "darts"), "DARTS config")
-    if not isinstance(cfg, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return cfg
-
-
 def _with_overrides(cfg: dict, args: argparse.Namespace, section: str) -> dict:
-    """Apply the command-line overrides (--data, --epochs, --threads) to a config dict."""
-    cfg.setdefault("data", {})
-    cfg.setdefault(section, {})
+    """Apply the command-line overrides (--data, --epochs, --threads) to a validated config dict."""
     if args.data:
         cfg["data"]["source"] = args.data
     if args.epochs is not None:
         cfg[section]["epochs"] = args.epochs
     if args.threads is not None:
-        cfg[section]["threads"] = args.threads
+        cfg["runtime"]["threads"] = args.threads
+    if args.no_progress:
+        cfg["runtime"]["progress"] = False
     return cfg
 
 
 def _search(args: argparse.Namespace) -> int:
+    from tfnas.config import load_file
+    from tfnas.config.schemas import DartsSearchConfig
+    from tfnas.search.common import claim_run_dir
     from tfnas.search.darts.trainer import DartsSearch
 
-    cfg = _with_overrides(_load_config(args.config), args, "search")
+    cfg = _with_overrides(load_file(find_config(args.config, "darts"), DartsSearchConfig, "DARTS config"), args, "search")
     out = Path(args.out or Path("runs") / "darts" / Path(args.config).stem)
     if not args.resume and (out / "checkpoints" / "last.pt").exists():
         raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    claim_run_dir(out, args.resume, args.force)
     t0 = time.time()
-    search = DartsSearch(cfg, out, show_progress=False if args.no_progress else None)
+    search = DartsSearch(cfg, out, source=args.config)
     print(
         f"DARTS search: method {search.method.name}, space {search.model.space.name}, "
         f"{search.epochs} epochs x {search.steps_per_epoch} steps, data {search.data.source} -> {out}"
     )
+    deploy = _latency_budget(search)
+    if deploy:
+        print(deploy, flush=True)
     result = search.run(resume=args.resume)
     print(
         f"done in {time.time() - t0:.1f}s ({result.epochs_done} epochs{', early-stopped' if result.early_stopped else ''})"
@@ -109,8 +116,26 @@ def _search(args: argparse.Namespace) -> int:
     for name, cell in [("normal", c) for c in result.genotype.normal] + [("reduce", c) for c in result.genotype.reduce]:
         edges = (f"{node}<-{op}<-{src}" for (op, src), node in zip(cell.edges, cell.targets))
         print(f"  {name}: {', '.join(edges)}")
+    if deploy:
+        print(deploy)
     print(f"genotype: {out / 'genotype.json'}")
     return 0
+
+
+def _latency_budget(search: Any) -> str:
+    """The deployment shape and device a latency-aware search's budget refers to ('' without one)."""
+    for reg in search.method.regularizers:
+        shape, table = getattr(reg, "shape", None), getattr(reg, "table", None)
+        if shape is not None and table is not None:
+            fp = getattr(table, "fingerprint", {}) or {}
+            device = fp.get("gpu_model") or fp.get("cpu_model") or "unknown device"
+            runtime = " ".join(str(fp[k]) for k in ("runtime", "runtime_version") if fp.get(k))
+            return (
+                f"latency budget {reg.target_ms:g} ms for the deployed net C={shape.C}, {shape.num_cells} cells,"
+                f" {shape.resolution}x{shape.resolution}, batch {shape.batch}, on {device} ({runtime},"
+                f" {fp.get('threads', '?')} thread(s); table {getattr(table, 'source', '?')})"
+            )
+    return ""
 
 
 def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,20 +162,29 @@ def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
         f"{report['mult_adds'] / 1e6:.1f} M mult-adds at {res}x{res}"
     )
     if args.onnx or args.measure:
-        from tfnas.export.onnx import check_parity, export_onnx
-
-        path = Path(args.onnx or Path("runs") / "darts" / f"{Path(str(args.genotype)).stem}_{args.setting}.onnx")
-        export_onnx(net, path, shape)
-        report["onnx"] = str(path)
-        report["parity_max_abs_diff"] = check_parity(net, path, shape, atol=1e-4)
-        print(f"ONNX: {path} (checker ok, max |torch - ort| = {report['parity_max_abs_diff']:.2e})")
-        if args.measure:
-            from tfnas.latency.measure import measure_onnx
-
-            m = measure_onnx(path, shape, "ort", threads=args.threads)
-            report["latency_ms"] = {"median": m.median_ms, "spread": m.spread_ms, "cv": m.cv, "noisy": m.noisy}
-            print(f"latency (ort, {args.threads} thread(s), batch {args.batch}): {m.median_ms:.3f} ms (cv {m.cv:.1%})")
+        # --measure alone times a temporary file: nothing is written into the working folder
+        with tempfile.TemporaryDirectory(prefix="tfnas-darts-eval-") as tmp:
+            path = Path(args.onnx) if args.onnx else Path(tmp) / "eval_net.onnx"
+            _export_and_measure(net, path, shape, args, report)
+            if not args.onnx:
+                report["onnx"] = None
     return report
+
+
+def _export_and_measure(net: Any, path: Path, shape: tuple, args: argparse.Namespace, report: dict) -> None:
+    from tfnas.export.onnx import check_parity, export_onnx
+
+    export_onnx(net, path, shape)
+    report["onnx"] = str(path)
+    report["parity_max_abs_diff"] = check_parity(net, path, shape, atol=1e-4)
+    print(f"ONNX: {path if args.onnx else '(temporary)'} (checker ok, max |torch - ort| = "
+          f"{report['parity_max_abs_diff']:.2e})")  # fmt: skip
+    if args.measure:
+        from tfnas.latency.measure import measure_onnx
+
+        m = measure_onnx(path, shape, "ort", threads=args.threads)
+        report["latency_ms"] = {"median": m.median_ms, "spread": m.spread_ms, "cv": m.cv, "noisy": m.noisy}
+        print(f"latency (ort, {args.threads} thread(s), batch {args.batch}): {m.median_ms:.3f} ms (cv {m.cv:.1%})")
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -161,15 +195,25 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from tfnas.config import load_file, validate
+    from tfnas.config.schemas import DartsTrainConfig
+    from tfnas.search.common import claim_run_dir
     from tfnas.search.darts.train_eval import train_eval_net
     from tfnas.spaces.darts_genotypes import get_genotype
 
     genotype = get_genotype(args.genotype)
-    cfg = _with_overrides(_load_config(args.config) if args.config else {}, args, "train")
+    source = args.config or "<DARTS train defaults>"
+    raw = (
+        load_file(args.config, DartsTrainConfig, "DARTS train config")
+        if args.config
+        else validate(DartsTrainConfig, {}, source)
+    )
+    cfg = _with_overrides(raw, args, "train")
     out = Path(args.out or Path("runs") / "darts_train" / Path(str(args.genotype)).stem)
     if not args.resume and (out / "checkpoints" / "last.pt").exists():
         raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    summary = train_eval_net(genotype, cfg, out, resume=args.resume, show_progress=False if args.no_progress else None)
+    claim_run_dir(out, args.resume, args.force)
+    summary = train_eval_net(genotype, cfg, out, resume=args.resume, source=source)
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
+
+from tfnas.errors import ConfigError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +26,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override search.epochs")
     parser.add_argument("--seed", type=int, default=None, help="override the seed")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--no-progress", action="store_true", help="no progress output")
+    parser.add_argument("--force", action="store_true", help="write into a non-empty --out that is not a tfnas run")
+
+
+def deployment_shape(lat: Any) -> str:
+    """What a latency budget refers to: the table's input shape and the device it was measured on."""
+    fp = lat.lookup.table.fingerprint
+    device = fp.get("gpu_model") or fp.get("cpu_model") or "unknown device"
+    runtime = " ".join(str(fp[k]) for k in ("runtime", "runtime_version") if fp.get(k))
+    threads = f", {fp['threads']} thread(s)" if fp.get("threads") and not fp.get("gpu_model") else ""
+    return (
+        f"{lat.resolution}x{lat.resolution}, batch {fp.get('batch', '?')}, {fp.get('precision', 'fp32')},"
+        f" on {device} ({runtime}{threads}; table {lat.lookup.table.source})"
+    )
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -38,8 +54,13 @@ def build_config(args: argparse.Namespace) -> dict:
     if args.lut is not None:
         cfg["lut"] = args.lut
     if args.epochs is not None:
+        warm = cfg["search"]["warmup_epochs"]
+        if args.epochs <= warm:
+            raise ConfigError(
+                f"--epochs {args.epochs} leaves no architecture step after the {warm} warm-up epochs of"
+                f" {args.config} (search.warmup_epochs), so nothing would be searched; pass --epochs > {warm}"
+            )
         cfg["search"]["epochs"] = args.epochs
-        cfg["search"]["warmup_epochs"] = min(cfg["search"]["warmup_epochs"], args.epochs)
     if args.seed is not None:
         cfg["seed"] = args.seed
     if args.no_progress:
@@ -51,6 +72,7 @@ def build_config(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tfnas.search.common import claim_run_dir
     from tfnas.search.tfnas.searcher import TFNASSearch
     from tfnas.utils.distributed import cleanup, init_distributed
 
@@ -60,13 +82,20 @@ def run(args: argparse.Namespace) -> int:
     device = cfg["runtime"]["device"]
     info = init_distributed(None if device == "auto" else device)
     try:
-        result = TFNASSearch(cfg, cfg["out"], resume=args.resume, dist_info=info).run()
+        if info.is_main:
+            claim_run_dir(cfg["out"], args.resume, args.force)
+        search = TFNASSearch(cfg, cfg["out"], resume=args.resume, dist_info=info)
+        shape = deployment_shape(search.lat)
+        if info.is_main:
+            print(f"search: target {search.target:g} ms at {shape} -> {cfg['out']}", flush=True)
+        result = search.run()
     finally:
         cleanup(info)
     if info.is_main:
         err = 100.0 * (result.predicted_ms / result.target_ms - 1.0)
         print(f"derived architecture: {result.arch_path}")
         print(f"predicted latency {result.predicted_ms:.3f} ms, target {result.target_ms:g} ms ({err:+.2f}%)")
+        print(f"  at {shape}")
         print(f"report: {result.report_path}")
         report_measured(result, cfg)
     return 0

@@ -3,11 +3,19 @@
 Either way items are ``(float32 3 x R x R tensor, int label)``: images are
 resized so the short side is ``resolution / 0.875`` and centre-cropped (or
 randomly cropped and flipped with ``augment``), then ImageNet-normalised.
+
+Unreadable images (truncated or corrupt files) follow one policy wherever they
+land in a batch: skip and count. The item is replaced by the next readable image
+in the folder's order, a warning names the file once, and a run of more than
+``MAX_CONSECUTIVE_BAD`` unreadable files in a row (a broken dataset, not a stray
+file) is an error naming them. A bad file never kills a run in one epoch and
+passes unseen in another.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +25,7 @@ from torch.utils.data import Dataset
 from tfnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, random_crop_flip
 from tfnas.errors import ConfigError
 
+MAX_CONSECUTIVE_BAD = 20
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -120,9 +129,34 @@ class ImageFolderDataset(Dataset):
             self.classes = self._impl.classes
             self.targets = [s[1] for s in self._impl.samples]
         self.num_classes = len(self.classes)
+        self.skipped: set[str] = set()  # unreadable files met so far (in this process)
 
     def __len__(self) -> int:
         return len(self._impl)
 
+    def _path(self, index: int) -> str:
+        return str(self._impl.samples[index][0])
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return self._impl[index]
+        from PIL import Image
+
+        bad: list[str] = []
+        for attempt in range(min(MAX_CONSECUTIVE_BAD + 1, len(self))):
+            i = (index + attempt) % len(self)
+            try:
+                return self._impl[i]
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+                path = self._path(i)
+                bad.append(f"{path} ({type(e).__name__}: {e})")
+                if path not in self.skipped:
+                    self.skipped.add(path)
+                    print(
+                        f"warning: skipping unreadable image {path} ({type(e).__name__}: {e}); the next image"
+                        f" takes its place ({len(self.skipped)} skipped so far in {self.root})",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        raise ConfigError(
+            f"image folder {self.root}: {len(bad)} unreadable images in a row, e.g. {'; '.join(bad[:3])};"
+            " the dataset looks broken (check the files or the copy)"
+        )

@@ -99,6 +99,40 @@ def config_diff(a: dict, b: dict, path: str = "") -> list[str]:
     return out
 
 
+# ------------------------------------------------------------------ run folders
+RUN_MARKER = ".tfnas-run"  # written into every run folder: what tfnas may write into again
+
+
+def is_run_dir(out: Path) -> bool:
+    """A folder of ours: it holds our marker or a run checkpoint (runs from before the marker)."""
+    return (out / RUN_MARKER).exists() or (out / "checkpoints" / "last.pt").exists()
+
+
+def claim_run_dir(out: str | Path, resume: bool = False, force: bool = False) -> Path:
+    """Refuse to write a run into a folder that holds someone else's files, unless ``force``.
+
+    An empty or new folder, or one of our runs, is fine (whether a previous run there may be
+    continued or replaced is ``RunCheckpoint.begin``'s business). Marks the folder as ours.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise TfnasError(f"--out {out} is a file; give a folder for the run")
+    if out.is_dir() and not resume and not is_run_dir(out):
+        files = sorted(p.name for p in out.iterdir())
+        if files and not force:
+            shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+            raise TfnasError(
+                f"--out {out} is not empty and not a tfnas run ({shown}); its files would be overwritten:"
+                " choose a new or empty folder, or pass --force to write into it anyway"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / RUN_MARKER).exists():
+        from tfnas.utils.io import atomic_write_text
+
+        atomic_write_text(out / RUN_MARKER, "a tfnas run folder: tfnas may write into it again\n")
+    return out
+
+
 # ------------------------------------------------------------------ checkpoints
 class RunCheckpoint:
     """``<out_dir>/checkpoints/last.pt`` (+ ``epoch_XXX.pt`` when ``keep_all``)."""
@@ -125,6 +159,8 @@ class RunCheckpoint:
         """
         out = self.dir.parent
         cfg_path = out / "config.json"
+        if write:
+            claim_run_dir(out, resume)
         if resume:
             if not self.exists():
                 raise TfnasError(f"--resume: no checkpoint at {self.last}; start the run without --resume")
@@ -229,16 +265,62 @@ class StepTimer:
         return {f"sec_per_{k}": self.mean(k) for k in self.total}
 
 
+PLAIN_PROGRESS_EVERY_S = 30.0
+
+
+class PlainProgress:
+    """Progress as plain lines for logs (CI, nohup, notebooks): one every ``every_s`` seconds and one at the end.
+
+    A tqdm bar redraws with carriage returns, which a log file shows as one endless line (or nothing
+    until the run ends); these lines read well in any log.
+    """
+
+    def __init__(self, iterable: Iterable, total: int | None, desc: str, every_s: float = PLAIN_PROGRESS_EVERY_S):
+        self.iterable, self.total, self.desc, self.every_s = iterable, total, desc, every_s
+        self.postfix: dict[str, Any] = {}
+
+    def set_postfix(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self.postfix = {**(values or {}), **kwargs}
+
+    def _line(self, n: int, elapsed: float, done: bool) -> str:
+        per = elapsed / max(n, 1)
+        total = f"/{self.total}" if self.total else ""
+        left = f", ~{per * (self.total - n):.0f} s left" if self.total and not done else ""
+        extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
+        return f"{self.desc}: {n}{total} steps, {elapsed:.0f} s ({per:.2f} s/step{left}){extra}"
+
+    def __iter__(self) -> Iterator:
+        t0 = last = time.perf_counter()
+        n, failed = 0, False
+        try:
+            for item in self.iterable:
+                n += 1
+                yield item
+                now = time.perf_counter()
+                if now - last >= self.every_s:
+                    print(self._line(n, now - t0, False), file=sys.stderr, flush=True)
+                    last = now
+        except GeneratorExit:  # the loop stopped early on purpose (steps per epoch reached)
+            raise
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            if n and not failed:
+                print(self._line(n, time.perf_counter() - t0, True), file=sys.stderr, flush=True)
+
+
 def progress(iterable: Iterable, total: int | None = None, desc: str = "", enabled: bool | None = None) -> Iterable:
-    """A tqdm bar on a terminal (or when ``enabled``); the bare iterable otherwise."""
-    if enabled is None:
-        enabled = sys.stderr.isatty()
-    if not enabled:
+    """A tqdm bar on a terminal; plain lines (``PlainProgress``) when stderr is not one; nothing when
+    ``enabled`` is False. ``enabled=True`` forces the bar."""
+    if enabled is False:
         return iterable
+    if enabled is None and not sys.stderr.isatty():
+        return PlainProgress(iterable, total, desc)
     try:
         from tqdm import tqdm
     except ImportError:
-        return iterable
+        return PlainProgress(iterable, total, desc)
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
 

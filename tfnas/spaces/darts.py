@@ -9,14 +9,15 @@ edge and per cell type (normal / reduce), the candidate ops. The data lives in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 from tfnas.errors import ConfigError
 from tfnas.ops.darts_ops import OPS
 from tfnas.resources import shipped_dir
+from tfnas.utils.io import read_json
 
 NUM_INPUT_NODES = 2
 NUM_NODES = 4  # intermediate nodes per cell
@@ -84,31 +85,33 @@ class CellSpace:
         return {"normal": [list(e) for e in self.normal], "reduce": [list(e) for e in self.reduce]}
 
     @classmethod
-    def from_dict(cls, name: str, data: dict) -> CellSpace:
-        try:
-            normal = tuple(tuple(e) for e in data["normal"])
-            reduce = tuple(tuple(e) for e in data["reduce"])
-        except (KeyError, TypeError) as e:
-            raise ConfigError(f"DARTS space {name!r} needs 'normal' and 'reduce' edge lists ({e})") from None
-        space = cls(name, normal, reduce)
-        space.validate()
+    def from_dict(cls, name: str, data: Any, source: str = "<inline DARTS space>") -> CellSpace:
+        """Checked against ``tfnas.config.schemas.DartsCellSpace``, then edge by edge; errors name ``source``."""
+        from tfnas.config import validate
+        from tfnas.config.schemas import DartsCellSpace
+
+        prefix = () if source.startswith("<") else (name,)
+        d = validate(DartsCellSpace, data, source, prefix)
+        space = cls(name, tuple(tuple(e) for e in d["normal"]), tuple(tuple(e) for e in d["reduce"]))
+        space.validate(source)
         return space
 
-    def validate(self) -> None:
+    def validate(self, source: str = "<DARTS space>") -> None:
+        where = f"{source}: space {self.name}"
         for cell_type in CELL_TYPES:
             edges = self.ops(cell_type)
             if len(edges) != NUM_EDGES:
-                raise ConfigError(f"space {self.name}: {cell_type} has {len(edges)} edges, need {NUM_EDGES}")
+                raise ConfigError(f"{where}: {cell_type} has {len(edges)} edges, need {NUM_EDGES}")
             for k, ops in enumerate(edges):
                 if len(ops) != self.num_ops:
                     raise ConfigError(
-                        f"space {self.name}: {cell_type} edge {k} has {len(ops)} ops; every edge needs {self.num_ops}"
+                        f"{where}: {cell_type} edge {k} has {len(ops)} ops; every edge needs {self.num_ops}"
                     )
                 unknown = [o for o in ops if o not in OPS]
                 if unknown:
-                    raise ConfigError(f"space {self.name}: {cell_type} edge {k}: unknown ops {unknown}")
+                    raise ConfigError(f"{where}: {cell_type} edge {k}: unknown ops {unknown}")
                 if len(set(ops)) != len(ops):
-                    raise ConfigError(f"space {self.name}: {cell_type} edge {k} repeats an op: {ops}")
+                    raise ConfigError(f"{where}: {cell_type} edge {k} repeats an op: {ops}")
 
 
 def spaces_file() -> Path:
@@ -117,8 +120,11 @@ def spaces_file() -> Path:
 
 @cache
 def _load_all(path: str) -> dict[str, CellSpace]:
-    raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    return {k: CellSpace.from_dict(k, v) for k, v in raw.items() if not k.startswith("_")}
+    """Every space of a spaces file (keys starting with '_' are comments)."""
+    raw = read_json(path, "DARTS spaces file")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"DARTS spaces file {path}: expected an object of space name -> {{normal, reduce}}")
+    return {k: CellSpace.from_dict(k, v, path) for k, v in raw.items() if not k.startswith("_")}
 
 
 def available_spaces() -> list[str]:
@@ -128,7 +134,9 @@ def available_spaces() -> list[str]:
 def load_space(name_or_dict: str | dict, path: str | Path | None = None) -> CellSpace:
     """A space by name (``s0``..``s4``) or from an inline dict with ``normal``/``reduce``."""
     if isinstance(name_or_dict, dict):
-        return CellSpace.from_dict(name_or_dict.get("name", "custom"), name_or_dict)
+        return CellSpace.from_dict(name_or_dict.get("name") or "custom", name_or_dict)
+    if not isinstance(name_or_dict, str):
+        raise ConfigError(f"a DARTS space is a name (s0..s4) or a {{normal, reduce}} mapping, got {name_or_dict!r}")
     spaces = _load_all(str(path or spaces_file()))
     key = name_or_dict.lower()
     if key not in spaces:

@@ -168,145 +168,52 @@ def conv_out_size(size: int, stride: int) -> int:
 # ---- loading ----------------------------------------------------------------------------------------------
 
 
-class _Reader:
-    """Typed access to a YAML mapping whose errors name the file and the key path."""
-
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, key: str, value: Any, expected: str) -> ConfigError:
-        return ConfigError(f"{self.source}: key '{key}' = {value!r}: expected {expected}")
-
-    def mapping(self, data: Any, key: str) -> dict:
-        if not isinstance(data, dict):
-            raise self.fail(key, data, "a mapping")
-        return data
-
-    def get(
-        self,
-        data: dict,
-        key: str,
-        path: str,
-        kind: type,
-        *,
-        minimum: float | None = None,
-        choices: tuple | None = None,
-        default: Any = ...,
-    ) -> Any:
-        full = f"{path}.{key}" if path else key
-        if key not in data:
-            if default is not ...:
-                return default
-            raise ConfigError(f"{self.source}: missing key '{full}'")
-        value = data[key]
-        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value, ok = float(value), True
-        if not ok:
-            raise self.fail(full, value, f"a {kind.__name__}")
-        if minimum is not None and value < minimum:
-            raise self.fail(full, value, f">= {minimum}")
-        if choices is not None and value not in choices:
-            raise self.fail(full, value, f"one of {', '.join(map(str, choices))}")
-        return value
-
-    def unknown(self, data: dict, path: str, allowed: tuple[str, ...]) -> None:
-        extra = sorted(set(data) - set(allowed))
-        if extra:
-            raise ConfigError(
-                f"{self.source}: unknown key '{path + '.' if path else ''}{extra[0]}' (allowed: {', '.join(allowed)})"
-            )
-
-
 def space_from_dict(data: Any, source: str = "<dict>") -> MBV2Space:
-    """Build and validate a space from a plain mapping (as read from YAML)."""
-    r = _Reader(source)
-    data = r.mapping(data, "<top level>")
-    r.unknown(data, "", ("name", "input", "num_classes", "stem", "first_block", "stages", "head", "ops", "width"))
-    name = r.get(data, "name", "", str)
-    inp = r.mapping(r.get(data, "input", "", dict), "input")
-    resolution = r.get(inp, "resolution", "input", int, minimum=8)
-    channels = r.get(inp, "channels", "input", int, minimum=1, default=3)
-    num_classes = r.get(data, "num_classes", "", int, minimum=1)
+    """Build and validate a space from a plain mapping (as read from YAML); the schema is
+    ``tfnas.config.schemas.MBV2SpaceFile``, errors name ``source`` and the key path."""
+    from tfnas.config import validate
+    from tfnas.config.schemas import MBV2SpaceFile
 
-    st = r.get(data, "stem", "", dict)
-    stem = StemSpec(
-        out=r.get(st, "out", "stem", int, minimum=1),
-        kernel=r.get(st, "kernel", "stem", int, choices=(1, 3, 5, 7)),
-        stride=r.get(st, "stride", "stem", int, choices=(1, 2)),
-        act=r.get(st, "act", "stem", str, choices=ACTIVATIONS),
-    )
-    fb = r.get(data, "first_block", "", dict)
-    first = FirstBlockSpec(
-        kernel=r.get(fb, "kernel", "first_block", int, choices=(3, 5, 7)),
-        mid=r.get(fb, "mid", "first_block", int, minimum=1),
-        out=r.get(fb, "out", "first_block", int, minimum=1),
-        stride=r.get(fb, "stride", "first_block", int, choices=(1, 2)),
-        se=r.get(fb, "se", "first_block", bool, default=False),
-        act=r.get(fb, "act", "first_block", str, choices=ACTIVATIONS),
-    )
+    d = validate(MBV2SpaceFile, data, source)
+
+    def fail(key: str, value: Any, expected: str) -> ConfigError:
+        return ConfigError(f"{source}: key '{key}' = {value!r}: expected {expected}")
+
+    stem, first = StemSpec(**d["stem"]), FirstBlockSpec(**d["first_block"])
     if first.mid != stem.out:
-        raise r.fail("first_block.mid", first.mid, f"equal to stem.out ({stem.out}): the first block has no expansion")
-
-    raw_stages = r.get(data, "stages", "", list)
-    if not raw_stages:
-        raise r.fail("stages", raw_stages, "a non-empty list of stages")
-    stages = []
-    for i, s in enumerate(raw_stages):
-        path = f"stages[{i}]"
-        s = r.mapping(s, path)
-        r.unknown(s, path, ("layers", "out", "stride", "act"))
-        stages.append(
-            StageSpec(
-                layers=r.get(s, "layers", path, int, minimum=1),
-                out=r.get(s, "out", path, int, minimum=1),
-                stride=r.get(s, "stride", path, int, choices=(1, 2)),
-                act=r.get(s, "act", path, str, choices=ACTIVATIONS),
-            )
-        )
-
-    hd = r.get(data, "head", "", dict)
-    head = HeadSpec(
-        out=r.get(hd, "out", "head", int, minimum=1),
-        act=r.get(hd, "act", "head", str, choices=ACTIVATIONS),
-        dropout=r.get(hd, "dropout", "head", float, minimum=0.0, default=0.0),
-    )
-
-    wd = r.get(data, "width", "", dict)
-    bound_factor = {int(k): int(v) for k, v in r.mapping(r.get(wd, "bound_factor", "width", dict), "width").items()}
-    se_factor = {int(k): int(v) for k, v in r.mapping(r.get(wd, "se_factor", "width", dict), "width").items()}
-    min_fraction = r.get(wd, "min_fraction", "width", float)
-    if not 0.0 < min_fraction <= 1.0:
-        raise r.fail("width.min_fraction", min_fraction, "a number in (0, 1]")
-    width = WidthRule(bound_factor, min_fraction, se_factor)
-
-    raw_ops = r.get(data, "ops", "", dict)
-    if not raw_ops:
-        raise r.fail("ops", raw_ops, "a non-empty mapping of op name -> {kernel, expansion, se}")
+        raise fail("first_block.mid", first.mid, f"equal to stem.out ({stem.out}): the first block has no expansion")
+    width = WidthRule(**d["width"])
     ops = {}
-    for op_name, spec in raw_ops.items():
-        path = f"ops.{op_name}"
-        spec = r.mapping(spec, path)
-        r.unknown(spec, path, ("kernel", "expansion", "se"))
-        op = OpSpec(
-            name=str(op_name),
-            kernel=r.get(spec, "kernel", path, int, choices=(3, 5, 7)),
-            expansion=r.get(spec, "expansion", path, int, minimum=1),
-            se=r.get(spec, "se", path, bool, default=False),
-        )
-        if op.expansion not in bound_factor:
-            raise r.fail(
-                f"{path}.expansion", op.expansion, f"an expansion listed in width.bound_factor {sorted(bound_factor)}"
+    for name, spec in d["ops"].items():
+        op = OpSpec(name=name, **spec)
+        if op.expansion not in width.bound_factor:
+            raise fail(
+                f"ops.{name}.expansion",
+                op.expansion,
+                f"an expansion listed in width.bound_factor {sorted(width.bound_factor)}",
             )
-        if op.se and op.expansion not in se_factor:
-            raise r.fail(
-                f"{path}.expansion", op.expansion, f"an expansion listed in width.se_factor {sorted(se_factor)}"
+        if op.se and op.expansion not in width.se_factor:
+            raise fail(
+                f"ops.{name}.expansion",
+                op.expansion,
+                f"an expansion listed in width.se_factor {sorted(width.se_factor)}",
             )
-        ops[op.name] = op
-
-    space = MBV2Space(name, resolution, channels, num_classes, stem, first, tuple(stages), head, ops, width, source)
+        ops[name] = op
+    space = MBV2Space(
+        d["name"],
+        d["input"]["resolution"],
+        d["input"]["channels"],
+        d["num_classes"],
+        stem,
+        first,
+        tuple(StageSpec(**st) for st in d["stages"]),
+        HeadSpec(**d["head"]),
+        ops,
+        width,
+        source,
+    )
     if space.final_size() < 1:
-        raise r.fail("input.resolution", resolution, "large enough for all downsamplings")
+        raise fail("input.resolution", space.resolution, "large enough for all downsamplings")
     return space
 
 

@@ -94,15 +94,26 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda[:n_dev]])
 
 
-def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a model's weights from ``model.pt`` (``{"model": ...}``), a run's ``checkpoints/last.pt``
-    (``{"state": {"model": ...}}``) or a bare state dict; a mismatch names the file and the keys."""
+def load_weights_state(path: str | os.PathLike) -> dict:
+    """The model state dict in ``model.pt`` (``{"model": ...}``), a run's ``checkpoints/last.pt``
+    (``{"state": {"model": ...}}``) or a bare state dict."""
     state = load_checkpoint(path)
     if isinstance(state.get("state"), dict) and "model" in state["state"]:
         state = state["state"]["model"]
     elif isinstance(state.get("model"), dict):
         state = state["model"]
-    load_state_checked(model, state, path)
+    return state
+
+
+def classifier_classes(state: dict) -> int | None:
+    """How many classes the weights were trained for (rows of the last ``classifier.weight``), if any."""
+    keys = [k for k in state if k.endswith("classifier.weight") and hasattr(state[k], "shape")]
+    return int(state[keys[-1]].shape[0]) if keys else None
+
+
+def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a model's weights from a checkpoint (see ``load_weights_state``); a mismatch names the file and keys."""
+    load_state_checked(model, load_weights_state(path), path)
 
 
 def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
@@ -111,6 +122,12 @@ def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathL
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [k for k in own if k in state and hasattr(state[k], "shape") and state[k].shape != own[k].shape]
+    if shapes and not missing and not unexpected and all("classifier" in k for k in shapes):
+        theirs, ours = classifier_classes(state), classifier_classes(own)
+        raise TfnasError(
+            f"weights in {path} were trained for {theirs} classes, but this model has {ours};"
+            f" build it with {theirs} classes (tfnas export: --num-classes {theirs})"
+        )
     if missing or unexpected or shapes:
         parts = []
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):

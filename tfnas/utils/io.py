@@ -46,15 +46,40 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1)
     return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
+def binary_kind(head: bytes) -> str:
+    """What a file that is not text probably is, from its first bytes (for error messages)."""
+    if head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "it looks like a Python pickle"
+    if head[:4] == b"PK\x03\x04":
+        return "it looks like a zip archive (e.g. a torch checkpoint)"
+    if head[:8] == b"\x89PNG\r\n\x1a\n" or head[:3] == b"\xff\xd8\xff":
+        return "it looks like an image"
+    return "it is a binary file"
+
+
+def read_text(path: str | os.PathLike, what: str, kind: str) -> str:
+    """A UTF-8 text file; a missing, unreadable or binary file is a ``ConfigError`` naming it."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a folder, not a {kind} file") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{what} {path} is not a {kind} text file ({binary_kind(data[:16])}); it is not loaded"
+        ) from None
+
+
 def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     """Read JSON, turning every failure into a ``ConfigError`` naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    text = read_text(path, what, "JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -62,23 +87,22 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
             f"{what} {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg});"
             " the file may be truncated or corrupted"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{what} {path} is nested too deeply to be a tfnas file") from None
 
 
 def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
     """Read YAML (safe loader only), errors name the file and position."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+    text = read_text(path, what, "YAML")
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{what} {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an impossible date, or nesting too deep
+        raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
 
 
 def repo_root() -> Path:

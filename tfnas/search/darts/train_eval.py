@@ -13,31 +13,22 @@ from typing import Any
 import torch
 from torch import nn
 
+from tfnas.config import validate
+from tfnas.config.schemas import DartsTrainConfig
 from tfnas.errors import ConfigError
 from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
 from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, evaluate, progress, set_lr
-from tfnas.search.darts.trainer import merge_config
 from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "setting": "cifar",
-    "net": {"C": 36, "num_cells": 20, "auxiliary": True, "drop_path_prob": 0.2},
-    "data": {"source": "generated", "resolution": 32, "num_samples": 2000, "batch_size": 96, "workers": 0},
-    "train": {
-        "epochs": 600,
-        "seed": 0,
-        "threads": None,
-        "channels_last": True,
-        "max_steps_per_epoch": None,
-        "auxiliary_weight": 0.4,
-        "grad_clip": 5.0,
-        "optimizer": {"name": "sgd", "lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4},
-        "schedule": {"name": "cosine", "min_lr": 0.0},
-        "log_every": 1,
-    },
-}
+
+def resolve_train_config(cfg: dict[str, Any] | None, source: str = "<DARTS train config>") -> dict[str, Any]:
+    """Defaults overlaid with ``cfg``, every key, type and range checked (``schemas.DartsTrainConfig``)."""
+    return validate(DartsTrainConfig, cfg, source)
+
+
+TRAIN_DEFAULTS: dict[str, Any] = resolve_train_config({}, "<defaults>")
 
 
 def train_eval_net(
@@ -46,15 +37,18 @@ def train_eval_net(
     out_dir: str | Path,
     resume: bool = False,
     show_progress: bool | None = None,
+    source: str = "<DARTS train config>",
 ) -> dict[str, Any]:
     from tfnas.data import build_datasets, make_loader, set_loader_epoch
     from tfnas.utils.metrics import MetricsLogger
     from tfnas.utils.seed import seed_everything
 
-    cfg = merge_config(TRAIN_DEFAULTS, cfg)
-    t, d = cfg["train"], cfg["data"]
-    if t.get("threads"):
-        torch.set_num_threads(int(t["threads"]))
+    cfg = resolve_train_config(cfg, source)
+    t, d, rt = cfg["train"], cfg["data"], cfg["runtime"]
+    if rt["threads"]:
+        torch.set_num_threads(rt["threads"])
+    if show_progress is None:
+        show_progress = rt["progress"]
     seed_everything(int(t["seed"]))
     data = build_datasets(
         d["source"], resolution=int(d["resolution"]), num_classes=d.get("num_classes"), held_out_fraction=0.0,
@@ -68,7 +62,7 @@ def train_eval_net(
     )
     net_cfg = {**cfg["net"], "num_classes": data.num_classes, "in_channels": data.in_channels}
     model = build_eval_net(genotype, cfg["setting"], **net_cfg)
-    cl = bool(t.get("channels_last"))
+    cl = rt["channels_last"]
     model = apply_memory_format(model, cl)
     opt = build_optimizer(model.parameters(), t["optimizer"])
     epochs = int(t["epochs"])

@@ -11,7 +11,6 @@ resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from tfnas.config import validate
+from tfnas.config.schemas import DartsSearchConfig, method_options_schema
 from tfnas.errors import ConfigError
 from tfnas.search.common import (
     RunCheckpoint,
@@ -38,44 +39,17 @@ from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
 
-DEFAULTS: dict[str, Any] = {
-    "space": "s0",
-    "method": {"name": "darts_1st"},
-    "supernet": {"C": 16, "num_cells": 8},
-    "data": {
-        "source": "generated",
-        "resolution": 32,
-        "num_samples": 2000,
-        "held_out_fraction": 0.5,
-        "batch_size": 32,
-        "workers": 0,
-    },
-    "search": {
-        "epochs": 50,
-        "seed": 0,
-        "max_steps_per_epoch": None,
-        "threads": None,
-        "channels_last": True,  # 3-4x faster depthwise convs on CPU (oneDNN)
-        "grad_clip": 5.0,
-        "w_optimizer": {"name": "sgd", "lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4},
-        "w_schedule": {"name": "cosine", "min_lr": 0.001},
-        "a_optimizer": {"name": "adam", "lr": 3e-4, "betas": [0.5, 0.999], "weight_decay": 1e-3},
-        "log_every": 1,
-    },
-    "hessian": {"every": 0, "iters": 20, "early_stop": None},
-    "latency": None,
-}
 
-
-def merge_config(base: dict[str, Any], override: dict[str, Any] | None) -> dict[str, Any]:
-    """Recursive dict merge; ``override`` wins; the inputs are not modified."""
-    out = copy.deepcopy(base)
-    for k, v in (override or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = merge_config(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
+def resolve_search_config(cfg: dict[str, Any] | None, source: str = "<DARTS config>") -> dict[str, Any]:
+    """Defaults overlaid with ``cfg``, every key, type and range checked (schema:
+    ``tfnas.config.schemas.DartsSearchConfig``; the method's options: ``METHOD_OPTIONS``)."""
+    out = validate(DartsSearchConfig, cfg, source)
+    method = out["method"] if isinstance(out["method"], dict) else {"name": out["method"]}
+    out["method"] = validate(method_options_schema(method, source), method, source, ("method",))
     return out
+
+
+DEFAULTS: dict[str, Any] = resolve_search_config({}, "<defaults>")
 
 
 def build_search_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> tuple[DartsSupernet, SearchMethod]:
@@ -83,6 +57,9 @@ def build_search_model(cfg: dict[str, Any], num_classes: int, in_channels: int) 
     method = build_method(cfg["method"])
     space = load_space(cfg["space"])
     net_cfg = {**cfg["supernet"], **method.supernet, "num_classes": num_classes, "in_channels": in_channels}
+    k = int(net_cfg.get("partial_k", 1))
+    if net_cfg["C"] % k:
+        raise ConfigError(f"supernet.C = {net_cfg['C']} is not a multiple of partial_k = {k} (PC-DARTS channels)")
     model = DartsSupernet(space, SupernetConfig.from_dict(net_cfg))
     model.normalize = method.normalize
     return model, method
@@ -100,19 +77,26 @@ class SearchResult:
 class DartsSearch:
     """Configured search run writing into ``out_dir`` (metrics, checkpoints, genotypes)."""
 
-    def __init__(self, cfg: dict[str, Any], out_dir: str | Path, show_progress: bool | None = None):
-        self.cfg = merge_config(DEFAULTS, cfg)
+    def __init__(
+        self,
+        cfg: dict[str, Any],
+        out_dir: str | Path,
+        show_progress: bool | None = None,
+        source: str = "<DARTS config>",
+    ):
+        self.cfg = resolve_search_config(cfg, source)
         self.out_dir = Path(out_dir)
-        self.show_progress = show_progress
+        rt = self.cfg["runtime"]
+        self.show_progress = rt["progress"] if show_progress is None else show_progress
         s = self.cfg["search"]
-        if s.get("threads"):
-            torch.set_num_threads(int(s["threads"]))
+        if rt["threads"]:
+            torch.set_num_threads(rt["threads"])
         from tfnas.utils.seed import seed_everything
 
         seed_everything(int(s["seed"]))
         self._build_data()
         self.model, self.method = build_search_model(self.cfg, self.data.num_classes, self.data.in_channels)
-        self.channels_last = bool(s.get("channels_last"))
+        self.channels_last = rt["channels_last"]
         self.model = apply_memory_format(self.model, self.channels_last)
         self.criterion = nn.CrossEntropyLoss()
         self.w_opt = build_optimizer(self.model.weight_parameters(), s["w_optimizer"])

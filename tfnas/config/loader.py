@@ -1,0 +1,204 @@
+"""One loader for every config file: typed schemas, strict keys, errors that name file and key.
+
+Every config (TF-NAS search, DARTS search/train, spaces, ``tfnas train``, arch
+files) is a ``Schema``: a pydantic model in strict mode that refuses unknown keys
+at any depth. ``validate`` turns pydantic's errors into one ``ConfigError`` per
+input naming the file, the key path, the value and what was expected, with the
+allowed keys and a did-you-mean for a misspelt key. Types and ranges are checked
+here, so no run does arithmetic on a string.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
+from pydantic_core import PydanticCustomError
+
+from tfnas.errors import ConfigError
+
+MAX_REPORTED = 5  # errors listed per file; the rest are counted
+_VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("tfnas_config_validating", default=False)
+
+
+class Schema(BaseModel):
+    """A config section: strict types (no "5" for 5), no NaN or inf, no unknown keys.
+
+    ``moved`` maps a key that used to live in this section to where it lives now,
+    so an old config gets a precise hint instead of a bare "unknown key".
+    """
+
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, populate_by_name=False)
+    moved: ClassVar[dict[str, str]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        allowed = [f.alias or name for name, f in cls.model_fields.items()]
+        for key in data:
+            if key not in allowed:
+                raise PydanticCustomError(
+                    "unknown_key", "unknown key {key}", {"key": str(key), "allowed": allowed, "moved": cls.moved}
+                )
+        return data
+
+    def __init__(self, **data: Any) -> None:
+        # A Python caller (TrainConfig(epochs=0)) gets the project's error type, not pydantic's; inside
+        # a validation (a parent section, ``validate``) pydantic collects the errors with their key paths.
+        if _VALIDATING.get():
+            super().__init__(**data)
+            return
+        token = _VALIDATING.set(True)
+        try:
+            super().__init__(**data)
+        except ValidationError as e:
+            raise ConfigError(format_errors(e, type(self).__name__)) from None
+        finally:
+            _VALIDATING.reset(token)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
+
+
+class Options(Schema):
+    """A section whose unset keys are left out of the dict, so the code that reads it keeps its defaults."""
+
+    @model_serializer(mode="wrap")
+    def _drop_unset(self, handler: Any) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif p == "[key]":
+            continue
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+_EXPONENT = re.compile(r"^[+-]?\d+(\.\d*)?[eE][+-]?\d+$")
+
+
+def _number_hint(value: Any) -> str:
+    """Why a number came in as text: YAML 1.1 reads ``3e-4`` (no dot) as a string; quotes make text."""
+    if not isinstance(value, str):
+        return ""
+    if _EXPONENT.match(value.strip()):
+        return f" (YAML reads {value} as text: write it with a dot, e.g. {float(value):.1e})"
+    try:
+        float(value)
+    except ValueError:
+        return ""
+    return " (a quoted number is text: remove the quotes)"
+
+
+def _expected(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    simple = {
+        "int_type": "an integer",
+        "int_from_float": "an integer",
+        "float_type": "a number",
+        "bool_type": "true or false",
+        "string_type": "a string",
+        "list_type": "a list",
+        "dict_type": "a mapping",
+        "model_type": "a mapping",
+        "model_attributes_type": "a mapping",
+        "none_required": "null",
+    }
+    if kind in simple:
+        return simple[kind] + _number_hint(err.get("input"))
+    ctx = err.get("ctx", {})
+    if kind == "literal_error":
+        return "one of " + ctx.get("expected", "")
+    bounds = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}
+    if kind in bounds:
+        value = next(iter(ctx.values()))
+        return f"a number {bounds[kind]} {value}"
+    if kind == "too_short":
+        return f"at least {ctx.get('min_length')} entries"
+    if kind == "too_long":
+        return f"at most {ctx.get('max_length')} entries"
+    return msg.replace("Input should be ", "").replace("Value error, ", "")
+
+
+def _one(err: dict[str, Any], source: str, prefix: tuple[Any, ...]) -> str:
+    loc = tuple(prefix) + tuple(p for p in err["loc"] if not _is_union_branch(p))
+    where = _loc(loc)
+    kind = err["type"]
+    if kind == "unknown_key":
+        ctx = err["ctx"]
+        key = ctx["key"]
+        full = f"{where}.{key}" if where else key
+        allowed = ctx["allowed"]
+        hint = ""
+        if key in ctx["moved"]:
+            hint = f"; it moved to '{ctx['moved'][key]}'"
+        else:
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            close = close or [a for a in allowed if a.lower() == key.lower()]
+            if close:
+                hint = f"; did you mean '{close[0]}'?"
+        return f"{source}: unknown key '{full}' (allowed: {', '.join(allowed)}){hint}"
+    if kind == "missing":
+        return f"{source}: missing key '{where}'"
+    if kind == "value_error":
+        if isinstance(err.get("input"), dict):  # a section's cross-check: the message names its keys
+            return f"{source}: {where + ': ' if where else ''}{err['ctx']['error']}"
+        return f"{source}: key '{where}' = {err.get('input')!r}: {err['ctx']['error']}"
+    if err["loc"] and err["loc"][-1] == "[key]":
+        return f"{source}: key '{where}': the key {err['input']!r} must be {_expected(err)}"
+    return f"{source}: key '{where}' = {err.get('input')!r}: expected {_expected(err)}"
+
+
+def _is_union_branch(part: Any) -> bool:
+    # pydantic names the member of a union it tried ('int', 'list[str]', 'function-after[...]'): not a key
+    return isinstance(part, str) and (part in ("int", "float", "str", "bool", "none") or "[" in part)
+
+
+def format_errors(exc: ValidationError, source: str, prefix: tuple[Any, ...] = ()) -> str:
+    """One line per problem (unions report each branch; keep one line per key path)."""
+    lines, seen = [], set()
+    for err in exc.errors(include_url=False):
+        loc = _loc(tuple(p for p in err["loc"] if not _is_union_branch(p)))
+        if loc in seen:
+            continue
+        seen.add(loc)
+        lines.append(_one(err, source, prefix))
+    extra = f"\n  ... and {len(lines) - MAX_REPORTED} more" if len(lines) > MAX_REPORTED else ""
+    return "\n".join(lines[:MAX_REPORTED]) + extra
+
+
+def validate(schema: type[Schema], data: Any, source: str, prefix: tuple[Any, ...] = ()) -> dict[str, Any]:
+    """``data`` checked against ``schema`` and filled with its defaults, as a plain dict."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        where = f" '{_loc(prefix)}'" if prefix else " the top level"
+        raise ConfigError(f"{source}: expected a mapping at{where}, got {type(data).__name__}")
+    token = _VALIDATING.set(True)
+    try:
+        return schema.model_validate(data).to_dict()
+    except ValidationError as e:
+        raise ConfigError(format_errors(e, source, prefix)) from None
+    finally:
+        _VALIDATING.reset(token)
+
+
+def load_file(path: str | Path, schema: type[Schema], what: str) -> dict[str, Any]:
+    """Read a YAML or JSON file (by suffix) and validate it; every error names ``path``."""
+    from tfnas.utils.io import read_json, read_yaml
+
+    path = Path(path)
+    data = read_json(path, what) if path.suffix == ".json" else read_yaml(path, what)
+    return validate(schema, data, str(path))
