@@ -237,11 +237,20 @@ class LatencyTable:
         """Read and validate a LUT file; truncated or corrupted files give an error naming the file."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
+            raw = p.read_bytes()
         except FileNotFoundError:
             raise ProfilerError(f"LUT file {p} does not exist") from None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             raise ProfilerError(f"cannot read LUT file {p}: {exc}") from None
+        if raw[:1] == b"\x80" or raw[:2] in (b"(d", b"(l", b"}q", b"]q"):  # pickle protocols 2-5 / 0-1
+            raise ProfilerError(
+                f"{p} is not a JSON latency table: it looks like a Python pickle, which is never loaded"
+                " (it can run code); export the table as JSON"
+            )
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProfilerError(f"LUT file {p} is not a JSON latency table (not UTF-8 text: {exc.reason})") from None
         if not text.strip():
             raise ProfilerError(f"LUT file {p} is empty (truncated write?)")
         try:

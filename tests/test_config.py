@@ -68,7 +68,7 @@ def test_every_shipped_space_is_valid(path):
 def test_shipped_darts_spaces_file_is_valid():
     from tfnas.spaces.darts import available_spaces, spaces_file
 
-    assert available_spaces() == ["s0", "s1", "s2", "s3", "s4"]
+    assert available_spaces() == ["s0", "s0_no_none", "s1", "s2", "s3", "s4"]
     assert "_about" in read_json(spaces_file())
 
 

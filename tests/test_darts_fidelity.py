@@ -12,7 +12,7 @@ from torch import nn
 from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
 from tfnas.search.darts.derive import derive_cell, derive_cell_threshold, derive_genotype
 from tfnas.search.darts.methods import AdversarialPerturbation, RandomSmoothing, build_method, project_rows
-from tfnas.search.darts.trainer import DEFAULTS, DartsSearch, build_search_model, merge_config
+from tfnas.search.darts.trainer import DartsSearch, build_search_model, resolve_search_config
 from tfnas.spaces.darts import NUM_EDGES, load_space
 from tfnas.spaces.darts_genotypes import CellGenotype, Genotype, get_genotype
 from tfnas.utils.flops import count_macs
@@ -82,7 +82,7 @@ def test_fair_darts_cell_with_no_edge_over_the_threshold_keeps_its_strongest_edg
 def test_fair_darts_method_derives_by_threshold_in_a_space_without_none():
     method = build_method({"name": "fair_darts"})
     assert method.derive == "threshold" and method.derive_options == {"threshold": 0.85}
-    cfg = merge_config(DEFAULTS, read_yaml(repo_root() / "configs" / "darts" / "fair_darts.yaml"))
+    cfg = resolve_search_config(read_yaml(repo_root() / "configs" / "darts" / "fair_darts.yaml"))
     assert "none" not in {op for e in load_space(cfg["space"]).normal for op in e}
     model, method = build_search_model(cfg, 10, 3)
     with torch.no_grad():
@@ -233,7 +233,7 @@ def test_pc_darts_warmup_epochs_run_no_architecture_step(tmp_path):
 
 
 def test_shipped_pc_darts_config_has_the_papers_schedule():
-    cfg = merge_config(DEFAULTS, read_yaml(repo_root() / "configs" / "darts" / "pc_darts.yaml"))
+    cfg = resolve_search_config(read_yaml(repo_root() / "configs" / "darts" / "pc_darts.yaml"))
     s = cfg["search"]
     assert cfg["data"]["batch_size"] == 256 and s["w_optimizer"]["lr"] == 0.1 and s["w_schedule"]["min_lr"] == 0.0
     assert s["a_optimizer"]["lr"] == 6.0e-4 and s["epochs"] == 50

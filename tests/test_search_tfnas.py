@@ -402,7 +402,7 @@ def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_spa
 
     def fake_measure(arch, backend="ort", threads=1, batch=1, protocol=None):
         calls.append(backend)
-        return types.SimpleNamespace(median_ms=1.12 * predict(arch, table, calibrated=False))
+        return types.SimpleNamespace(latency_ms=1.12 * predict(arch, table, calibrated=False))
 
     monkeypatch.setattr(measure_mod, "measure_arch", fake_measure)
     result = TFNASSearch(cfg, tmp_path / "run").run()
@@ -430,7 +430,7 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
         seen.append(
             ([[c.op for c in st] for st in arch.stages], arch.depths, [c.width for st in arch.stages for c in st])
         )
-        return types.SimpleNamespace(median_ms=0.9 * predict(arch, table, calibrated=False) * next(noise))
+        return types.SimpleNamespace(latency_ms=0.9 * predict(arch, table, calibrated=False) * next(noise))
 
     monkeypatch.setattr(measure_mod, "measure_arch", fake_measure)
     result = TFNASSearch(cfg, tmp_path / "run").run()

@@ -95,7 +95,9 @@ def _search(args: argparse.Namespace) -> int:
     from tfnas.search.common import claim_run_dir
     from tfnas.search.darts.trainer import DartsSearch
 
-    cfg = _with_overrides(load_file(find_config(args.config, "darts"), DartsSearchConfig, "DARTS config"), args, "search")
+    cfg = _with_overrides(
+        load_file(find_config(args.config, "darts"), DartsSearchConfig, "DARTS config"), args, "search"
+    )
     out = Path(args.out or Path("runs") / "darts" / Path(args.config).stem)
     if not args.resume and (out / "checkpoints" / "last.pt").exists():
         raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
