@@ -31,7 +31,7 @@ from tfnas.errors import ConfigError, LatencyTableError
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_INPUTS = ("pyproject.toml", "README.md", "tfnas", "profilers", "configs", "latency_tables")
-CIFAR_TABLE = "tfnas_cifar-ort-cpu-1t-b1-32"
+CIFAR_TABLE = "tfnas_cifar-ort-cpu-avx512-1t-b1-32"
 
 
 # ---- fast: from the checkout ---------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ and the checkout's own folders are used, so edits show at once.
 
 Users name shipped files the way the README and the shipped configs do, by their checkout-relative path
 (``configs/search/tfnas_cpu_demo.yaml``, ``latency_tables/<table>.json``) or by a bare name
-(``tfnas_cpu_demo``, ``tfnas_imagenet-ort-cpu-1t-b1-224``). A path that exists always wins: the user's own
+(``tfnas_cpu_demo``, ``tfnas_imagenet-ort-cpu-avx512-1t-b1-224``). A path that exists always wins: the user's own
 files are never shadowed by shipped ones.
 """
 
@@ -117,7 +117,7 @@ def find(
 
 
 def find_table(name_or_path: str | Path) -> Path:
-    """A latency table: a JSON path, or a shipped table's name (``tfnas_imagenet-ort-cpu-1t-b1-224``)."""
+    """A latency table: a JSON path, or a shipped table's name (``tfnas_imagenet-ort-cpu-avx512-1t-b1-224``)."""
     return find(name_or_path, "latency_tables", (".json",), "latency table", LatencyTableError)
 
 

@@ -49,7 +49,7 @@ def main() -> None:
     from tfnas.search.tfnas.searcher import TFNASSearch
 
     torch.set_num_threads(args.threads)
-    lut = Path(__file__).resolve().parents[2] / "latency_tables" / "tfnas_imagenet-ort-cpu-1t-b1-224.json"
+    lut = Path(__file__).resolve().parents[2] / "latency_tables" / "tfnas_imagenet-ort-cpu-avx512-1t-b1-224.json"
     cfg = resolve_config(
         {
             "lut": str(lut),
