@@ -251,3 +251,17 @@ def test_calibrate_never_rewrites_the_users_table_unasked_and_keeps_the_previous
     history = table.meta["calibration_history"]
     assert len(history) == 1 and history[0]["scale"] == pytest.approx(first["scale"]) and "replaced" in history[0]
     assert table.calibration["scale"] != pytest.approx(first["scale"])
+
+
+def test_the_closed_measured_loop_refuses_a_table_of_another_device(tiny_space, tmp_path):
+    """search.measure_final re-aims on timings of this machine: with a foreign table it would chase the wrong device."""
+    from tests.test_search_tfnas import tiny_config
+    from tfnas.search.tfnas.searcher import TFNASSearch
+
+    cfg = tiny_config(tmp_path, tiny_space, measure_final=True)
+    lut = Path(cfg["lut"])
+    doc = json.loads(lut.read_text())
+    doc["fingerprint"]["cpu_isa"] = ["avx2", "fma"]
+    lut.write_text(json.dumps(doc))
+    with pytest.raises(LatencyTableError, match="(?s)measure_final.*another device|another device.*measure_final"):
+        TFNASSearch(cfg, tmp_path / "run")

@@ -30,7 +30,7 @@ from torch.utils.data._utils.collate import default_collate
 from tfnas.arch import Architecture
 from tfnas.data import build_datasets, make_loader
 from tfnas.errors import ConfigError, TfnasError
-from tfnas.latency.table import load_table, table_grid
+from tfnas.latency.table import load_table, require_this_device, table_grid
 from tfnas.resources import shipped_file
 from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.search.tfnas.config import AUTOCAST_DTYPES
@@ -112,6 +112,8 @@ class TFNASSearch:
             torch.set_num_threads(int(rt["threads"]))
         self.space = load_space(cfg["space"])
         self.lat = build_latency_model(cfg, self.space)
+        if cfg["search"]["measure_final"]:  # the closed loop times here: the table must describe this machine
+            require_this_device(self.lat.lookup.table, "search.measure_final (re-aiming on timings of this machine)")
         self.target = float(cfg["target_ms"]) if cfg["target_ms"] is not None else None
         self.paths = weight_paths(s["sampling"])
         ops = s["ops"]
