@@ -96,9 +96,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"derived architecture: {result.arch_path}")
         print(f"predicted latency {result.predicted_ms:.3f} ms, target {result.target_ms:g} ms ({err:+.2f}%)")
         print(f"  at {shape}")
+        _explain_loop(result.report_path)
         print(f"report: {result.report_path}")
         report_measured(result, cfg)
     return 0
+
+
+def _explain_loop(report_path: Path) -> None:
+    """Why the prediction may sit off the target after the closed loop (search.measure_final)."""
+    import json
+
+    loop = [row for row in json.loads(Path(report_path).read_text()).get("measured_loop", []) if "iteration" in row]
+    if len(loop) > 1:
+        ratio = loop[0]["measured_ms"] / loop[0]["predicted_ms"]
+        print(
+            f"  closed loop: the first derived net measured {ratio:.3f}x its prediction on this machine now"
+            f" (the host's drift since calibration, and the ops a search favours), so the widths were re-aimed"
+            f" {len(loop) - 1} time(s) until the measurement hit the target"
+        )
 
 
 def choose_lut(cfg: dict, show_progress: bool = True) -> None:
