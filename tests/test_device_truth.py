@@ -265,3 +265,25 @@ def test_the_closed_measured_loop_refuses_a_table_of_another_device(tiny_space, 
     lut.write_text(json.dumps(doc))
     with pytest.raises(LatencyTableError, match="(?s)measure_final.*another device|another device.*measure_final"):
         TFNASSearch(cfg, tmp_path / "run")
+
+
+def test_lut_auto_rescales_a_matching_table_to_the_hosts_speed_now(tiny_space, tmp_path):
+    """A quick validation that measures 8% above the predictions (a drifted host) rescales the fit, in a copy."""
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    shipped.mkdir()
+    mine = make_table(tiny_space)
+    mine.calibration = {"scale": 1.0, "offset_ms": 0.1, "ms_per_mweight": 0.2}
+    mine.save(shipped / "mine.json")
+    before = (shipped / "mine.json").read_bytes()
+
+    def slow_host(table):
+        return Validation(
+            table.source, "", True, "", verdict="holds", table={"ratio": 1.08, "mape": 8.0}, noise_floor={"mape": 1.0}
+        )
+
+    choice = choose_table(tiny_space, 32, shipped=shipped, cache=cache, validate_fn=slow_host, say=print)
+    assert choice.how == "shipped" and choice.path.parent == cache and "x1.080" in choice.note
+    copy = load_table(choice.path, warn_fingerprint=False)
+    assert copy.calibration["scale"] == pytest.approx(1.08) and copy.calibration["offset_ms"] == pytest.approx(0.108)
+    assert copy.meta["calibration_history"][-1]["scale"] == 1.0
+    assert (shipped / "mine.json").read_bytes() == before  # the shipped table is never rewritten

@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ log = logging.getLogger(__name__)
 QUICK_NETWORKS, QUICK_ROUNDS = 6, 4
 CALIBRATION_NETWORKS, CALIBRATION_ROUNDS = 24, 3
 GOOD_VERDICTS = ("holds", "host-too-noisy")  # a noisy host cannot disprove a table of its own device
+# A shared host's speed drifts by several % over minutes; beyond this the quick validation's ratio rescales the fit.
+RESCALE_ABOVE = 0.02
+RESCALED_SUFFIX = ".now.json"
 
 
 @dataclass
@@ -60,7 +64,9 @@ def _candidates(folders: Iterable[Path]) -> list[Path]:
     out: list[Path] = []
     for folder in folders:
         if folder.is_dir():
-            out += sorted(p for p in folder.glob("*.json") if not p.name.endswith(".validation.json"))
+            out += sorted(
+                p for p in folder.glob("*.json") if not p.name.endswith((".validation.json", RESCALED_SUFFIX))
+            )
     return out
 
 
@@ -114,7 +120,12 @@ def choose_table(
                 else ""
             )
             if check.verdict in GOOD_VERDICTS:
-                return TableChoice(Path(table.source), how, f"{how} table of this device; {summary}", check)
+                path, note = Path(table.source), f"{how} table of this device; {summary}"
+                ratio = check.table.get("ratio", 1.0) if check.table else 1.0
+                if abs(ratio - 1.0) > RESCALE_ABOVE:
+                    path = rescaled_copy(table, ratio, cache)
+                    note += f"; its calibration x{ratio:.3f} for this machine's speed now, in {path}"
+                return TableChoice(path, how, note, check)
             say(f"{how} table {table.source} has this machine's identity but {summary}: not used")
     here = here_fingerprint({"batch": batch, "resolution": resolution}, threads)
     path = cache / f"{space.name}-{device_tag(here)}-ort-{threads}t-b{batch}-{resolution}.json"
@@ -122,6 +133,26 @@ def choose_table(
     build_fn = build_fn or (lambda p: build_table(space, p, resolution, batch, threads, progress))
     build_fn(path)
     return TableChoice(path, "profiled", "profiled and calibrated on this machine now")
+
+
+def rescaled_copy(table: LatencyTable, ratio: float, folder: Path) -> Path:
+    """A copy of ``table`` whose calibration is scaled by ``ratio`` (measured/predicted here, just now).
+
+    The per-op shape of the table stays; only the whole-network mapping follows the host's current speed,
+    as a recalibration would. The fit it replaces goes to ``meta.calibration_history``.
+    """
+    doc = table.to_dict()
+    cal = dict(doc["calibration"])
+    history = doc.setdefault("meta", {}).setdefault("calibration_history", [])
+    history.append({**cal, "replaced": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    for k in ("scale", "offset_ms", "ms_per_mweight"):
+        cal[k] = float(cal.get(k, 0.0)) * ratio
+    cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
+    doc["calibration"] = cal
+    path = folder / (Path(table.source).stem + RESCALED_SUFFIX)
+    with profiler_errors():
+        LatencyTable.from_dict(doc, str(path)).save(path)
+    return path
 
 
 def build_table(
