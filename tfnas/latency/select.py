@@ -24,7 +24,7 @@ from profilers.lut import LatencyTable
 from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
 from tfnas.latency.table import device_match, here_fingerprint, profiler_errors
-from tfnas.latency.validate import Validation, validate
+from tfnas.latency.validate import Validation, error_report, judge, validate
 from tfnas.spaces.mbv2 import MBV2Space
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ def choose_table(
                 if check.table
                 else ""
             )
-            if check.verdict in GOOD_VERDICTS:
+            if check.verdict in GOOD_VERDICTS or _holds_after_rescaling(check):
                 path, note = Path(table.source), f"{how} table of this device; {summary}"
                 ratio = check.table.get("ratio", 1.0) if check.table else 1.0
                 if abs(ratio - 1.0) > RESCALE_ABOVE:
@@ -133,6 +133,15 @@ def choose_table(
     build_fn = build_fn or (lambda p: build_table(space, p, resolution, batch, threads, progress))
     build_fn(path)
     return TableChoice(path, "profiled", "profiled and calibrated on this machine now")
+
+
+def _holds_after_rescaling(check: Validation) -> bool:
+    """The table's shape is right and only the host's speed moved: one ratio brings it within the verdict's limits."""
+    if check.verdict != "does-not-hold" or not check.predicted_ms:
+        return False
+    ratio = check.table["ratio"]
+    shape = error_report([p * ratio for p in check.predicted_ms], check.measured_ms)
+    return judge(shape, check.noise_floor)[0] == "holds"
 
 
 def rescaled_copy(table: LatencyTable, ratio: float, folder: Path) -> Path:
