@@ -46,7 +46,9 @@ def test_search_prints_the_deployment_shape_at_start_and_end(search_yaml, tmp_pa
     path = search_yaml()
     assert main(["search", "--config", str(path), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
     out = capsys.readouterr().out.splitlines()
-    shape = [line for line in out if "32x32, batch 1, fp32, on synthetic (synthetic 0, 1 thread(s)" in line]
+    shape = [
+        line for line in out if "32x32 on synthetic [ISA not recorded], synthetic 0 none, 1 thread(s), batch 1" in line
+    ]
     assert len(shape) == 2, out
     assert out[0].startswith("search: target") and "lut.json" in out[0]
 

@@ -32,14 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def deployment_shape(lat: Any) -> str:
     """What a latency budget refers to: the table's input shape and the device it was measured on."""
-    fp = lat.lookup.table.fingerprint
-    device = fp.get("gpu_model") or fp.get("cpu_model") or "unknown device"
-    runtime = " ".join(str(fp[k]) for k in ("runtime", "runtime_version") if fp.get(k))
-    threads = f", {fp['threads']} thread(s)" if fp.get("threads") and not fp.get("gpu_model") else ""
-    return (
-        f"{lat.resolution}x{lat.resolution}, batch {fp.get('batch', '?')}, {fp.get('precision', 'fp32')},"
-        f" on {device} ({runtime}{threads}; table {lat.lookup.table.source})"
-    )
+    from tfnas.latency.table import device_match, table_device
+
+    table = lat.lookup.table
+    match = device_match(table)
+    here = "this machine" if match.same_device else "NOT this machine" if match.verifiable else "unverified device"
+    return f"{lat.resolution}x{lat.resolution} on {table_device(table)} ({here}; table {table.source})"
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -142,7 +140,9 @@ def report_measured(result, cfg: dict) -> None:
     table = load_table(_lut_path(cfg), warn_fingerprint=False)
     m = measure_on_table_device(result.arch, table)
     if m is None:
-        print(f"not measured here: the budget refers to the table's device ({table_device(table)})")
+        print(
+            f"not measured here: this machine is not (or cannot be verified as) the table's device ({table_device(table)})"
+        )
         return
     err = 100.0 * (m["measured_ms"] / result.target_ms - 1.0)
     print(
