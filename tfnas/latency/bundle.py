@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from profilers.bundle import MANIFEST_NAME, manifest_document
+from profilers.progress import Progress, progress
 from profilers.weights import strip_weights
 from tfnas.errors import ConfigError
 from tfnas.latency.signatures import Signature, build_signature_module, space_signatures
@@ -142,7 +143,7 @@ def write_bundle(
                 export_graph(space, sig, width, path, batch)
                 exported += 1
             entries.append({"key": sig.key, "width": width, "file": name, "input_shape": list(sig.input_shape(batch))})
-            bar.update(1)
+            bar.update()
     bar.close()
     meta = {
         "grid": g.to_dict(),
@@ -168,7 +169,5 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="graph", desc="bundle", disable=not enabled, dynamic_ncols=True)
+def _progress(total: int, enabled: bool) -> Progress:
+    return progress(total=total, desc="bundle", enabled=None if enabled else False, unit="graph")
