@@ -9,6 +9,7 @@ import torch
 
 from tfnas.errors import ConfigError
 from tfnas.search.common import RunCheckpoint, StepTimer, build_lr_schedule, build_optimizer, set_lr
+from tfnas.utils.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_optimizer_builder():
@@ -60,3 +61,38 @@ def test_timer():
         with t("a"):
             pass
     assert t.count["a"] == 2 and "sec_per_a" in t.summary()
+
+
+def test_run_loop_counts_finished_epochs_and_resumes_mid_epoch(tmp_path):
+    from tfnas.search.common import RunLoop
+    from tfnas.utils.metrics import read_metrics
+
+    loop = RunLoop(tmp_path, {"model": torch.nn.Linear(2, 2)}, epochs=3, steps_per_epoch=4)
+    logger = loop.start(False, {"lr": 0.1})
+    for step in range(8):
+        logger.log(step, loss=1.0)
+    loop.save(1, {"note": 1}, step=2)  # one epoch and two steps of the second were done; steps 6, 7 were not
+    logger.close()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+    again = RunLoop(tmp_path, {"model": torch.nn.Linear(2, 2)}, epochs=3, steps_per_epoch=4)
+    again.start(True, {"lr": 0.1}).close()
+    assert (again.epoch, again.step, again.global_step, again.extra) == (1, 2, 6, {"note": 1})
+    assert list(again.epochs()) == [1, 2] and again.first_step(1) == 2 and again.first_step(2) == 0
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1, 2, 3, 4, 5]  # logged again on the way
+
+
+@pytest.mark.parametrize(("index", "epochs_done"), [(True, 3), (False, 2)])
+def test_run_loop_converts_checkpoints_of_the_old_conventions(tmp_path, index, epochs_done):
+    from tfnas.search.common import RunLoop
+
+    model = torch.nn.Linear(2, 2)
+    old = {"epoch": 2, "state": {"model": model.state_dict()}, "rng": None, "extra": {"next_step": 1}}
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt", old)  # no version: before one convention
+    loop = RunLoop(tmp_path, {"model": model}, epochs=5, steps_per_epoch=4, old_epoch_is_index=index)
+    loop.start(True, {}).close()
+    assert (loop.epoch, loop.step) == (epochs_done, 1)  # DARTS stored the finished epoch's index, TF-NAS the count
+
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt", {**old, "version": 99})
+    with pytest.raises(ConfigError, match="version 99, newer than this tfnas reads"):
+        RunLoop(tmp_path, {"model": model}, epochs=5, steps_per_epoch=4).start(True, {})

@@ -23,7 +23,7 @@ from tfnas.errors import ConfigError
 from tfnas.latency.signatures import Signature, build_signature_module, space_signatures
 from tfnas.latency.table import WidthGrid, make_grid
 from tfnas.spaces.mbv2 import MBV2Space
-from tfnas.utils.io import atomic_write_json
+from tfnas.utils.io import atomic_path, atomic_write_json
 
 WidthFilter = Callable[[Signature, int], bool]
 
@@ -78,33 +78,32 @@ def export_graph(
     module = build_signature_module(space, sig, width).eval()
     full = sig.input_shape(batch)
     small = (1, full[1], min(full[2], 8), min(full[3], 8))
-    tmp = path.with_name(f".{path.name}.tmp")
     dyn = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n"} if sig.kind == "head" else {0: "n", 2: "oh", 3: "ow"}}
-    with torch.no_grad(), _quiet():
-        torch.onnx.export(
-            module,
-            (torch.zeros(small),),
-            str(tmp),
-            dynamo=False,
-            input_names=["input"],
-            output_names=["output"],
-            opset_version=17,
-            dynamic_axes=dyn,
-            do_constant_folding=True,
-        )
-    model = onnx.load(str(tmp))
-    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, full):
-        dim.Clear()
-        dim.dim_value = value
-    del model.graph.value_info[:]
-    for dim in model.graph.output[0].type.tensor_type.shape.dim:
-        dim.Clear()
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    onnx.checker.check_model(model)
-    if strip:
-        strip_weights(model)  # the device generates them: a bundle of MBs instead of GBs (profilers.weights)
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path, ".tmp.onnx") as tmp:
+        with torch.no_grad(), _quiet():
+            torch.onnx.export(
+                module,
+                (torch.zeros(small),),
+                str(tmp),
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                opset_version=17,
+                dynamic_axes=dyn,
+                do_constant_folding=True,
+            )
+        model = onnx.load(str(tmp))
+        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, full):
+            dim.Clear()
+            dim.dim_value = value
+        del model.graph.value_info[:]
+        for dim in model.graph.output[0].type.tensor_type.shape.dim:
+            dim.Clear()
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model)
+        if strip:
+            strip_weights(model)  # the device generates them: a bundle of MBs instead of GBs (profilers.weights)
+        onnx.save(model, str(tmp))
 
 
 def write_bundle(
