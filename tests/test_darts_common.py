@@ -96,3 +96,17 @@ def test_run_loop_converts_checkpoints_of_the_old_conventions(tmp_path, index, e
     save_checkpoint(tmp_path / "checkpoints" / "last.pt", {**old, "version": 99})
     with pytest.raises(ConfigError, match="version 99, newer than this tfnas reads"):
         RunLoop(tmp_path, {"model": model}, epochs=5, steps_per_epoch=4).start(True, {})
+
+
+def test_evaluate_counts_right_answers_and_averages_the_loss():
+    from tfnas.search.common import evaluate
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))  # logits = inputs: the larger input is the prediction
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 0])  # the third is wrong: 3 of 4 right
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    loss, acc = evaluate(model, batches)
+    assert acc == 0.75
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(x, y).item())
