@@ -45,7 +45,7 @@ class Progress:
         self._start = self._last = time.monotonic()
         self._bar: Any = None
         out = self.stream or sys.stderr
-        if self.enabled and (enabled is True or out.isatty()):
+        if self.enabled and (enabled is True or getattr(out, "isatty", lambda: False)()):
             try:
                 from tqdm import tqdm
             except ImportError:
