@@ -19,9 +19,7 @@ import os
 from pathlib import Path
 
 import torch
-import torchvision
 from torch.utils.data import Dataset
-from torchvision import transforms as T
 
 from tfnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tfnas.errors import ConfigError
@@ -66,6 +64,9 @@ class ImageFolderDataset(Dataset):
             )
         self.root = root
         self.resolution = int(resolution)
+        import torchvision  # here, not at import: it takes a second and most runs read no image folder
+        from torchvision import transforms as T
+
         if augment:
             tf = [T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip()]
         else:
