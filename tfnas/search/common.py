@@ -140,11 +140,10 @@ CHECKPOINT_VERSION = 2  # 2: "epoch" is the number of finished epochs in every r
 
 
 class RunCheckpoint:
-    """``<out_dir>/checkpoints/last.pt`` (+ ``epoch_XXX.pt`` when ``keep_all``)."""
+    """``<out_dir>/checkpoints/last.pt``: model, optimizers, RNG state and the run's position."""
 
-    def __init__(self, out_dir: str | Path, keep_all: bool = False):
+    def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir) / "checkpoints"
-        self.keep_all = keep_all
 
     @property
     def last(self) -> Path:
@@ -198,10 +197,7 @@ class RunCheckpoint:
             "rng": capture_rng_state(),
             "extra": dict(extra or {}),
         }
-        save_checkpoint(self.last, state)
-        if self.keep_all:
-            save_checkpoint(self.dir / f"epoch_{epochs_done:03d}.pt", state)
-        return self.last
+        return save_checkpoint(self.last, state)
 
     def load(
         self, modules: dict[str, Any], restore_rng: bool = True, old_epoch_is_index: bool = False
