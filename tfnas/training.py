@@ -86,6 +86,9 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
     history = list(loop.extra.get("history", []))
     lr_at = build_lr_schedule({"name": "cosine", "warmup_steps": cfg.warmup_epochs * steps}, cfg.lr, cfg.epochs * steps)
     for epoch in loop.epochs():
+        # each rank's draws (dropout) come from (seed, rank, epoch): a resume needs no other rank's RNG state,
+        # and the checkpoint (written by rank 0) holds only rank 0's
+        seed_everything((cfg.seed * 1_000_003 + epoch) * 4096 + info.rank)
         ddp_model.train()
         set_loader_epoch(train_loader, epoch)
         bar = progress(train_loader, steps, f"train {epoch + 1}/{cfg.epochs}", None if info.is_main else False)
