@@ -124,6 +124,83 @@ def _combine(results: list[dict[str, Any]], protocol: TimingProtocol) -> Measure
     )
 
 
+class _Saver:
+    """Saves the LUT after ``every`` new points or ``interval_s`` seconds, whichever comes first."""
+
+    def __init__(self, table: LatencyTable, out: Path, every: int, interval_s: float) -> None:
+        self.table, self.out, self.every, self.interval_s = table, out, every, interval_s
+        self.unsaved = 0
+        self.last = time.monotonic()
+
+    def measured(self) -> None:
+        self.unsaved += 1
+        if self.unsaved >= self.every or time.monotonic() - self.last >= self.interval_s:
+            self.table.save(self.out)
+            self.unsaved = 0
+            self.last = time.monotonic()
+
+    def flush(self) -> None:
+        if self.unsaved:
+            self.table.save(self.out)
+
+
+def _prepare(
+    be: Backend, manifest: Manifest, i: int, entry: ManifestEntry, workdir: Path, table: LatencyTable, out: Path
+) -> Callable[[], None]:
+    """The backend's runner of entry ``i``'s graph (weights materialized into ``workdir`` when stripped)."""
+    try:
+        graph = entry.path if manifest.weights == "embedded" else materialize(entry.path, workdir)
+        fn = be.prepare(graph, entry.input_shape)
+        if graph != entry.path:
+            graph.unlink()
+        return fn
+    except ProfilerError as exc:
+        raise ProfilerError(
+            f"{exc}\n  (bundle entry {i}: key {entry.key!r}, width {entry.width}, file {entry.file}); "
+            f"the {table.n_points()} points measured so far are saved in {out}"
+        ) from None
+
+
+def _pass_record(m: Measurement) -> dict[str, Any]:
+    return {
+        "value_ms": sig(m.latency_ms),
+        "median_ms": sig(m.median_ms),
+        "spread_ms": sig(m.spread_ms),
+        "cv": sig(m.cv),
+        "repeats": m.repeats,
+        "noisy": m.noisy,
+        "samples_kept": m.samples_kept,
+    }
+
+
+def _record(
+    table: LatencyTable,
+    records: dict[str, list[dict[str, Any]]],
+    entry: ManifestEntry,
+    m: Measurement,
+    protocol: TimingProtocol,
+) -> None:
+    """Add pass ``m`` of ``entry`` to its pass records and its combined value to the table."""
+    pid = point_id(entry.key, entry.width)
+    if pid not in records and table.measured(entry.key, entry.width):
+        # a LUT written without pass records: its value counts as the first pass
+        old = table.entry(entry.key)
+        j = old["widths"].index(entry.width)
+        records[pid] = [
+            {
+                "value_ms": old["latency_ms"][j],
+                "median_ms": old.get("median_ms", old["latency_ms"])[j],
+                "spread_ms": old["spread_ms"][j],
+                "cv": old["cv"][j],
+                "repeats": old["repeats"][j],
+                "noisy": old["noisy"][j],
+                "samples_kept": old["repeats"][j],
+            }
+        ]
+    records.setdefault(pid, []).append(_pass_record(m))
+    table.add_measurement(entry.key, entry.width, _combine(records[pid], protocol))
+
+
 def profile_bundle(
     bundle_dir: str | Path,
     out_path: str | Path,
@@ -157,9 +234,8 @@ def profile_bundle(
     total = len(entries) * protocol.passes
     done = sum(min(_passes_done(table, e), protocol.passes) for _, e in entries)
     table.save(out)  # fail early on an unwritable path, before any measuring
-    bar = Progress(total, done, enabled=progress)
-    since_save = 0
-    last_save = time.monotonic()
+    bar = Progress(total, done, enabled=None if progress else False)
+    saver = _Saver(table, out, save_every, save_interval_s)
     scratch = contextlib.ExitStack()
     workdir = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="tfnas-graph-")))
     try:
@@ -167,58 +243,18 @@ def profile_bundle(
             for i, entry in entries:
                 if _passes_done(table, entry) >= pass_no:
                     continue
-                try:
-                    graph = entry.path if manifest.weights == "embedded" else materialize(entry.path, workdir)
-                    fn = be.prepare(graph, entry.input_shape)
-                    if graph != entry.path:
-                        graph.unlink()
-                except ProfilerError as exc:
-                    raise ProfilerError(
-                        f"{exc}\n  (bundle entry {i}: key {entry.key!r}, width {entry.width}, file {entry.file}); "
-                        f"the {table.n_points()} points measured so far are saved in {out}"
-                    ) from None
+                fn = _prepare(be, manifest, i, entry, workdir, table, out)
                 m = measure(fn, protocol) if clock is None else measure(fn, protocol, clock)
                 del fn
-                pid = point_id(entry.key, entry.width)
-                if pid not in records and table.measured(entry.key, entry.width):
-                    old = table.entry(entry.key)
-                    j = old["widths"].index(entry.width)
-                    records[pid] = [
-                        {
-                            "value_ms": old["latency_ms"][j],
-                            "median_ms": old.get("median_ms", old["latency_ms"])[j],
-                            "spread_ms": old["spread_ms"][j],
-                            "cv": old["cv"][j],
-                            "repeats": old["repeats"][j],
-                            "noisy": old["noisy"][j],
-                            "samples_kept": old["repeats"][j],
-                        }
-                    ]
-                records.setdefault(pid, []).append(
-                    {
-                        "value_ms": sig(m.latency_ms),
-                        "median_ms": sig(m.median_ms),
-                        "spread_ms": sig(m.spread_ms),
-                        "cv": sig(m.cv),
-                        "repeats": m.repeats,
-                        "noisy": m.noisy,
-                        "samples_kept": m.samples_kept,
-                    }
-                )
-                table.add_measurement(entry.key, entry.width, _combine(records[pid], protocol))
-                since_save += 1
-                if since_save >= save_every or time.monotonic() - last_save >= save_interval_s:
-                    table.save(out)
-                    since_save = 0
-                    last_save = time.monotonic()
+                _record(table, records, entry, m, protocol)
+                saver.measured()
                 flag = " NOISY" if m.noisy else ""
                 bar.update(f"p{pass_no} {m.latency_ms:.3f}ms cv={m.cv:.1%}{flag} {entry.key} w={entry.width}")
                 if on_entry is not None:
                     on_entry(i, entry, m)
     finally:
         scratch.close()
-        if since_save:
-            table.save(out)
+        saver.flush()
         bar.close()
     table.complete = all(_passes_done(table, e) >= protocol.passes for _, e in entries)
     table.meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -53,7 +53,7 @@ def test_search_prints_the_deployment_shape_at_start_and_end(search_yaml, tmp_pa
     assert out[0].startswith("search: target") and "lut.json" in out[0]
 
 
-def test_corrupt_jpeg_is_named_and_skipped_wherever_it_lands(tmp_path, capsys):
+def test_corrupt_jpeg_is_named_and_skipped_wherever_it_lands(tmp_path, caplog):
     """Policy: skip and count. The bad file is named once and replaced by the next image, in any batch."""
     import numpy as np
     from PIL import Image
@@ -71,8 +71,9 @@ def test_corrupt_jpeg_is_named_and_skipped_wherever_it_lands(tmp_path, capsys):
     x, y = ds[1]  # the bad one
     assert x.shape == (3, 16, 16) and torch.equal(x, ds[2][0])  # its successor took its place
     ds[1]
-    err = capsys.readouterr().err
-    assert err.count(str(bad)) == 1 and "skipping unreadable image" in err and ds.skipped == {str(bad)}
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "skipping unreadable image" in warned[0] and str(bad) in warned[0]
+    assert ds.skipped == {str(bad)}
     for f in (tmp_path / "a").iterdir():
         f.write_bytes(b"not an image at all")
     for f in (tmp_path / "b").iterdir():
@@ -208,12 +209,10 @@ def test_export_weights_of_another_class_count(tmp_path, tiny_space, capsys, mon
 
 
 # ---- feedback a user notices ---------------------------------------------------------------------------------
-def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
-    import tfnas.search.common as common
+def test_progress_without_a_terminal_prints_plain_lines(capsys):
+    from profilers.progress import progress
 
-    monkeypatch.setattr(common, "PLAIN_PROGRESS_EVERY_S", 0.0)
-    bar = common.progress(range(5), total=5, desc="search 1/3")  # stderr is captured: not a terminal
-    assert isinstance(bar, common.PlainProgress)
+    bar = progress(range(5), total=5, desc="search 1/3")  # stderr is captured: not a terminal
     bar.every_s = 0.0
     for i in bar:
         bar.set_postfix(loss=f"{i:.1f}")
@@ -222,4 +221,5 @@ def test_progress_without_a_terminal_prints_plain_lines(capsys, monkeypatch):
     lines = capsys.readouterr().err.splitlines()
     assert lines[0].startswith("search 1/3: 1/5 steps") and "left" in lines[0]
     assert lines[-1].startswith("search 1/3: 3/5 steps") and "loss=2.0" in lines[-1] and "\r" not in "".join(lines)
-    assert common.progress(range(3), 3, "x", enabled=False) == range(3)  # --no-progress: silence
+    assert list(progress(range(3), 3, "x", enabled=False)) == [0, 1, 2]  # --no-progress: the items, in silence
+    assert capsys.readouterr().err == ""

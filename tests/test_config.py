@@ -202,4 +202,4 @@ def test_darts_resume_may_change_runtime_threads(tmp_path, capsys):
     saved["search"]["epochs"] = 2  # as if the run had been stopped after its first epoch
     (out / "config.json").write_text(json.dumps(saved))
     assert main([*common, "--resume", "--threads", "2"]) == 0, capsys.readouterr().err
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 2  # finished epochs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from tfnas.cli import main
@@ -84,14 +85,68 @@ def test_cli_train_eval_net(tmp_path):
     out = tmp_path / "train"
     assert main(["darts", "train", "--genotype", "DARTS_V1", "--config", str(cfg), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["params_without_aux"] > 0
+    assert summary["params_without_aux"] > 0
     assert get_genotype(str(out / "genotype.json")) == get_genotype("DARTS_V1")
+    # test accuracy: the trained network's right answers on the test split, counted here by hand
+    from tfnas.data import build_datasets
+    from tfnas.models.darts_eval import build_eval_net
+    from tfnas.search.darts.train_eval import resolve_train_config
+    from tfnas.utils.checkpoint import load_weights_state
+
+    c = resolve_train_config(read_yaml(cfg))
+    d = c["data"]
+    data = build_datasets(d["source"], resolution=d["resolution"], held_out_fraction=0.0, num_samples=d["num_samples"],
+                          seed=c["train"]["seed"])  # fmt: skip
+    net_cfg = {**c["net"], "num_classes": data.num_classes, "in_channels": data.in_channels}
+    net = build_eval_net(get_genotype("DARTS_V1"), c["setting"], **net_cfg)
+    net.load_state_dict(load_weights_state(out / "checkpoints" / "last.pt"))
+    with torch.no_grad():
+        logits = net.eval()(torch.stack([x for x, _ in data.test]))
+    right = sum(int(p == y) for p, (_, y) in zip(logits.argmax(1).tolist(), data.test))
+    assert summary["test_acc"] == right / len(data.test)
 
 
-def test_latency_aware_search_logs_the_latency_term(tmp_path):
+def _expected_latency_by_hand(weights: dict, lat: dict) -> float:
+    """sum over deployed cells, edges and ops of weight x table latency x 2 / (edges into the node), + fixed parts."""
+    from profilers.lut import LatencyTable
+    from tfnas.latency.darts_bundle import DeployShape, deploy_positions, fixed_keys, op_key
+    from tfnas.resources import find_table
+    from tfnas.spaces.darts import cell_edges, load_space
+
+    table = LatencyTable.load(find_table(lat["table"]))
+    shape = DeployShape(**lat["deploy"])
+    total = sum(table.latency(key, None) for key, _, _ in fixed_keys(shape))
+    space = load_space("s0")
+    for p in deploy_positions(shape):
+        kind = "reduce" if p.reduction else "normal"
+        for e, (node, _) in enumerate(cell_edges()):
+            for k, op in enumerate(space.ops(kind)[e]):
+                if op != "none":
+                    ms = table.latency(op_key(op, p.C, p.edge_stride(e), p.edge_resolution(e)), None)
+                    total += float(weights[kind][0, e, k]) * ms * 2 / node  # node n has n incoming edges
+    return total
+
+
+def test_latency_aware_search_logs_the_latency_term(tmp_path, monkeypatch):
+    """The logged term is lambda * |LAT / T - 1| with LAT the weighted table latency at that step's weights."""
+    from tfnas.search.darts import latency as darts_latency
+
+    seen = []
+    real = darts_latency.LatencyLoss.__call__
+
+    def spy(self, model, weights, progress):  # noqa: ANN001, ANN202
+        seen.append({k: w.detach().clone() for k, w in weights.items()})
+        return real(self, model, weights, progress)
+
+    monkeypatch.setattr(darts_latency.LatencyLoss, "__call__", spy)
     cfg = read_yaml(write_cfg(tmp_path, "latency_aware"))
     cfg["search"]["epochs"] = 1
     cfg["hessian"]["every"] = 0
     DartsSearch(cfg, tmp_path / "run", show_progress=False).run()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(r["reg_latency"] >= 0 for r in rows) and len(rows) == 2
+    lat = cfg["latency"]
+    assert len(rows) == len(seen) == 2
+    for row, weights in zip(rows, seen):
+        expected = _expected_latency_by_hand(weights, lat)
+        assert row["expected_latency_ms"] == pytest.approx(expected, rel=1e-4)
+        assert row["reg_latency"] == pytest.approx(lat["lambda"] * abs(expected / lat["target_ms"] - 1), rel=1e-4)

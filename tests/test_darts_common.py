@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from tfnas.errors import ConfigError
-from tfnas.search.common import RunCheckpoint, StepTimer, build_lr_schedule, build_optimizer, cycle, set_lr
+from tfnas.search.common import RunCheckpoint, StepTimer, build_lr_schedule, build_optimizer, set_lr
+from tfnas.utils.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_optimizer_builder():
@@ -54,11 +55,58 @@ def test_run_checkpoint_roundtrip(tmp_path):
         RunCheckpoint(tmp_path).load({"other": model2})
 
 
-def test_timer_and_cycle():
+def test_timer():
     t = StepTimer()
     for _ in range(2):
         with t("a"):
             pass
     assert t.count["a"] == 2 and "sec_per_a" in t.summary()
-    it = cycle([1, 2])
-    assert [next(it) for _ in range(5)] == [1, 2, 1, 2, 1]
+
+
+def test_run_loop_counts_finished_epochs_and_resumes_mid_epoch(tmp_path):
+    from tfnas.search.common import RunLoop
+    from tfnas.utils.metrics import read_metrics
+
+    loop = RunLoop(tmp_path, {"model": torch.nn.Linear(2, 2)}, epochs=3, steps_per_epoch=4)
+    logger = loop.start(False, {"lr": 0.1})
+    for step in range(8):
+        logger.log(step, loss=1.0)
+    loop.save(1, {"note": 1}, step=2)  # one epoch and two steps of the second were done; steps 6, 7 were not
+    logger.close()
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["epoch"] == 1
+
+    again = RunLoop(tmp_path, {"model": torch.nn.Linear(2, 2)}, epochs=3, steps_per_epoch=4)
+    again.start(True, {"lr": 0.1}).close()
+    assert (again.epoch, again.step, again.global_step, again.extra) == (1, 2, 6, {"note": 1})
+    assert list(again.epochs()) == [1, 2] and again.first_step(1) == 2 and again.first_step(2) == 0
+    assert [r["step"] for r in read_metrics(tmp_path)] == [0, 1, 2, 3, 4, 5]  # logged again on the way
+
+
+@pytest.mark.parametrize(("index", "epochs_done"), [(True, 3), (False, 2)])
+def test_run_loop_converts_checkpoints_of_the_old_conventions(tmp_path, index, epochs_done):
+    from tfnas.search.common import RunLoop
+
+    model = torch.nn.Linear(2, 2)
+    old = {"epoch": 2, "state": {"model": model.state_dict()}, "rng": None, "extra": {"next_step": 1}}
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt", old)  # no version: before one convention
+    loop = RunLoop(tmp_path, {"model": model}, epochs=5, steps_per_epoch=4, old_epoch_is_index=index)
+    loop.start(True, {}).close()
+    assert (loop.epoch, loop.step) == (epochs_done, 1)  # DARTS stored the finished epoch's index, TF-NAS the count
+
+    save_checkpoint(tmp_path / "checkpoints" / "last.pt", {**old, "version": 99})
+    with pytest.raises(ConfigError, match="version 99, newer than this tfnas reads"):
+        RunLoop(tmp_path, {"model": model}, epochs=5, steps_per_epoch=4).start(True, {})
+
+
+def test_evaluate_counts_right_answers_and_averages_the_loss():
+    from tfnas.search.common import evaluate
+
+    model = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))  # logits = inputs: the larger input is the prediction
+    x = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [1.0, 0.0]])
+    y = torch.tensor([0, 1, 1, 0])  # the third is wrong: 3 of 4 right
+    batches = [(x[:3], y[:3]), (x[3:], y[3:])]
+    loss, acc = evaluate(model, batches)
+    assert acc == 0.75
+    assert loss == pytest.approx(torch.nn.functional.cross_entropy(x, y).item())

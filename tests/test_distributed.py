@@ -97,3 +97,51 @@ def test_missing_rendezvous_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     with pytest.raises(TfnasError, match="MASTER_ADDR"):
         init_distributed(device="cpu")
+
+
+def _train_worker(rank: int, world_size: int, port: int, arch_path: str, out: str, mode: str) -> None:
+    """``tfnas train`` on one rank: ``full``, ``cut`` (every rank stops after the first epoch's checkpoint) or
+    ``resume``."""
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )  # fmt: skip
+    torch.set_num_threads(1)
+    from tfnas.arch import load_arch
+    from tfnas.search.common import RunLoop
+    from tfnas.training import TrainConfig, train_derived
+
+    if mode == "cut":
+        real_save = RunLoop.save
+
+        def save_then_stop(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            real_save(self, *args, **kwargs)
+            raise KeyboardInterrupt
+
+        RunLoop.save = save_then_stop
+    cfg = TrainConfig(data="generated", epochs=2, batch_size=16, num_samples=64, resolution=16, device="cpu", seed=1)
+    try:
+        train_derived(load_arch(arch_path), cfg, out, resume=mode == "resume")
+    except KeyboardInterrupt:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_process_training_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Only rank 0 writes the checkpoint, yet every rank continues with the random draws it would have made."""
+    import torch.multiprocessing as mp
+
+    from tfnas.arch import Architecture
+    from tfnas.spaces.mbv2 import load_space
+    from tfnas.utils.checkpoint import load_checkpoint
+
+    arch_path = tmp_path / "arch.json"
+    Architecture.uniform(load_space("tfnas_cifar"), "k3_e3").save(arch_path)
+    for mode, out in (("full", "full"), ("cut", "cut"), ("resume", "cut")):
+        args = (2, _free_port(), str(arch_path), str(tmp_path / out), mode)
+        mp.spawn(_train_worker, args=args, nprocs=2, join=True)
+    a = load_checkpoint(tmp_path / "full" / "model.pt")["model"]
+    b = load_checkpoint(tmp_path / "cut" / "model.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads((tmp_path / d / "train_report.json").read_text())["history"] for d in ("full", "cut")]
+    assert history[0] == history[1] and len(history[0]) == 2

@@ -51,6 +51,32 @@ def test_timm_entry_point_builds_the_derived_network(arch_file):
     assert model.get_classifier().out_features == 7
 
 
+def test_timm_entry_point_passes_on_or_rejects_what_train_py_gives(arch_file):
+    import tfnas.export.timm_model  # noqa: F401  (registers the model)
+    from tfnas.errors import ConfigError
+
+    # what timm's train.py hands every model (None: flag not given; create_model drops those)
+    train_py = dict(pretrained=False, in_chans=3, num_classes=5, drop_rate=0.3, drop_path_rate=None,
+                    drop_block_rate=None, global_pool=None, bn_momentum=0.01, bn_eps=1e-3, scriptable=None,
+                    checkpoint_path=None)  # fmt: skip
+    model = timm.create_model("tfnas_derived", arch=str(arch_file), **train_py)
+    assert model.num_classes == 5 and model.get_classifier().out_features == 5
+    assert model.head.dropout.p == 0.3 and model.drop_rate == 0.3
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.01 and m.eps == 1e-3 for m in bns)
+    no_drop = timm.create_model("tfnas_derived", arch=str(arch_file), drop_rate=0.0, drop_path_rate=0.0)
+    assert isinstance(no_drop.head.dropout, torch.nn.Identity)
+    for bad, match in [
+        ({"in_chans": 1}, r"in_chans=1, but the architecture's space takes 3"),
+        ({"drop_path_rate": 0.1}, "no stochastic depth"),
+        ({"global_pool": "max"}, "average only"),
+        ({"colour": 1}, r"unsupported arguments \['colour'\]"),
+        ({"pretrained": True}, "no pretrained weights"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            timm.create_model("tfnas_derived", arch=str(arch_file), **bad)
+
+
 def test_export_takes_trained_weights_and_names_a_mismatch(arch_file, tmp_path, capsys):
     from onnx import numpy_helper
 

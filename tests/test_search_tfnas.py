@@ -441,14 +441,43 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
     assert seen[-1][2] != seen[0][2]  # ...at other widths
 
 
-def test_bf16_autocast_search_trains_and_hits_the_target(tmp_path, tiny_space):
-    """``runtime.autocast: bf16`` runs the forwards in bfloat16 and still derives a net on the target."""
+def _activation_dtypes(search) -> dict[str, set]:  # noqa: ANN001
+    """Record the dtype of every candidate op's output, per kind of step (weight / arch)."""
+    from tfnas.search.tfnas.elastic_ops import ElasticInvertedResidual
+
+    seen: dict[str, set] = {"weight": set(), "arch": set()}
+    step = ["weight"]
+    real_arch_step = search.arch_step
+
+    def arch_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        step[0] = "arch"
+        try:
+            return real_arch_step(*args, **kwargs)
+        finally:
+            step[0] = "weight"
+
+    search.arch_step = arch_step
+    for m in search.model.modules():
+        if isinstance(m, ElasticInvertedResidual):
+            m.register_forward_hook(lambda mod, inputs, out: seen[step[0]].add(out.dtype))
+    return seen
+
+
+@pytest.mark.parametrize(("autocast", "dtype"), [("bf16", torch.bfloat16), (None, torch.float32)])
+def test_autocast_runs_the_steps_forwards_in_its_dtype(tmp_path, tiny_space, autocast, dtype):
+    """``runtime.autocast: bf16``: the ops of both steps compute in bfloat16 (fp32 without it); the losses stay
+    finite and the derived net is on the target."""
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1)
-    cfg["runtime"]["autocast"] = "bf16"
+    cfg["runtime"]["autocast"] = autocast
     cfg["target_ms"] = _target(cfg, tiny_space, 0.5)
     search = TFNASSearch(cfg, tmp_path / "run")
+    seen = _activation_dtypes(search)
     result = search.run()
+    assert seen == {"weight": {dtype}, "arch": {dtype}}
     assert abs(result.predicted_ms / cfg["target_ms"] - 1) <= cfg["search"]["final_tolerance"]
     assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["held_loss"]) for r in search.history[1:])
+
+
+def test_autocast_setting_is_checked():
     with pytest.raises(ConfigError, match=r"runtime.autocast' = 'int8'.*bf16"):
         resolve_config({"runtime": {"autocast": "int8"}})

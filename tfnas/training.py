@@ -8,6 +8,7 @@ the final weights ``model.pt`` (a plain state dict under ``"model"``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,13 +21,14 @@ from tfnas.arch import Architecture
 from tfnas.config import Schema
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.models.mbv2_net import build_model
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, evaluate, progress, set_lr
+from tfnas.search.common import RunCheckpoint, RunLoop, build_lr_schedule, evaluate, progress, set_lr  # noqa: F401
 from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
-from tfnas.utils.metrics import MetricsLogger
 from tfnas.utils.seed import seed_everything
+
+_log = logging.getLogger(__name__)
 
 
 class TrainConfig(Schema):
@@ -78,20 +80,15 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
         else None
     )
 
-    ckpt = RunCheckpoint(out)
-    modules = {"model": unwrap(ddp_model), "optimizer": opt}
-    start_epoch, history = 0, []
-    ckpt.begin(resume, cfg.to_dict(), ("device", "workers", "channels_last"), write=info.is_main)
-    if resume:
-        start_epoch, extra = ckpt.load(modules)
-        history = list(extra.get("history", []))
-    logger = MetricsLogger(out, resume=resume and start_epoch > 0) if info.is_main else None
-    if logger is not None and start_epoch > 0:
-        logger.truncate_after(start_epoch * len(train_loader))
-
     steps = len(train_loader)
+    loop = RunLoop(out, {"model": unwrap(ddp_model), "optimizer": opt}, cfg.epochs, steps, is_main=info.is_main)
+    logger = loop.start(resume, cfg.to_dict(), ("device", "workers", "channels_last"))
+    history = list(loop.extra.get("history", []))
     lr_at = build_lr_schedule({"name": "cosine", "warmup_steps": cfg.warmup_epochs * steps}, cfg.lr, cfg.epochs * steps)
-    for epoch in range(start_epoch, cfg.epochs):
+    for epoch in loop.epochs():
+        # each rank's draws (dropout) come from (seed, rank, epoch): a resume needs no other rank's RNG state,
+        # and the checkpoint (written by rank 0) holds only rank 0's
+        seed_everything((cfg.seed * 1_000_003 + epoch) * 4096 + info.rank)
         ddp_model.train()
         set_loader_epoch(train_loader, epoch)
         bar = progress(train_loader, steps, f"train {epoch + 1}/{cfg.epochs}", None if info.is_main else False)
@@ -114,10 +111,10 @@ def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, res
         if test_loader is not None and info.is_main:
             row["test_loss"], row["test_acc"] = evaluate(unwrap(ddp_model), test_loader, info.device, cfg.channels_last)
         history.append(row)
-        if info.is_main:
-            logger.log((epoch + 1) * steps, **row)
-            ckpt.save(epoch + 1, modules, {"history": history, "config": cfg.to_dict()})
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+        if logger is not None:
+            logger.log((epoch + 1) * steps - 1, **row)  # at the epoch's last step: a resume keeps it
+            _log.info(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        loop.save(epoch + 1, {"history": history, "config": cfg.to_dict()})
 
     report = {"arch": arch.to_dict(), "config": cfg.to_dict(), "world_size": info.world_size, "history": history}
     if info.is_main:

@@ -1,6 +1,6 @@
-"""ImageFolder trees (``root/<class>/<image>``): torchvision when installed, else PIL.
+"""ImageFolder trees (``root/<class>/<image>``), read by torchvision (installed with timm).
 
-Either way items are ``(float32 3 x R x R tensor, int label)``: images are
+Items are ``(float32 3 x R x R tensor, int label)``: images are
 resized so the short side is ``resolution / 0.875`` and centre-cropped (or
 randomly cropped and flipped with ``augment``), then ImageNet-normalised.
 
@@ -14,16 +14,17 @@ passes unseen in another.
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from tfnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize, random_crop_flip
+from tfnas.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from tfnas.errors import ConfigError
+
+_log = logging.getLogger(__name__)
 
 MAX_CONSECUTIVE_BAD = 20
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -51,50 +52,8 @@ def looks_like_image_folder(root: str | os.PathLike) -> bool:
     return False
 
 
-def scan_image_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]]]:
-    """Sorted class names and ``(path, label)`` pairs, like torchvision's ImageFolder."""
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    samples: list[tuple[Path, int]] = []
-    for label, name in enumerate(classes):
-        for f in sorted((root / name).rglob("*")):
-            if f.is_file() and _is_image(f):
-                samples.append((f, label))
-    return classes, samples
-
-
-class _PILImageFolder(Dataset):
-    """Minimal reader used when torchvision is not importable."""
-
-    def __init__(self, root: Path, resolution: int, augment: bool) -> None:
-        self.classes, self.samples = scan_image_folder(root)
-        self.resolution = resolution
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        path, label = self.samples[index]
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            short = max(1, round(self.resolution / 0.875))
-            w, h = im.size
-            scale = short / min(w, h)
-            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
-            w, h = im.size
-            left, top = (w - self.resolution) // 2, (h - self.resolution) // 2
-            im = im.crop((left, top, left + self.resolution, top + self.resolution))
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-        img = torch.from_numpy(arr).permute(2, 0, 1).contiguous()
-        if self.augment:
-            img = random_crop_flip(img, padding=max(1, self.resolution // 8))
-        return normalize(img, IMAGENET_MEAN, IMAGENET_STD), label
-
-
 class ImageFolderDataset(Dataset):
-    """Class-per-sub-folder image dataset; uses torchvision's ImageFolder when available."""
+    """Class-per-sub-folder image dataset: torchvision's ImageFolder, with the skip-and-count policy."""
 
     def __init__(self, root: str | os.PathLike, resolution: int, augment: bool = False) -> None:
         root = Path(root)
@@ -105,29 +64,22 @@ class ImageFolderDataset(Dataset):
             )
         self.root = root
         self.resolution = int(resolution)
-        try:
-            import torchvision
-            from torchvision import transforms as T
-        except ImportError:
-            torchvision = None
-        if torchvision is not None:
-            if augment:
-                tf = [T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip()]
-            else:
-                tf = [T.Resize(max(1, round(self.resolution / 0.875))), T.CenterCrop(self.resolution)]
-            tf += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-            try:
-                self._impl: Dataset = torchvision.datasets.ImageFolder(
-                    str(root), transform=T.Compose(tf), is_valid_file=_is_valid_file
-                )
-            except FileNotFoundError as e:  # a class folder without images (or a hidden one, e.g. .ipynb_checkpoints)
-                raise ConfigError(f"image folder {root}: {e}; remove empty or hidden class folders") from None
-            self.classes = list(self._impl.classes)
-            self.targets = [s[1] for s in self._impl.samples]
+        import torchvision  # here, not at import: it takes a second and most runs read no image folder
+        from torchvision import transforms as T
+
+        if augment:
+            tf = [T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip()]
         else:
-            self._impl = _PILImageFolder(root, self.resolution, augment)
-            self.classes = self._impl.classes
-            self.targets = [s[1] for s in self._impl.samples]
+            tf = [T.Resize(max(1, round(self.resolution / 0.875))), T.CenterCrop(self.resolution)]
+        tf += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        try:
+            self._impl = torchvision.datasets.ImageFolder(
+                str(root), transform=T.Compose(tf), is_valid_file=_is_valid_file
+            )
+        except FileNotFoundError as e:  # a class folder without images (or a hidden one, e.g. .ipynb_checkpoints)
+            raise ConfigError(f"image folder {root}: {e}; remove empty or hidden class folders") from None
+        self.classes = list(self._impl.classes)
+        self.targets = [s[1] for s in self._impl.samples]
         self.num_classes = len(self.classes)
         self.skipped: set[str] = set()  # unreadable files met so far (in this process)
 
@@ -150,12 +102,10 @@ class ImageFolderDataset(Dataset):
                 bad.append(f"{path} ({type(e).__name__}: {e})")
                 if path not in self.skipped:
                     self.skipped.add(path)
-                    print(
-                        f"warning: skipping unreadable image {path} ({type(e).__name__}: {e}); the next image"
-                        f" takes its place ({len(self.skipped)} skipped so far in {self.root})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    _log.warning(
+                        "skipping unreadable image %s (%s: %s); the next image takes its place"
+                        " (%d skipped so far in %s)", path, type(e).__name__, e, len(self.skipped), self.root,
+                    )  # fmt: skip
         raise ConfigError(
             f"image folder {self.root}: {len(bad)} unreadable images in a row, e.g. {'; '.join(bad[:3])};"
             " the dataset looks broken (check the files or the copy)"

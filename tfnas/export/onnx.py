@@ -12,7 +12,6 @@ import contextlib
 import io
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from tfnas.errors import TfnasError
+from tfnas.utils.io import atomic_path
 
 _log = logging.getLogger(__name__)
 
@@ -111,16 +111,13 @@ def export_onnx(
     import onnx
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.onnx", dir=path.parent)
-    os.close(fd)
     errors: list[str] = []
-    try:
+    with atomic_path(path, ".tmp.onnx") as tmp:
         with _eval_mode(model), torch.no_grad(), _quiet():
             x = torch.zeros(input_shape, device=_model_device(model))
             for name, fn in (("torchscript", _export_classic), ("dynamo", _export_dynamo)):
                 try:
-                    fn(model, x, tmp, opset, dynamic_batch)
+                    fn(model, x, str(tmp), opset, dynamic_batch)
                     if errors:
                         _log.warning("%s; used the dynamo exporter (opset >= 18) instead", errors[0])
                     break
@@ -130,17 +127,9 @@ def export_onnx(
             else:
                 raise TfnasError(f"ONNX export to {path} failed: " + "; ".join(errors))
         try:
-            onnx.checker.check_model(tmp, full_check=True)
+            onnx.checker.check_model(str(tmp), full_check=True)
         except Exception as e:
             raise TfnasError(f"exported ONNX model for {path} fails the ONNX checker: {e}") from None
-        # mkstemp creates 0600 files; give the model the usual permissions (it is often copied to a device).
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

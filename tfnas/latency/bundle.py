@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from profilers.bundle import MANIFEST_NAME, manifest_document
+from profilers.progress import Progress, progress
 from profilers.weights import strip_weights
 from tfnas.errors import ConfigError
 from tfnas.latency.signatures import Signature, build_signature_module, space_signatures
 from tfnas.latency.table import WidthGrid, make_grid
 from tfnas.spaces.mbv2 import MBV2Space
-from tfnas.utils.io import atomic_write_json
+from tfnas.utils.io import atomic_path, atomic_write_json
 
 WidthFilter = Callable[[Signature, int], bool]
 
@@ -77,33 +78,32 @@ def export_graph(
     module = build_signature_module(space, sig, width).eval()
     full = sig.input_shape(batch)
     small = (1, full[1], min(full[2], 8), min(full[3], 8))
-    tmp = path.with_name(f".{path.name}.tmp")
     dyn = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n"} if sig.kind == "head" else {0: "n", 2: "oh", 3: "ow"}}
-    with torch.no_grad(), _quiet():
-        torch.onnx.export(
-            module,
-            (torch.zeros(small),),
-            str(tmp),
-            dynamo=False,
-            input_names=["input"],
-            output_names=["output"],
-            opset_version=17,
-            dynamic_axes=dyn,
-            do_constant_folding=True,
-        )
-    model = onnx.load(str(tmp))
-    for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, full):
-        dim.Clear()
-        dim.dim_value = value
-    del model.graph.value_info[:]
-    for dim in model.graph.output[0].type.tensor_type.shape.dim:
-        dim.Clear()
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    onnx.checker.check_model(model)
-    if strip:
-        strip_weights(model)  # the device generates them: a bundle of MBs instead of GBs (profilers.weights)
-    onnx.save(model, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path, ".tmp.onnx") as tmp:
+        with torch.no_grad(), _quiet():
+            torch.onnx.export(
+                module,
+                (torch.zeros(small),),
+                str(tmp),
+                dynamo=False,
+                input_names=["input"],
+                output_names=["output"],
+                opset_version=17,
+                dynamic_axes=dyn,
+                do_constant_folding=True,
+            )
+        model = onnx.load(str(tmp))
+        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, full):
+            dim.Clear()
+            dim.dim_value = value
+        del model.graph.value_info[:]
+        for dim in model.graph.output[0].type.tensor_type.shape.dim:
+            dim.Clear()
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model)
+        if strip:
+            strip_weights(model)  # the device generates them: a bundle of MBs instead of GBs (profilers.weights)
+        onnx.save(model, str(tmp))
 
 
 def write_bundle(
@@ -142,7 +142,7 @@ def write_bundle(
                 export_graph(space, sig, width, path, batch)
                 exported += 1
             entries.append({"key": sig.key, "width": width, "file": name, "input_shape": list(sig.input_shape(batch))})
-            bar.update(1)
+            bar.update()
     bar.close()
     meta = {
         "grid": g.to_dict(),
@@ -168,7 +168,5 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="graph", desc="bundle", disable=not enabled, dynamic_ncols=True)
+def _progress(total: int, enabled: bool) -> Progress:
+    return progress(total=total, desc="bundle", enabled=None if enabled else False, unit="graph")

@@ -3,7 +3,8 @@
 The search may train a small proxy supernet (8 cells, C=16), but the latency
 term must describe the network that will be deployed (e.g. CIFAR C=36, 20
 cells, batch 1). ``deploy_positions`` walks that network and lists, per cell,
-its type, alpha set, channels, input resolution and the edges' strides; every
+its type, alpha set, channels, input resolution and the edges' strides (from the
+one ``cell_plan`` the supernet and the evaluation network are built from); every
 (op, C, stride, H) it meets becomes one key, measured once by the profilers.
 Keys are readable: ``darts/sep_conv_3x3/c36/s1/h32``. Fixed parts (stem, cell
 preprocessing, classifier) get keys too so the total is a whole-network estimate.
@@ -20,7 +21,7 @@ from torch import nn
 from profilers.bundle import MANIFEST_NAME, manifest_document
 from tfnas.errors import ConfigError
 from tfnas.ops.darts_ops import FactorizedReduce, ReLUConvBN, build_op
-from tfnas.spaces.darts import NUM_NODES, CellSpace, node_edge_slices, reduction_indices, stage_of
+from tfnas.spaces.darts import CellPlan, CellSpace, cell_plan
 from tfnas.utils.io import atomic_write_json
 
 
@@ -45,57 +46,9 @@ class DeployShape:
         return cls(**{k: int(v) for k, v in d.items()})
 
 
-@dataclass(frozen=True)
-class CellPosition:
-    index: int
-    reduction: bool
-    alpha_set: int  # stage (normal) or reduction number (reduce) for multi-level alphas
-    C: int
-    C_pp: int
-    C_p: int
-    H_in: int  # resolution of the cell inputs
-    reduction_prev: bool
-
-    def src_stride(self, src: int) -> int:
-        """Stride of an edge leaving node ``src``: reduction cells halve their two inputs, nothing else."""
-        return 2 if self.reduction and src < 2 else 1
-
-    def src_resolution(self, src: int) -> int:
-        """Resolution of node ``src`` (cell inputs at H_in; a reduction cell's intermediate nodes halved)."""
-        return self.H_in // 2 if self.reduction and src >= 2 else self.H_in
-
-    def edge_stride(self, edge: int) -> int:
-        return self.src_stride(self._src(edge))
-
-    def edge_resolution(self, edge: int) -> int:
-        return self.src_resolution(self._src(edge))
-
-    @staticmethod
-    def _src(edge: int) -> int:
-        for sl in node_edge_slices():
-            if sl.start <= edge < sl.stop:
-                return edge - sl.start
-        raise IndexError(edge)
-
-
-def deploy_positions(shape: DeployShape) -> list[CellPosition]:
-    reductions = reduction_indices(shape.num_cells)
-    C_curr = shape.stem_multiplier * shape.C
-    C_pp, C_p, C_curr = C_curr, C_curr, shape.C
-    H, red_prev, out = shape.resolution, False, []
-    for i in range(shape.num_cells):
-        red = i in reductions
-        if red:
-            C_curr *= 2
-        # the first input of a cell after a reduction is one resolution level higher
-        h_in = H
-        aset = reductions.index(i) if red else stage_of(i, shape.num_cells)
-        out.append(CellPosition(i, red, aset, C_curr, C_pp, C_p, h_in, red_prev))
-        if red:
-            H //= 2
-        red_prev = red
-        C_pp, C_p = C_p, NUM_NODES * C_curr
-    return out
+def deploy_positions(shape: DeployShape) -> list[CellPlan]:
+    """The deployed network's cells (``tfnas.spaces.darts.cell_plan``: the supernet and eval net use it too)."""
+    return cell_plan(shape.C, shape.num_cells, shape.stem_multiplier, shape.resolution)
 
 
 def op_key(op: str, C: int, stride: int, H: int) -> str:
@@ -121,7 +74,7 @@ def fixed_keys(shape: DeployShape) -> list[tuple[str, nn.Module, tuple[int, int,
         out.append((f"darts/pre_rcb/cin{pos.C_p}/c{pos.C}/h{pos.H_in}", ReLUConvBN(pos.C_p, pos.C, 1, 1, 0),
                     (b, pos.C_p, pos.H_in, pos.H_in)))  # fmt: skip
         H = pos.H_in // 2 if pos.reduction else pos.H_in
-    c_last = NUM_NODES * deploy_positions(shape)[-1].C
+    c_last = deploy_positions(shape)[-1].C_out
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_last, shape.num_classes))
     out.append((f"darts/head/c{c_last}/h{H}/k{shape.num_classes}", head, (b, c_last, H, H)))
     uniq: dict[str, tuple[str, nn.Module, tuple[int, int, int, int]]] = {}

@@ -118,17 +118,17 @@ def interleave(
 ) -> list[list[Measurement]]:
     """Per timer, one measurement per round; each round visits the timers in a new shuffled order, so a burst
     of load on a shared machine hits one round of one network instead of all samples of it."""
-    from tqdm import tqdm
+    from profilers.progress import progress as progress_bar
 
     results: list[list[Measurement]] = [[] for _ in timers]
     rng = random.Random(seed)
-    bar = tqdm(total=len(timers) * rounds, desc="measure", unit="run", disable=not progress)
+    bar = progress_bar(total=len(timers) * rounds, desc="measure", enabled=None if progress else False, unit="run")
     for _ in range(rounds):
         order = list(range(len(timers)))
         rng.shuffle(order)
         for i in order:
             results[i].append(timers[i](protocol))
-            bar.update(1)
+            bar.update()
     bar.close()
     return results
 

@@ -16,6 +16,7 @@ from torch import nn
 from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
+from profilers.progress import progress as progress_bar
 from profilers.timing import Measurement, TimingProtocol, measure
 from tfnas.errors import TfnasError
 from tfnas.latency.bundle import plan_bundle
@@ -81,8 +82,6 @@ def profile_space(
     progress: bool = True,
 ) -> LatencyTable:
     """Build a LUT of ``space`` on this GPU (resumable: points already in ``out_path`` are kept)."""
-    from tqdm import tqdm
-
     require_cuda()
     res = resolution or space.resolution
     grid = grid or WidthGrid()
@@ -101,7 +100,7 @@ def profile_space(
         table = LatencyTable(space.name, fp, protocol.to_dict(), meta={"backend": "torch-cuda"}, source=str(out))
     table.meta["bundle_meta"] = {"grid": grid.to_dict(), "space_source": space.source}
     plan = [(s, w) for s, w in plan_bundle(space, grid, res) if not table.measured(s.key, w)]
-    for sig, width in tqdm(plan, unit="op", desc="torch-cuda", disable=not progress):
+    for sig, width in progress_bar(plan, desc="torch-cuda", enabled=None if progress else False, unit="op"):
         m = measure_module(build_signature_module(space, sig, width), sig.input_shape(batch), protocol)
         table.add_measurement(sig.key, width, m)
         table.save(out)

@@ -16,20 +16,19 @@ import torch
 from torch import nn
 
 from tfnas.ops.darts_ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
-from tfnas.spaces.darts import NUM_INPUT_NODES, reduction_indices, stage_of
+from tfnas.spaces.darts import NUM_INPUT_NODES, CellPlan, cell_plan, reduction_indices
 from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
 
 
 class EvalCell(nn.Module):
-    def __init__(self, cell: CellGenotype, C_pp: int, C_p: int, C: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, cell: CellGenotype, plan: CellPlan):
         super().__init__()
-        self.reduction = reduction
-        self.pre0 = FactorizedReduce(C_pp, C) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0)
-        self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0)
+        C = plan.C
+        self.reduction = plan.reduction
+        self.pre0 = FactorizedReduce(plan.C_pp, C) if plan.reduction_prev else ReLUConvBN(plan.C_pp, C, 1, 1, 0)
+        self.pre1 = ReLUConvBN(plan.C_p, C, 1, 1, 0)
         self.sources = [src for _, src in cell.edges]
-        self.ops = nn.ModuleList(
-            build_op(op, C, 2 if reduction and src < NUM_INPUT_NODES else 1, affine=True) for op, src in cell.edges
-        )
+        self.ops = nn.ModuleList(build_op(op, C, plan.src_stride(src), affine=True) for op, src in cell.edges)
         # per intermediate node, the edge indices that feed it (an empty list: the node is absent)
         targets = cell.targets
         self.node_edges = [
@@ -121,30 +120,22 @@ class DartsEvalNet(nn.Module):
             self.stem1 = nn.Sequential(
                 nn.ReLU(inplace=False), nn.Conv2d(C, C, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(C)
             )
-            C_pp, C_p, C_curr, reduction_prev = C, C, C, True
         else:
             c_stem = cfg.stem_multiplier * C
             self.stem = nn.Sequential(
                 nn.Conv2d(cfg.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem)
             )
-            C_pp, C_p, C_curr, reduction_prev = c_stem, c_stem, C, False
-        reductions = reduction_indices(n)
-        cells = []
-        self.aux_index = reductions[1]
-        C_aux = None
-        for i in range(n):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-                geno = genotype.reduce_cell(reductions.index(i))
-            else:
-                geno = genotype.normal_cell(stage_of(i, n))
-            cell = EvalCell(geno, C_pp, C_p, C_curr, reduction, reduction_prev)
-            cells.append(cell)
-            reduction_prev = reduction
-            C_pp, C_p = C_p, cell.multiplier * C_curr
-            if i == self.aux_index:
-                C_aux = C_p
+
+        def cell_genotype(reduction: bool, alpha_set: int) -> CellGenotype:
+            return genotype.reduce_cell(alpha_set) if reduction else genotype.normal_cell(alpha_set)
+
+        self.plan = cell_plan(
+            C, n, cfg.stem_multiplier, imagenet_stem=cfg.imagenet, outputs=lambda r, a: len(cell_genotype(r, a).concat)
+        )
+        cells = [EvalCell(cell_genotype(p.reduction, p.alpha_set), p) for p in self.plan]
+        self.aux_index = reduction_indices(n)[1]  # after the second reduction
+        C_aux = self.plan[self.aux_index].C_out
+        C_p = self.plan[-1].C_out
         self.cells = nn.ModuleList(cells)
         self.aux_head = None
         if cfg.auxiliary:

@@ -46,7 +46,8 @@ def build_layer(space: MBV2Space, in_ch: int, out_ch: int, stride: int, act: str
 class MBV2Net(nn.Module):
     """stem -> first block -> searched layers -> head."""
 
-    def __init__(self, arch: Architecture, num_classes: int | None = None):
+    def __init__(self, arch: Architecture, num_classes: int | None = None, dropout: float | None = None):
+        """``dropout``: the head's, None: the space's."""
         super().__init__()
         space = arch.space
         self.stem = build_stem(space)
@@ -55,7 +56,7 @@ class MBV2Net(nn.Module):
             *[build_layer(space, g.in_ch, g.out_ch, g.stride, g.act, c.op, c.width) for g, c in arch.active_layers()]
         )
         # A stage of depth 0 is only legal when its first layer keeps the shape, so channels always chain.
-        self.head = build_head(space, num_classes)
+        self.head = build_head(space, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.first_block(self.stem(x))))

@@ -6,21 +6,16 @@ latency table measures exactly what a deployed network runs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import nn
 
-ACT_LAYERS: dict[str, Callable[[], nn.Module]] = {
-    "relu": lambda: nn.ReLU(inplace=True),
-    "swish": lambda: nn.SiLU(inplace=True),
-    "hswish": lambda: nn.Hardswish(inplace=True),
-}
+ACT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU, "hswish": nn.Hardswish}
+"""The one activation table: derived networks, profiling graphs and the supernet's elastic ops read it."""
 
 
-def make_act(name: str) -> nn.Module:
+def make_act(name: str, inplace: bool = True) -> nn.Module:
     try:
-        return ACT_LAYERS[name]()
+        return ACT_LAYERS[name](inplace=inplace)
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACT_LAYERS)}") from None
 

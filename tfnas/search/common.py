@@ -8,14 +8,15 @@ described by its config file:
   returns a pure function ``step -> lr`` (no scheduler state to checkpoint);
 * ``RunCheckpoint``: one ``last.pt`` per run directory with epoch, model,
   optimizers, RNG state and free extras, written atomically each epoch;
+* ``RunLoop``: the epoch loop of every trainer (begin, resume, metrics, checkpoints);
 * ``StepTimer``: wall-clock per named phase (e.g. weight step vs arch step);
-* ``progress``: a tqdm bar that stays quiet when output is not a terminal.
+* ``progress`` (from ``profilers.progress``, shared with the device side): a tqdm bar on a
+  terminal, plain lines in a log.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,7 @@ from typing import Any
 
 import torch
 
+from profilers.progress import progress as progress  # re-exported: the trainers' one progress helper
 from tfnas.errors import ConfigError, TfnasError
 
 LRSchedule = Callable[[int], float]
@@ -134,12 +136,14 @@ def claim_run_dir(out: str | Path, resume: bool = False, force: bool = False) ->
 
 
 # ------------------------------------------------------------------ checkpoints
-class RunCheckpoint:
-    """``<out_dir>/checkpoints/last.pt`` (+ ``epoch_XXX.pt`` when ``keep_all``)."""
+CHECKPOINT_VERSION = 2  # 2: "epoch" is the number of finished epochs in every run's checkpoint
 
-    def __init__(self, out_dir: str | Path, keep_all: bool = False):
+
+class RunCheckpoint:
+    """``<out_dir>/checkpoints/last.pt``: model, optimizers, RNG state and the run's position."""
+
+    def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir) / "checkpoints"
-        self.keep_all = keep_all
 
     @property
     def last(self) -> Path:
@@ -181,28 +185,28 @@ class RunCheckpoint:
 
             atomic_write_json(cfg_path, cfg)
 
-    def save(
-        self,
-        epoch: int,
-        modules: dict[str, Any],
-        extra: dict[str, Any] | None = None,
-    ) -> Path:
-        """``modules``: name -> object with ``state_dict()`` (models, optimizers)."""
+    def save(self, epochs_done: int, modules: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+        """``epochs_done``: finished epochs (the convention of every run: see ``RunLoop``);
+        ``modules``: name -> object with ``state_dict()`` (models, optimizers)."""
         from tfnas.utils.checkpoint import capture_rng_state, save_checkpoint
 
         state = {
-            "epoch": int(epoch),
+            "version": CHECKPOINT_VERSION,
+            "epoch": int(epochs_done),
             "state": {k: m.state_dict() for k, m in modules.items()},
             "rng": capture_rng_state(),
             "extra": dict(extra or {}),
         }
-        save_checkpoint(self.last, state)
-        if self.keep_all:
-            save_checkpoint(self.dir / f"epoch_{epoch:03d}.pt", state)
-        return self.last
+        return save_checkpoint(self.last, state)
 
-    def load(self, modules: dict[str, Any], restore_rng: bool = True) -> tuple[int, dict[str, Any]]:
-        """Restore ``modules`` in place; return (completed epoch, extra)."""
+    def load(
+        self, modules: dict[str, Any], restore_rng: bool = True, old_epoch_is_index: bool = False
+    ) -> tuple[int, dict[str, Any]]:
+        """Restore ``modules`` in place; return (finished epochs, extra).
+
+        Checkpoints from before ``CHECKPOINT_VERSION`` 2 are converted: the DARTS loops stored the
+        index of the finished epoch (``old_epoch_is_index``), TF-NAS its position as ``next_step``.
+        """
         from tfnas.utils.checkpoint import load_checkpoint, load_state_checked, restore_rng_state
 
         state = load_checkpoint(self.last)
@@ -211,6 +215,12 @@ class RunCheckpoint:
         missing = [k for k in modules if k not in state["state"]]
         if missing:
             raise ConfigError(f"checkpoint {self.last} lacks {missing}; was it written by another command?")
+        version = int(state.get("version", 1))
+        if version > CHECKPOINT_VERSION:
+            raise ConfigError(
+                f"checkpoint {self.last} has version {version}, newer than this tfnas reads ({CHECKPOINT_VERSION});"
+                " resume it with the tfnas that wrote it"
+            )
         for k, m in modules.items():
             if isinstance(m, torch.nn.Module):
                 load_state_checked(m, state["state"][k], self.last)
@@ -218,7 +228,81 @@ class RunCheckpoint:
                 m.load_state_dict(state["state"][k])
         if restore_rng and state.get("rng") is not None:
             restore_rng_state(state["rng"])
-        return int(state["epoch"]), dict(state.get("extra", {}))
+        epochs_done, extra = int(state["epoch"]), dict(state.get("extra", {}))
+        if version == 1:
+            epochs_done += 1 if old_epoch_is_index else 0
+            if "next_step" in extra:
+                extra["step"] = extra.pop("next_step")
+        return epochs_done, extra
+
+
+class RunLoop:
+    """The epoch loop every trainer runs on: TF-NAS and DARTS search, ``tfnas train``, DARTS eval training.
+
+    One convention for all: a checkpoint holds the number of finished epochs and, when it was
+    written inside an epoch, the number of finished steps of the next one (``step``). ``start``
+    claims the run folder (or checks a resumed run's config), restores the checkpoint and drops
+    the metrics logged after it, so a resumed run logs every step exactly once. Under DDP every
+    rank loads, only rank 0 (``is_main``) writes.
+
+        loop = RunLoop(out, {"model": model, "opt": opt}, epochs, steps_per_epoch)
+        logger = loop.start(resume, cfg)
+        for epoch in loop.epochs():
+            ...  # steps loop.first_step(epoch) .. steps_per_epoch - 1
+            loop.save(epoch + 1, extra)
+    """
+
+    def __init__(
+        self,
+        out_dir: str | Path,
+        modules: dict[str, Any],
+        epochs: int,
+        steps_per_epoch: int,
+        is_main: bool = True,
+        old_epoch_is_index: bool = False,
+    ):
+        self.out = Path(out_dir)
+        self.ckpt = RunCheckpoint(self.out)
+        self.modules = modules
+        self.total_epochs, self.steps_per_epoch = int(epochs), int(steps_per_epoch)
+        self.is_main = is_main
+        self.old_epoch_is_index = old_epoch_is_index
+        self.epoch = 0  # finished epochs
+        self.step = 0  # finished steps of epoch ``self.epoch`` (a checkpoint written inside it)
+        self.extra: dict[str, Any] = {}
+
+    @property
+    def global_step(self) -> int:
+        """Steps finished so far: the first step the run (re)starts with."""
+        return self.epoch * self.steps_per_epoch + self.step
+
+    def start(self, resume: bool, cfg: dict[str, Any], ignore: tuple[str, ...] = ("runtime.",)) -> Any:
+        """Begin or resume; returns the ``MetricsLogger`` (None off rank 0). ``ignore``: see ``RunCheckpoint.begin``."""
+        from tfnas.utils.metrics import MetricsLogger
+
+        self.ckpt.begin(resume, cfg, ignore, write=self.is_main)
+        if resume:
+            self.epoch, self.extra = self.ckpt.load(self.modules, old_epoch_is_index=self.old_epoch_is_index)
+            self.step = int(self.extra.pop("step", 0))
+        if not self.is_main:
+            return None
+        logger = MetricsLogger(self.out, resume=resume)
+        if resume:
+            logger.truncate_after(self.global_step - 1)
+        return logger
+
+    def epochs(self) -> range:
+        """The epochs left to run (the first may be a partly finished one: ``first_step``)."""
+        return range(self.epoch, self.total_epochs)
+
+    def first_step(self, epoch: int) -> int:
+        """Where ``epoch`` starts: after the checkpoint's finished steps in the resumed epoch, else 0."""
+        return self.step if epoch == self.epoch else 0
+
+    def save(self, epochs_done: int, extra: dict[str, Any] | None = None, step: int = 0) -> None:
+        """Checkpoint after ``epochs_done`` epochs (+ ``step`` steps of the next); rank 0 only."""
+        if self.is_main:
+            self.ckpt.save(epochs_done, self.modules, {**(extra or {}), "step": int(step)})
 
 
 # ------------------------------------------------------------------ evaluation
@@ -263,68 +347,3 @@ class StepTimer:
 
     def summary(self) -> dict[str, float]:
         return {f"sec_per_{k}": self.mean(k) for k in self.total}
-
-
-PLAIN_PROGRESS_EVERY_S = 30.0
-
-
-class PlainProgress:
-    """Progress as plain lines for logs (CI, nohup, notebooks): one every ``every_s`` seconds and one at the end.
-
-    A tqdm bar redraws with carriage returns, which a log file shows as one endless line (or nothing
-    until the run ends); these lines read well in any log.
-    """
-
-    def __init__(self, iterable: Iterable, total: int | None, desc: str, every_s: float = PLAIN_PROGRESS_EVERY_S):
-        self.iterable, self.total, self.desc, self.every_s = iterable, total, desc, every_s
-        self.postfix: dict[str, Any] = {}
-
-    def set_postfix(self, values: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self.postfix = {**(values or {}), **kwargs}
-
-    def _line(self, n: int, elapsed: float, done: bool) -> str:
-        per = elapsed / max(n, 1)
-        total = f"/{self.total}" if self.total else ""
-        left = f", ~{per * (self.total - n):.0f} s left" if self.total and not done else ""
-        extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
-        return f"{self.desc}: {n}{total} steps, {elapsed:.0f} s ({per:.2f} s/step{left}){extra}"
-
-    def __iter__(self) -> Iterator:
-        t0 = last = time.perf_counter()
-        n, failed = 0, False
-        try:
-            for item in self.iterable:
-                n += 1
-                yield item
-                now = time.perf_counter()
-                if now - last >= self.every_s:
-                    print(self._line(n, now - t0, False), file=sys.stderr, flush=True)
-                    last = now
-        except GeneratorExit:  # the loop stopped early on purpose (steps per epoch reached)
-            raise
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            if n and not failed:
-                print(self._line(n, time.perf_counter() - t0, True), file=sys.stderr, flush=True)
-
-
-def progress(iterable: Iterable, total: int | None = None, desc: str = "", enabled: bool | None = None) -> Iterable:
-    """A tqdm bar on a terminal; plain lines (``PlainProgress``) when stderr is not one; nothing when
-    ``enabled`` is False. ``enabled=True`` forces the bar."""
-    if enabled is False:
-        return iterable
-    if enabled is None and not sys.stderr.isatty():
-        return PlainProgress(iterable, total, desc)
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return PlainProgress(iterable, total, desc)
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
-
-
-def cycle(loader: Iterable) -> Iterator:
-    """Iterate a loader forever (for the held-out stream that pairs with training batches)."""
-    while True:
-        yield from loader

@@ -9,6 +9,7 @@ edge and per cell type (normal / reduce), the candidate ops. The data lives in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -40,6 +41,7 @@ def cell_edges(num_nodes: int = NUM_NODES) -> list[tuple[int, int]]:
 
 
 NUM_EDGES = len(cell_edges())
+_EDGE_SOURCES = tuple(src for _, src in cell_edges())
 
 
 def node_edge_slices(num_nodes: int = NUM_NODES) -> list[slice]:
@@ -61,6 +63,79 @@ def stage_of(cell_index: int, num_cells: int) -> int:
     """0 (low), 1 (mid) or 2 (high): which stage between reductions a cell belongs to."""
     r1, r2 = reduction_indices(num_cells)
     return 0 if cell_index < r1 else (1 if cell_index < r2 else 2)
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """One cell of a DARTS macro network: what the supernet, the evaluation network and the latency
+    keys must agree on, so all three read it from ``cell_plan`` instead of each walking the network."""
+
+    index: int
+    reduction: bool
+    reduction_prev: bool  # the first input is from before a reduction: FactorizedReduce brings it down
+    alpha_set: int  # stage (normal) or reduction number (reduce): multi-level alphas, genotype cell
+    C: int  # channels of every node inside the cell
+    C_pp: int  # channels of the first input (the cell two back, or the stem)
+    C_p: int  # channels of the second input (the previous cell, or the stem)
+    C_out: int  # channels of the output: concatenated nodes x C
+    H_in: int  # resolution of the second input (the first is twice that when ``reduction_prev``)
+
+    def src_stride(self, src: int) -> int:
+        """Stride of an edge leaving node ``src``: reduction cells halve their two inputs, nothing else."""
+        return 2 if self.reduction and src < NUM_INPUT_NODES else 1
+
+    def src_resolution(self, src: int) -> int:
+        """Resolution of node ``src`` (cell inputs at ``H_in``; a reduction cell's intermediate nodes halved)."""
+        return self.H_in // 2 if self.reduction and src >= NUM_INPUT_NODES else self.H_in
+
+    def edge_stride(self, edge: int) -> int:
+        return self.src_stride(edge_source(edge))
+
+    def edge_resolution(self, edge: int) -> int:
+        return self.src_resolution(edge_source(edge))
+
+
+def edge_source(edge: int) -> int:
+    """The node an edge (canonical order, ``cell_edges``) leaves from."""
+    return _EDGE_SOURCES[edge]
+
+
+def cell_plan(
+    C: int,
+    num_cells: int,
+    stem_multiplier: int = 3,
+    resolution: int | None = None,
+    imagenet_stem: bool = False,
+    outputs: Callable[[bool, int], int] | None = None,
+) -> list[CellPlan]:
+    """The cells of a DARTS network with ``C`` initial channels: reductions at 1/3 and 2/3 of the depth
+    double the channels and halve the resolution.
+
+    The CIFAR stem keeps the input resolution (default 32) with ``stem_multiplier * C`` channels;
+    the ImageNet stem (``imagenet_stem``) divides it by 8 (default 224) with ``C`` channels, its
+    second half being a reduction. ``outputs(reduction, alpha_set)``: how many nodes a cell
+    concatenates (a genotype's ``len(concat)``); default all ``NUM_NODES``.
+    """
+    if imagenet_stem:
+        C_pp = C_p = C
+        H, reduction_prev = (resolution or 224) // 8, True
+    else:
+        C_pp = C_p = stem_multiplier * C
+        H, reduction_prev = resolution or 32, False
+    reductions = reduction_indices(num_cells)
+    plan, C_cell = [], C
+    for i in range(num_cells):
+        reduction = i in reductions
+        if reduction:
+            C_cell *= 2
+        alpha_set = reductions.index(i) if reduction else stage_of(i, num_cells)
+        C_out = (outputs(reduction, alpha_set) if outputs else NUM_NODES) * C_cell
+        plan.append(CellPlan(i, reduction, reduction_prev, alpha_set, C_cell, C_pp, C_p, C_out, H))
+        if reduction:
+            H //= 2
+        reduction_prev = reduction
+        C_pp, C_p = C_p, C_out
+    return plan
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tfnas.ops.darts_ops import POOL_OPS, FactorizedReduce, Identity, ReLUConvBN, build_op, channel_shuffle
-from tfnas.spaces.darts import NUM_EDGES, NUM_NODES, CellSpace, node_edge_slices, reduction_indices, stage_of
+from tfnas.spaces.darts import NUM_EDGES, NUM_NODES, CellPlan, CellSpace, cell_plan, node_edge_slices
 
 ArchWeights = dict[str, torch.Tensor]
 
@@ -103,27 +103,21 @@ class MixedOp(nn.Module):
 
 class SearchCell(nn.Module):
     def __init__(
-        self,
-        C_pp: int,
-        C_p: int,
-        C: int,
-        reduction: bool,
-        reduction_prev: bool,
-        edge_ops: tuple[tuple[str, ...], ...],
-        partial_k: int = 1,
-        aux_skip: bool = False,
+        self, plan: CellPlan, edge_ops: tuple[tuple[str, ...], ...], partial_k: int = 1, aux_skip: bool = False
     ):
         super().__init__()
-        self.reduction = reduction
-        self.pre0 = FactorizedReduce(C_pp, C, affine=False) if reduction_prev else ReLUConvBN(C_pp, C, 1, 1, 0, False)
-        self.pre1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        C = plan.C
+        self.reduction = plan.reduction
+        self.pre0 = (
+            FactorizedReduce(plan.C_pp, C, affine=False)
+            if plan.reduction_prev
+            else ReLUConvBN(plan.C_pp, C, 1, 1, 0, False)
+        )
+        self.pre1 = ReLUConvBN(plan.C_p, C, 1, 1, 0, affine=False)
         self.slices = node_edge_slices()
-        edges = []
-        for sl in self.slices:
-            for j in range(sl.stop - sl.start):
-                stride = 2 if reduction and j < 2 else 1
-                edges.append(MixedOp(C, stride, edge_ops[len(edges)], partial_k, aux_skip))
-        self.edges = nn.ModuleList(edges)
+        self.edges = nn.ModuleList(
+            MixedOp(C, plan.edge_stride(e), ops, partial_k, aux_skip) for e, ops in enumerate(edge_ops)
+        )
 
     def forward(
         self,
@@ -171,39 +165,18 @@ class DartsSupernet(nn.Module):
     def __init__(self, space: CellSpace, cfg: SupernetConfig):
         super().__init__()
         self.space, self.cfg = space, cfg
-        C, n = cfg.C, cfg.num_cells
-        C_curr = cfg.stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
-        C_pp, C_p, C_curr = C_curr, C_curr, C
-        reductions = reduction_indices(n)
-        cells, index, reduction_prev = [], [], False
-        for i in range(n):
-            reduction = i in reductions
-            if reduction:
-                C_curr *= 2
-            cells.append(
-                SearchCell(
-                    C_pp,
-                    C_p,
-                    C_curr,
-                    reduction,
-                    reduction_prev,
-                    space.ops("reduce" if reduction else "normal"),
-                    cfg.partial_k,
-                    cfg.aux_skip,
-                )
-            )
-            # which alpha set this cell reads
-            if reduction:
-                index.append(("reduce", reductions.index(i) if cfg.multi_level else 0))
-            else:
-                index.append(("normal", stage_of(i, n) if cfg.multi_level else 0))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, NUM_NODES * C_curr
+        c_stem = cfg.stem_multiplier * cfg.C
+        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        self.plan = cell_plan(cfg.C, cfg.num_cells, cfg.stem_multiplier)
+        cells, index = [], []
+        for p in self.plan:
+            kind = "reduce" if p.reduction else "normal"
+            cells.append(SearchCell(p, space.ops(kind), cfg.partial_k, cfg.aux_skip))
+            index.append((kind, p.alpha_set if cfg.multi_level else 0))  # which alpha set this cell reads
         self.cells = nn.ModuleList(cells)
         self.alpha_index = index
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(C_p, cfg.num_classes)
+        self.classifier = nn.Linear(self.plan[-1].C_out, cfg.num_classes)
         sets = (3, 2) if cfg.multi_level else (1, 1)
         self.arch = ArchParams(space.num_ops, sets[0], sets[1], cfg.edge_norm, cfg.alpha_init_std)
         self.normalize: Callable[[torch.Tensor], torch.Tensor] = lambda a: torch.softmax(a, dim=-1)
@@ -240,9 +213,3 @@ class DartsSupernet(nn.Module):
             edge_w = weights.get(f"edge_{kind}")
             s0, s1 = s1, cell(s0, s1, weights[kind][idx], None if edge_w is None else edge_w[idx], self.aux_beta)
         return self.classifier(torch.flatten(self.pool(s1), 1))
-
-
-def build_supernet(space: CellSpace, cfg: dict | SupernetConfig) -> DartsSupernet:
-    if isinstance(cfg, dict):
-        cfg = SupernetConfig.from_dict(cfg)
-    return DartsSupernet(space, cfg)

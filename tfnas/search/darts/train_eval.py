@@ -7,6 +7,7 @@ resume, per-step metrics and a final test accuracy.
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tfnas.config import validate
 from tfnas.config.schemas import DartsTrainConfig
 from tfnas.errors import ConfigError
 from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, evaluate, progress, set_lr
+from tfnas.search.common import RunLoop, build_lr_schedule, build_optimizer, evaluate, progress, set_lr
 from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
@@ -40,7 +41,6 @@ def train_eval_net(
     source: str = "<DARTS train config>",
 ) -> dict[str, Any]:
     from tfnas.data import build_datasets, make_loader, set_loader_epoch
-    from tfnas.utils.metrics import MetricsLogger
     from tfnas.utils.seed import seed_everything
 
     cfg = resolve_train_config(cfg, source)
@@ -73,29 +73,21 @@ def train_eval_net(
         raise ConfigError("no training batches: lower data.batch_size or use more samples")
     lr_at = build_lr_schedule(t.get("schedule"), float(t["optimizer"].get("lr", 0.025)), epochs * spe)
     crit = nn.CrossEntropyLoss()
-    ckpt = RunCheckpoint(out_dir)
-    modules = {"model": model, "optimizer": opt}
-    start = 0
-    ckpt.begin(resume, cfg)
-    if resume:
-        start = ckpt.load(modules)[0] + 1
     out = Path(out_dir)
+    loop = RunLoop(out, {"model": model, "optimizer": opt}, epochs, spe, old_epoch_is_index=True)
+    logger = loop.start(resume, cfg)
     genotype.save(out / "genotype.json")
-    logger = MetricsLogger(out, resume=resume)
-    if resume:
-        logger.truncate_after(start * spe - 1)
     base_drop = float(cfg["net"].get("drop_path_prob", 0.0))
     aux_w = float(t.get("auxiliary_weight", 0.4))
+    log_every = max(int(t.get("log_every", 1)), 1)
     summary: dict[str, Any] = {"params_without_aux": count_params_without_aux(model)}
     try:
-        for epoch in range(start, epochs):
+        for epoch in loop.epochs():
             model.train()
             model.drop_path_prob = base_drop * epoch / max(epochs, 1)
             set_loader_epoch(train_loader, epoch)
-            bar = progress(train_loader, spe, f"train {epoch + 1}/{epochs}", show_progress)
-            for i, (x, y) in enumerate(bar):
-                if i >= spe:
-                    break
+            batches = itertools.islice(train_loader, spe)
+            for i, (x, y) in enumerate(progress(batches, spe, f"train {epoch + 1}/{epochs}", show_progress)):
                 step = epoch * spe + i
                 if cl:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -112,9 +104,9 @@ def train_eval_net(
                     nn.utils.clip_grad_norm_(model.parameters(), float(t["grad_clip"]))
                 opt.step()
                 acc = float((logits.detach().argmax(1) == y).float().mean())
-                if step % max(int(t.get("log_every", 1)), 1) == 0:
+                if step % log_every == 0:
                     logger.log(step, epoch=epoch, lr=lr, train_loss=float(loss.detach()), train_acc=acc)
-            ckpt.save(epoch, modules)
+            loop.save(epoch + 1)
     finally:
         logger.close()
     if test_loader is not None:

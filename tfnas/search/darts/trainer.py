@@ -11,6 +11,8 @@ resumed run continues exactly where the interrupted one stopped.
 
 from __future__ import annotations
 
+import itertools
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from tfnas.config import validate
 from tfnas.config.schemas import DartsSearchConfig, method_options_schema
 from tfnas.errors import ConfigError
 from tfnas.search.common import (
-    RunCheckpoint,
+    RunLoop,
     StepTimer,
     build_lr_schedule,
     build_optimizer,
@@ -38,6 +40,8 @@ from tfnas.spaces.darts import load_space
 from tfnas.spaces.darts_genotypes import Genotype
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
+
+_log = logging.getLogger(__name__)
 
 
 def resolve_search_config(cfg: dict[str, Any] | None, source: str = "<DARTS config>") -> dict[str, Any]:
@@ -117,6 +121,10 @@ class DartsSearch:
         es = h.get("early_stop")
         self.stop_rule = EigenStopRule(**es) if es else None
         self.eigen_genotypes: list[Genotype] = []
+        w = s["w_optimizer"]
+        self.virtual = VirtualStep(
+            lr=self.base_lr, momentum=float(w.get("momentum", 0.0)), weight_decay=float(w.get("weight_decay", 0.0))
+        )
 
     # ------------------------------------------------------------ setup
     def _build_data(self) -> None:
@@ -198,99 +206,92 @@ class DartsSearch:
     def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult:
         """Run (or continue) the search; ``stop_after`` ends this call after that many epochs
         (as an interruption would), leaving a resumable checkpoint."""
-        from tfnas.data import set_loader_epoch
-        from tfnas.utils.metrics import MetricsLogger
-
-        ckpt = RunCheckpoint(self.out_dir)
         modules = {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt}
-        start_epoch, extra = 0, {}
-        ckpt.begin(resume, self.cfg)
-        if resume:
-            done, extra = ckpt.load(modules)
-            start_epoch = done + 1
-            if self.stop_rule is not None:
-                self.stop_rule.history = list(extra.get("eigen_history", []))
-        logger = MetricsLogger(self.out_dir, resume=resume)
-        if resume:
-            logger.truncate_after(start_epoch * self.steps_per_epoch - 1)
-        stopped = bool(extra.get("early_stopped", False))
-        s = self.cfg["search"]
-        log_every = max(int(s.get("log_every", 1)), 1)
-        virtual = VirtualStep(
-            lr=self.base_lr,
-            momentum=float(s["w_optimizer"].get("momentum", 0.0)),
-            weight_decay=float(s["w_optimizer"].get("weight_decay", 0.0)),
-        )
+        loop = RunLoop(self.out_dir, modules, self.epochs, self.steps_per_epoch, old_epoch_is_index=True)
+        logger = loop.start(resume, self.cfg)
+        if self.stop_rule is not None:
+            self.stop_rule.history = list(loop.extra.get("eigen_history", []))
+        stopped = bool(loop.extra.get("early_stopped", False))
         warmup = self.method.arch_warmup_epochs
         if warmup >= self.epochs:
-            print(f"warning: {warmup} warm-up epochs >= {self.epochs} epochs: no architecture step will run")
-        epoch = start_epoch - 1
+            _log.warning("%d warm-up epochs >= %d epochs: no architecture step will run", warmup, self.epochs)
+        epochs_done = loop.epoch
         try:
-            for epoch in range(start_epoch, self.epochs):
+            for epoch in loop.epochs():
                 if stopped:
                     break
-                self.model.train()
-                set_loader_epoch(self.train_loader, epoch)
-                set_loader_epoch(self.val_loader, epoch)
-                batches = zip(self.train_loader, self.val_loader)
-                bar = progress(batches, self.steps_per_epoch, f"search {epoch + 1}/{self.epochs}", self.show_progress)
-                sums = {"train_loss": 0.0, "train_acc": 0.0}
-                n = 0
-                for i, ((xt, yt), (xv, yv)) in enumerate(bar):
-                    if i >= self.steps_per_epoch:
-                        break
-                    step = epoch * self.steps_per_epoch + i
-                    p = self.progress_at(step)
-                    xt, xv = self._to(xt), self._to(xv)
-                    lr = self.lr_at(step)
-                    set_lr(self.w_opt, lr)
-                    virtual.lr = lr
-                    if self.method.aux_beta is not None:
-                        self.model.aux_beta = self.method.aux_beta(p)
-                    parts: dict[str, float] = {}
-                    if epoch >= warmup:  # warm-up epochs (PC-DARTS) train the weights only
-                        with self.timer("arch_step"):
-                            parts = arch_step(
-                                self.model, self.method, self.a_opt, (xt, yt), (xv, yv), self.criterion, virtual,
-                                self.w_opt, p,
-                            )  # fmt: skip
-                    with self.timer("weight_step"):
-                        loss, acc = self.weight_step(xt, yt, epoch / self.epochs)
-                    sums["train_loss"] += loss
-                    sums["train_acc"] += acc
-                    n += 1
-                    scalars = {"epoch": epoch, "lr": lr, "train_loss": loss, "train_acc": acc, **parts}
-                    if self.method.aux_beta is not None:
-                        scalars["aux_beta"] = self.model.aux_beta
-                    if self.hessian_every and (step + 1) % self.hessian_every == 0:
-                        with self.timer("hessian"):
-                            eig = supernet_val_eigenvalue(
-                                self.model, xv, yv, self.criterion, self.hessian_iters, seed=step
-                            )
-                        scalars["hessian_eig"] = eig
-                        self.eigen_genotypes.append(self.derive())
-                        if self.stop_rule is not None and self.stop_rule.update(eig):
-                            stopped = True
-                    if step % log_every == 0 or stopped:
-                        logger.log(step, **scalars)
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}")
-                    if stopped:
-                        break
+                stopped, means = self._train_epoch(epoch, logger)
                 genotype = self.derive({"epoch": epoch, "method": self.method.name})
                 genotype.save(self.out_dir / "genotypes" / f"epoch_{epoch:03d}.json")
-                extra = {
-                    "early_stopped": stopped,
-                    "eigen_history": list(self.stop_rule.history) if self.stop_rule else [],
-                    "train_loss": sums["train_loss"] / max(n, 1),
-                    "train_acc": sums["train_acc"] / max(n, 1),
-                }
-                ckpt.save(epoch, modules, extra)
-                if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
+                extra = {"early_stopped": stopped, **means}
+                extra["eigen_history"] = list(self.stop_rule.history) if self.stop_rule else []
+                epochs_done = epoch + 1
+                loop.save(epochs_done, extra)
+                if stop_after is not None and epochs_done - loop.epoch >= stop_after:
                     break
         finally:
             logger.close()
-        final = self.derive({"method": self.method.name, "epochs": epoch + 1})
+        return self._finish(epochs_done, stopped)
+
+    def _train_epoch(self, epoch: int, logger: Any) -> tuple[bool, dict[str, float]]:
+        """One epoch of paired architecture and weight steps; returns (early-stopped, mean train loss/acc)."""
+        from tfnas.data import set_loader_epoch
+
+        s = self.cfg["search"]
+        log_every = max(int(s.get("log_every", 1)), 1)
+        self.model.train()
+        set_loader_epoch(self.train_loader, epoch)
+        set_loader_epoch(self.val_loader, epoch)
+        batches = itertools.islice(zip(self.train_loader, self.val_loader), self.steps_per_epoch)
+        bar = progress(batches, self.steps_per_epoch, f"search {epoch + 1}/{self.epochs}", self.show_progress)
+        sums, n, stopped = {"train_loss": 0.0, "train_acc": 0.0}, 0, False
+        for i, (train_batch, val_batch) in enumerate(bar):
+            step = epoch * self.steps_per_epoch + i
+            scalars = self._step(epoch, step, train_batch, val_batch)
+            sums["train_loss"] += scalars["train_loss"]
+            sums["train_acc"] += scalars["train_acc"]
+            n += 1
+            if "hessian_eig" in scalars:
+                self.eigen_genotypes.append(self.derive())
+                stopped = self.stop_rule is not None and self.stop_rule.update(scalars["hessian_eig"])
+            if step % log_every == 0 or stopped:
+                logger.log(step, **scalars)
+            bar.set_postfix(loss=f"{scalars['train_loss']:.3f}", acc=f"{scalars['train_acc']:.2f}")
+            if stopped:
+                break
+        return stopped, {k: v / max(n, 1) for k, v in sums.items()}
+
+    def _step(self, epoch: int, step: int, train_batch: tuple, val_batch: tuple) -> dict[str, Any]:
+        """An architecture step (after the method's warm-up), a weight step, and the Hessian diagnostic when due."""
+        (xt, yt), (xv, yv) = train_batch, val_batch
+        xt, xv = self._to(xt), self._to(xv)
+        p = self.progress_at(step)
+        lr = self.lr_at(step)
+        set_lr(self.w_opt, lr)
+        self.virtual.lr = lr
+        if self.method.aux_beta is not None:
+            self.model.aux_beta = self.method.aux_beta(p)
+        parts: dict[str, float] = {}
+        if epoch >= self.method.arch_warmup_epochs:  # warm-up epochs (PC-DARTS) train the weights only
+            with self.timer("arch_step"):
+                parts = arch_step(
+                    self.model, self.method, self.a_opt, (xt, yt), (xv, yv), self.criterion, self.virtual, self.w_opt, p
+                )
+        with self.timer("weight_step"):
+            loss, acc = self.weight_step(xt, yt, epoch / self.epochs)
+        scalars: dict[str, Any] = {"epoch": epoch, "lr": lr, "train_loss": loss, "train_acc": acc, **parts}
+        if self.method.aux_beta is not None:
+            scalars["aux_beta"] = self.model.aux_beta
+        if self.hessian_every and (step + 1) % self.hessian_every == 0:
+            with self.timer("hessian"):
+                scalars["hessian_eig"] = supernet_val_eigenvalue(
+                    self.model, xv, yv, self.criterion, self.hessian_iters, seed=step
+                )
+        return scalars
+
+    def _finish(self, epochs_done: int, stopped: bool) -> SearchResult:
+        """The final genotype (RobustDARTS fallback, predicted latency), pictures and timings."""
+        final = self.derive({"method": self.method.name, "epochs": epochs_done})
         if stopped and self.stop_rule is not None and len(self.eigen_genotypes) > self.stop_rule.window:
             # RobustDARTS: fall back to the architecture from before the eigenvalue started rising
             final = self.eigen_genotypes[-self.stop_rule.window - 1]
@@ -299,15 +300,15 @@ class DartsSearch:
             predict = getattr(reg, "predict_genotype", None)
             value = predict(final) if callable(predict) else None
             if value is not None:  # latency-aware search: what the LUT predicts for the derived network
-                final = Genotype(final.normal, final.reduce, {**final.meta, "predicted_latency_ms": value,
-                                                              "target_latency_ms": reg.target_ms})  # fmt: skip
-                print(f"derived network: {value:.3f} ms predicted by the LUT (target {reg.target_ms} ms)")
+                meta = {**final.meta, "predicted_latency_ms": value, "target_latency_ms": reg.target_ms}
+                final = Genotype(final.normal, final.reduce, meta)
+                _log.info("derived network: %.3f ms predicted by the LUT (target %s ms)", value, reg.target_ms)
         final.save(self.out_dir / "genotype.json")
         try:
             plot_genotype(final, self.out_dir)
             self._plot_curves()
         except Exception as e:  # pictures are a nicety; never fail the search for them
-            print(f"warning: could not draw the cells or curves: {e}")
+            _log.warning("could not draw the cells or curves: %s", e)
         timings = self.timer.summary()
         atomic_write_json(self.out_dir / "timings.json", timings)
-        return SearchResult(final, self.out_dir, epoch + 1, stopped, timings)
+        return SearchResult(final, self.out_dir, epochs_done, stopped, timings)

@@ -16,22 +16,11 @@ reordered or checkpointed when widths change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": lambda x: F.relu(x, inplace=True),
-    "swish": lambda x: F.silu(x, inplace=True),
-    "hswish": lambda x: F.hardswish(x, inplace=True),
-}
-_SE_ACTS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": F.relu,
-    "swish": F.silu,
-    "hswish": F.hardswish,
-}
+from tfnas.ops.mbconv import make_act
 
 
 def _bn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -49,6 +38,8 @@ class ElasticInvertedResidual(nn.Module):
         super().__init__()
         self.in_ch, self.out_ch, self.bound = in_ch, out_ch, bound
         self.kernel, self.stride, self.se_ch, self.act = kernel, stride, se_ch, act
+        self.act_layer = make_act(act)  # on fresh BN outputs: in place
+        self.se_act_layer = make_act(act, inplace=False)
         self.expand = nn.Parameter(torch.empty(bound, in_ch, 1, 1))
         self.bn1_w, self.bn1_b = nn.Parameter(torch.ones(bound)), nn.Parameter(torch.zeros(bound))
         self.dw = nn.Parameter(torch.empty(bound, 1, kernel, kernel))
@@ -84,14 +75,14 @@ class ElasticInvertedResidual(nn.Module):
         """SE gate (if any), projection and its BN, on a mid tensor of width ``w``."""
         if self.se_ch:
             s = h.mean((2, 3), keepdim=True)
-            s = _SE_ACTS[self.act](F.conv2d(s, self.se_reduce[:, :w], self.se_reduce_b))
+            s = self.se_act_layer(F.conv2d(s, self.se_reduce[:, :w], self.se_reduce_b))
             s = F.conv2d(s, self.se_expand[:w], self.se_expand_b[:w])
             h = h * torch.sigmoid(s)
         y = F.conv2d(h, self.project[:, :w])
         return _bn(y, self.bn3_w, self.bn3_b)
 
     def forward(self, x: torch.Tensor, w: int) -> torch.Tensor:
-        act = _ACTS[self.act]
+        act = self.act_layer
         h = act(_bn(F.conv2d(x, self.expand[:w]), self.bn1_w[:w], self.bn1_b[:w]))
         h = F.conv2d(h, self.dw[:w], None, self.stride, self.kernel // 2, 1, w)
         h = act(_bn(h, self.bn2_w[:w], self.bn2_b[:w]))
@@ -155,7 +146,7 @@ class MixedLayer(nn.Module):
         """
         ws, ops = self._w, self.ops
         cat = torch.cat
-        act = _ACTS[ops[order[0]].act]
+        act = ops[order[0]].act_layer
         widths = [ws[i] for i in order]
         total = sum(widths)
         g1 = cat([ops[i].bn1_w[: ws[i]] for i in order])

@@ -32,7 +32,7 @@ from tfnas.data import build_datasets, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, require_this_device, table_grid
 from tfnas.resources import shipped_file
-from tfnas.search.common import RunCheckpoint, build_lr_schedule, build_optimizer, progress, set_lr
+from tfnas.search.common import RunLoop, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.search.tfnas.config import AUTOCAST_DTYPES
 from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
 from tfnas.search.tfnas.latency import LatencyModel
@@ -58,6 +58,17 @@ class _IndexSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+@dataclass
+class _StepBudget:
+    """``runtime.stop_after_steps``: how many steps this call may run (None: all), and how many it has."""
+
+    limit: int | None
+    done: int = 0
+
+    def spent(self) -> bool:
+        return bool(self.limit) and self.done >= self.limit
 
 
 @dataclass
@@ -107,38 +118,55 @@ class TFNASSearch:
         self.cfg, self.out = cfg, Path(out_dir)
         self.resume = resume
         self.dist = dist_info
-        s, rt = cfg["search"], cfg["runtime"]
-        if rt["threads"]:
-            torch.set_num_threads(int(rt["threads"]))
+        self.rank = getattr(dist_info, "rank", 0)
+        self.world = getattr(dist_info, "world_size", 1)
+        self.is_main = self.rank == 0
+        if cfg["runtime"]["threads"]:
+            torch.set_num_threads(int(cfg["runtime"]["threads"]))
+        self._build_latency()  # first: an unreachable target fails before any data is read
+        self._build_data()
+        self._build_model()
+        self._plan_steps()
+        self.history: list[dict[str, Any]] = []
+        self._sums: dict[str, float] = {}  # running sums of the epoch's step metrics (checkpointed)
+        self._counts: dict[str, int] = {}
+        self._op_table = self.lat.op_table(self.model.widths())
+        self._held_cycle: tuple[int, list[int]] = (-1, [])
+
+    # ---- setup --------------------------------------------------------------------------------------------
+    def _build_latency(self) -> None:
+        """Space, latency model and target; the target must be reachable with the searched ops."""
+        cfg = self.cfg
         self.space = load_space(cfg["space"])
         self.lat = build_latency_model(cfg, self.space)
         if cfg["search"]["measure_final"]:  # the closed loop times here: the table must describe this machine
             require_this_device(self.lat.lookup.table, "search.measure_final (re-aiming on timings of this machine)")
         self.target = float(cfg["target_ms"]) if cfg["target_ms"] is not None else None
-        self.paths = weight_paths(s["sampling"])
-        ops = s["ops"]
-        probe = TFNASSupernet.op_mask_for(self.space, ops)
-        check_target(self.lat, self.target, probe)
-        self.rank = getattr(dist_info, "rank", 0)
-        self.world = getattr(dist_info, "world_size", 1)
-        self.is_main = self.rank == 0
-        self.device = getattr(dist_info, "device", None) or torch.device(
+        self.paths = weight_paths(cfg["search"]["sampling"])
+        check_target(self.lat, self.target, TFNASSupernet.op_mask_for(self.space, cfg["search"]["ops"]))
+
+    def _build_data(self) -> None:
+        d, rt = self.cfg["data"], self.cfg["runtime"]
+        self.device = getattr(self.dist, "device", None) or torch.device(
             "cuda" if rt["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         )
-        d = cfg["data"]
         self.data = build_datasets(
             str(d["source"]) if str(d["source"]) == "generated" else resolve_path(d["source"]),
             resolution=d["resolution"],
             num_classes=d["num_classes"],
             held_out_fraction=d["held_out_fraction"],
             num_samples=d["num_samples"],
-            seed=cfg["seed"],
+            seed=self.cfg["seed"],
             max_samples=d["max_samples"],
         )
         if self.data.held_out is None:
             raise ConfigError("data.held_out_fraction must be > 0: the architecture steps need a held-out split")
+
+    def _build_model(self) -> None:
+        """Supernet (seeded), memory format, autocast and the two optimizers."""
+        cfg, rt = self.cfg, self.cfg["runtime"]
         torch.manual_seed(cfg["seed"])
-        self.model = TFNASSupernet(self.space, self.data.num_classes, ops).to(self.device)
+        self.model = TFNASSupernet(self.space, self.data.num_classes, cfg["search"]["ops"]).to(self.device)
         self.model.set_mixed_impl(rt["mixed_op"])
         self.memory_format = torch.channels_last if rt["channels_last"] else torch.contiguous_format
         cast = AUTOCAST_DTYPES[rt["autocast"]]
@@ -147,11 +175,14 @@ class TFNASSearch:
         self.weights = list(self.model.weight_parameters())  # fixed set: built once, not every step
         self.w_opt = build_optimizer(self.weights, cfg["optim"]["weights"])
         self.a_opt = build_optimizer(self.model.arch_parameters(), cfg["optim"]["arch"])
+
+    def _plan_steps(self) -> None:
+        """Per-process batch, steps per epoch, held-out batches, the lr schedule and the run loop."""
+        s = self.cfg["search"]
         self.batch = s["batch_size"] // self.world
         if self.batch < 1 or s["batch_size"] % self.world:
             raise ConfigError(f"search.batch_size {s['batch_size']} must be a multiple of the {self.world} processes")
-        n_train = len(self.data.train) // self.world
-        full = n_train // self.batch
+        full = (len(self.data.train) // self.world) // self.batch
         if full < 1:
             raise ConfigError(f"the training split has {len(self.data.train)} samples: less than one batch")
         self.steps_per_epoch = min(full, s["steps_per_epoch"] or full)
@@ -161,15 +192,10 @@ class TFNASSearch:
         if self.held_batches < 1:
             raise ConfigError(f"the held-out split has {len(self.data.held_out)} samples: less than one batch")
         self.total_steps = s["epochs"] * self.steps_per_epoch
-        base_lr = float(cfg["optim"]["weights"].get("lr", 0.025))
-        self.lr_at = build_lr_schedule(cfg["optim"]["schedule"], base_lr, self.total_steps)
-        self.ckpt = RunCheckpoint(self.out)
-        self.history: list[dict[str, Any]] = []
-        self.epoch, self.step = 0, 0
-        self._sums: dict[str, float] = {}  # running sums of the epoch's step metrics (checkpointed)
-        self._counts: dict[str, int] = {}
-        self._op_table = self.lat.op_table(self.model.widths())
-        self._held_cycle: tuple[int, list[int]] = (-1, [])
+        base_lr = float(self.cfg["optim"]["weights"].get("lr", 0.025))
+        self.lr_at = build_lr_schedule(self.cfg["optim"]["schedule"], base_lr, self.total_steps)
+        modules = {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt}
+        self.loop = RunLoop(self.out, modules, s["epochs"], self.steps_per_epoch, is_main=self.is_main)
 
     # ---- reproducible randomness and data ----------------------------------------------------------------
     def _generator(self, gstep: int, salt: int = 0) -> torch.Generator:
@@ -331,96 +357,101 @@ class TFNASSearch:
         record["widths"] = [model.layers[i]._w[o] for i, o in enumerate(ops)]
         self.history.append(record)
 
-    def _save(self, next_epoch: int, next_step: int) -> None:
-        if not self.is_main:
-            return
-        self.ckpt.save(
-            next_epoch,
-            {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt},
-            {
-                "next_step": next_step,
-                "history": self.history,
-                "epoch_sums": dict(self._sums) if next_step else {},
-                "epoch_counts": dict(self._counts) if next_step else {},
-            },
-        )
-
-    def _load(self) -> None:
-        epoch, extra = self.ckpt.load({"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt})
-        self.epoch, self.step = epoch, int(extra.get("next_step", 0))
-        self.history = list(extra.get("history", []))
-        self._sums = dict(extra.get("epoch_sums", {}))
-        self._counts = dict(extra.get("epoch_counts", {}))
-        self._op_table = self.lat.op_table(self.model.widths())
-
-    def _prepare_out(self) -> None:
-        self.ckpt.begin(self.resume, self.cfg, ("runtime.", "out:"), write=self.is_main)
+    def _save(self, epochs_done: int, step: int) -> None:
+        """Checkpoint after ``epochs_done`` epochs and ``step`` steps of the next (with its running sums)."""
+        sums = {"epoch_sums": dict(self._sums), "epoch_counts": dict(self._counts)} if step else {}
+        self.loop.save(epochs_done, {"history": self.history, **sums}, step)
 
     def run(self) -> SearchResult:
-        from tfnas.utils.metrics import MetricsLogger
-
-        self._prepare_out()
+        metrics = self.loop.start(self.resume, self.cfg, ("runtime.", "out:"))
         if self.resume:
-            self._load()
-        s, rt = self.cfg["search"], self.cfg["runtime"]
-        metrics = MetricsLogger(self.out, resume=self.resume) if self.is_main else None
-        if metrics is not None and self.resume:
-            metrics.truncate_after(self.epoch * self.steps_per_epoch + self.step - 1)
-        stop_after = rt["stop_after_steps"]
-        done_steps = 0
-        arch_every = s["arch_every"]
+            extra = self.loop.extra
+            self.history = list(extra.get("history", []))
+            self._sums = dict(extra.get("epoch_sums", {}))
+            self._counts = dict(extra.get("epoch_counts", {}))
+            self._op_table = self.lat.op_table(self.model.widths())
+        budget = _StepBudget(self.cfg["runtime"]["stop_after_steps"])
         try:
-            for epoch in range(self.epoch, s["epochs"]):
-                warm = epoch < s["warmup_epochs"]
-                start = self.step if epoch == self.epoch else 0
-                if epoch != self.epoch or not self.step:
+            for epoch in self.loop.epochs():
+                start = self.loop.first_step(epoch)
+                if not start:
                     self._sums, self._counts = {}, {}
-                sums, counts = self._sums, self._counts
                 t0 = time.perf_counter()
-                loader = self._train_loader(epoch, start)
-                bar = progress(
-                    loader,
-                    total=self.steps_per_epoch - start,
-                    desc=f"search {epoch + 1}/{s['epochs']}",
-                    enabled=rt["progress"] if self.is_main else False,
-                )
-                for step, (x, y) in enumerate(bar, start):
-                    gstep = epoch * self.steps_per_epoch + step
-                    x, y = self._to(x, y)
-                    row = self.weight_step(x, y, gstep, warm)
-                    if not warm and (step + 1) % arch_every == 0:
-                        j = (epoch - s["warmup_epochs"]) * (self.steps_per_epoch // arch_every) + step // arch_every
-                        row.update(self.arch_step(*self._held_batch(j), gstep, epoch))
-                    for k, v in row.items():
-                        sums[k] = sums.get(k, 0.0) + v
-                        counts[k] = counts.get(k, 0) + 1
-                    if metrics is not None:
-                        metrics.log(
-                            gstep, epoch=epoch, lr=self.lr_at(gstep), temperature=self.temperature(epoch), **row
-                        )
-                    if hasattr(bar, "set_postfix"):
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
-                    done_steps += 1
-                    last = step + 1 == self.steps_per_epoch
-                    every = rt["checkpoint_every_steps"]
-                    if not last and ((every and (gstep + 1) % every == 0) or (stop_after and done_steps >= stop_after)):
-                        self._save(epoch, step + 1)
-                    if stop_after and done_steps >= stop_after and not last:
-                        raise SearchInterrupted(f"stopped after {done_steps} steps (runtime.stop_after_steps)")
-                stats = {k: sums[k] / counts[k] for k in sums}
+                self._run_steps(epoch, start, metrics, budget)
+                stats = {k: self._sums[k] / self._counts[k] for k in self._sums}
                 stats["epoch_seconds"] = time.perf_counter() - t0
                 self._epoch_end(epoch, stats)
                 self._save(epoch + 1, 0)
-                self.step = 0
-                if stop_after and done_steps >= stop_after and epoch + 1 < s["epochs"]:
-                    raise SearchInterrupted(f"stopped after {done_steps} steps (runtime.stop_after_steps)")
+                if budget.spent() and epoch + 1 < self.cfg["search"]["epochs"]:
+                    raise SearchInterrupted(f"stopped after {budget.done} steps (runtime.stop_after_steps)")
         finally:
             if metrics is not None:
                 metrics.close()
         return self.derive()
 
+    def _run_steps(self, epoch: int, start: int, metrics: Any, budget: _StepBudget) -> None:
+        """Steps ``start`` .. ``steps_per_epoch - 1`` of ``epoch``: a weight step each, an architecture step
+        every ``arch_every`` after the warm-up; a checkpoint when ``checkpoint_every_steps`` or the budget says."""
+        s, rt = self.cfg["search"], self.cfg["runtime"]
+        warm = epoch < s["warmup_epochs"]
+        arch_every, every = s["arch_every"], rt["checkpoint_every_steps"]
+        bar = progress(
+            self._train_loader(epoch, start),
+            total=self.steps_per_epoch - start,
+            desc=f"search {epoch + 1}/{s['epochs']}",
+            enabled=rt["progress"] if self.is_main else False,
+        )
+        for step, (x, y) in enumerate(bar, start):
+            gstep = epoch * self.steps_per_epoch + step
+            x, y = self._to(x, y)
+            row = self.weight_step(x, y, gstep, warm)
+            if not warm and (step + 1) % arch_every == 0:
+                j = (epoch - s["warmup_epochs"]) * (self.steps_per_epoch // arch_every) + step // arch_every
+                row.update(self.arch_step(*self._held_batch(j), gstep, epoch))
+            for k, v in row.items():
+                self._sums[k] = self._sums.get(k, 0.0) + v
+                self._counts[k] = self._counts.get(k, 0) + 1
+            if metrics is not None:
+                metrics.log(gstep, epoch=epoch, lr=self.lr_at(gstep), temperature=self.temperature(epoch), **row)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items()})
+            budget.done += 1
+            if step + 1 == self.steps_per_epoch:
+                return  # the epoch end saves
+            if (every and (gstep + 1) % every == 0) or budget.spent():
+                self._save(epoch, step + 1)
+            if budget.spent():
+                raise SearchInterrupted(f"stopped after {budget.done} steps (runtime.stop_after_steps)")
+
     # ---- derivation ---------------------------------------------------------------------------------------
     def derive(self) -> SearchResult:
+        """The final architecture: derived, moved to the target (and measured when asked), then written."""
+        ops, widths, depths, moves, loop = self._final_choice()
+        predicted = self.lat.arch_ms(ops, widths, depths)
+        meta = {
+            "search": "tfnas",
+            "name": self.cfg["name"],
+            "target_ms": self.target,
+            "predicted_ms": predicted,
+            "relative_error": predicted / self.target - 1.0,
+            "lut": str(self.cfg["lut"]),
+            "calibrated": self.lat.calibration is not None,
+            "seed": self.cfg["seed"],
+            "epochs": self.cfg["search"]["epochs"],
+        }
+        if loop:
+            meta["measured_ms"] = loop[-1]["measured_ms"]
+        arch = self.lat.to_arch(ops, widths, depths, meta)
+        arch_path, report_path = self.out / "arch.json", self.out / "report.json"
+        if self.is_main:
+            arch.save(arch_path)
+            self._write_report(report_path, arch, (ops, widths, depths), moves, loop)
+        if not math.isfinite(predicted):
+            raise TfnasError("derived latency is not finite")
+        return SearchResult(arch, arch_path, report_path, predicted, self.target)
+
+    def _final_choice(self) -> tuple[list[int], list[int], list[int], list, list]:
+        """(ops, widths, depths, structural moves, measured loop): the most probable choice, moved to the
+        predicted target, then re-aimed on the real runtime when ``measure_final``."""
         s = self.cfg["search"]
         ops, widths, depths = derive_choice(self.model)
         with torch.no_grad():
@@ -430,53 +461,33 @@ class TFNASSearch:
         ops, widths, depths, moves = hit_target(
             self.lat, ops, widths, depths, self.target, s["final_tolerance"], *prior
         )
-        loop = []
+        loop: list = []
         if s["measure_final"] and self.is_main:
             ops, widths, depths, loop = self._measured_loop(ops, widths, depths, prior)
-        predicted = self.lat.arch_ms(ops, widths, depths)
-        err = predicted / self.target - 1.0
-        meta = {
-            "search": "tfnas",
-            "name": self.cfg["name"],
+        return ops, widths, depths, moves, loop
+
+    def _write_report(self, path: Path, arch: Architecture, choice: tuple, moves: list, loop: list) -> None:
+        """``report.json`` (target, prediction, costs, history) and the history plots."""
+        predicted, err = arch.meta["predicted_ms"], arch.meta["relative_error"]
+        report = {
             "target_ms": self.target,
             "predicted_ms": predicted,
             "relative_error": err,
+            "target_hit": abs(err) <= self.cfg["search"]["final_tolerance"] + 1e-12,
+            "raw_sum_ms": self.lat.arch_ms(*choice, calibrated=False),
+            "structural_adjustments": moves,
+            "measured_loop": loop,
+            "calibration": self.lat.calibration,
             "lut": str(self.cfg["lut"]),
-            "calibrated": self.lat.calibration is not None,
-            "seed": self.cfg["seed"],
-            "epochs": s["epochs"],
+            "lut_resolution": self.lat.resolution,
+            "train_resolution": self.cfg["data"]["resolution"],
+            "feasible_range_ms": list(self.lat.feasible_range(self.model.op_mask)),
+            **arch_cost(arch),
+            "arch": arch.to_dict(),
+            "history": self.history,
         }
-        if loop:
-            meta["measured_ms"] = loop[-1]["measured_ms"]
-        arch = self.lat.to_arch(ops, widths, depths, meta)
-        arch_path, report_path = self.out / "arch.json", self.out / "report.json"
-        if self.is_main:
-            arch.save(arch_path)
-            cost = arch_cost(arch)
-            report = {
-                "target_ms": self.target,
-                "predicted_ms": predicted,
-                "relative_error": err,
-                "target_hit": abs(err) <= s["final_tolerance"] + 1e-12,
-                "raw_sum_ms": self.lat.arch_ms(ops, widths, depths, calibrated=False),
-                "structural_adjustments": moves,
-                "measured_loop": loop,
-                "calibration": self.lat.calibration,
-                "lut": str(self.cfg["lut"]),
-                "lut_resolution": self.lat.resolution,
-                "train_resolution": self.cfg["data"]["resolution"],
-                "feasible_range_ms": list(self.lat.feasible_range(self.model.op_mask)),
-                **cost,
-                "arch": arch.to_dict(),
-                "history": self.history,
-            }
-            write_report(report_path, report)
-            plot_history(
-                self.out, self.history, self.target, self.model.op_names, [st.layers for st in self.space.stages]
-            )
-        if not math.isfinite(predicted):
-            raise TfnasError("derived latency is not finite")
-        return SearchResult(arch, arch_path, report_path, predicted, self.target)
+        write_report(path, report)
+        plot_history(self.out, self.history, self.target, self.model.op_names, [st.layers for st in self.space.stages])
 
     def _measured_loop(self, ops: list[int], widths: list[int], depths: list[int], prior: tuple) -> tuple:
         """Close the loop on the real runtime: measure the derived net end to end and, while it misses the
