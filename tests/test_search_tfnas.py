@@ -481,3 +481,21 @@ def test_autocast_runs_the_steps_forwards_in_its_dtype(tmp_path, tiny_space, aut
 def test_autocast_setting_is_checked():
     with pytest.raises(ConfigError, match=r"runtime.autocast' = 'int8'.*bf16"):
         resolve_config({"runtime": {"autocast": "int8"}})
+
+
+@pytest.mark.parametrize(("interval", "saves"), [(0.0, 3), (1e9, 1)])
+def test_epoch_checkpoints_are_throttled_but_the_last_epoch_always_saves(
+    tmp_path, tiny_space, monkeypatch, interval, saves
+):
+    """A supernet checkpoint is large (357 MB for ImageNet): epoch-end saves younger than the interval are skipped."""
+    from tfnas.search.common import RunLoop
+    from tfnas.search.tfnas.searcher import TFNASSearch
+
+    cfg = tiny_config(tmp_path, tiny_space, epochs=3, warmup_epochs=1)
+    cfg["runtime"]["checkpoint_min_interval_s"] = interval
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.5)
+    calls = []
+    real = RunLoop.save
+    monkeypatch.setattr(RunLoop, "save", lambda self, *a, **k: (calls.append(a[0]), real(self, *a, **k)))
+    TFNASSearch(cfg, tmp_path / "run").run()
+    assert len(calls) == saves and calls[-1] == 3

@@ -143,6 +143,9 @@ class TfnasRuntime(Schema):
     mixed_op: Literal["loop", "fused"] = "loop"  # loop: op by op (fastest on CPU) | fused: shared convs
     autocast: Literal["bf16", "fp16"] | None = None  # None: fp32
     checkpoint_every_steps: int = Field(0, ge=0)  # 0: checkpoint at epoch ends only
+    # An epoch-end checkpoint (the supernet and its momentum: 357 MB for the ImageNet space) is skipped when the
+    # last one is younger than this; the last epoch and a requested stop always save. 0: after every epoch.
+    checkpoint_min_interval_s: float = Field(60.0, ge=0)
     progress: bool | None = None  # tqdm bars on a terminal, plain lines otherwise (None), or never (false)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     stop_after_steps: int | None = Field(None, ge=1)  # testing aid: stop as if interrupted

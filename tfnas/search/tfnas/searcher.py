@@ -357,10 +357,17 @@ class TFNASSearch:
         record["widths"] = [model.layers[i]._w[o] for i, o in enumerate(ops)]
         self.history.append(record)
 
+    def _checkpoint_due(self, epochs_done: int, budget: _StepBudget) -> bool:
+        """At an epoch end: the last epoch, a requested stop, or ``runtime.checkpoint_min_interval_s`` passed."""
+        last = epochs_done == self.cfg["search"]["epochs"] or budget.spent()
+        due = time.monotonic() - self._last_save >= self.cfg["runtime"]["checkpoint_min_interval_s"]
+        return last or due
+
     def _save(self, epochs_done: int, step: int) -> None:
         """Checkpoint after ``epochs_done`` epochs and ``step`` steps of the next (with its running sums)."""
         sums = {"epoch_sums": dict(self._sums), "epoch_counts": dict(self._counts)} if step else {}
         self.loop.save(epochs_done, {"history": self.history, **sums}, step)
+        self._last_save = time.monotonic()
 
     def run(self) -> SearchResult:
         metrics = self.loop.start(self.resume, self.cfg, ("runtime.", "out:"))
@@ -371,6 +378,7 @@ class TFNASSearch:
             self._counts = dict(extra.get("epoch_counts", {}))
             self._op_table = self.lat.op_table(self.model.widths())
         budget = _StepBudget(self.cfg["runtime"]["stop_after_steps"])
+        self._last_save = time.monotonic()
         try:
             for epoch in self.loop.epochs():
                 start = self.loop.first_step(epoch)
@@ -381,7 +389,8 @@ class TFNASSearch:
                 stats = {k: self._sums[k] / self._counts[k] for k in self._sums}
                 stats["epoch_seconds"] = time.perf_counter() - t0
                 self._epoch_end(epoch, stats)
-                self._save(epoch + 1, 0)
+                if self._checkpoint_due(epoch + 1, budget):
+                    self._save(epoch + 1, 0)
                 if budget.spent() and epoch + 1 < self.cfg["search"]["epochs"]:
                     raise SearchInterrupted(f"stopped after {budget.done} steps (runtime.stop_after_steps)")
         finally:
