@@ -119,7 +119,10 @@ def choose_table(
                 if check.table
                 else ""
             )
-            if check.verdict in GOOD_VERDICTS or _holds_after_rescaling(check):
+            drifted = check.verdict not in GOOD_VERDICTS and _holds_after_rescaling(check)
+            if check.verdict in GOOD_VERDICTS or drifted:
+                if drifted:
+                    summary += "; the networks' order and shape hold, only the host's speed moved"
                 path, note = Path(table.source), f"{how} table of this device; {summary}"
                 ratio = check.table.get("ratio", 1.0) if check.table else 1.0
                 if abs(ratio - 1.0) > RESCALE_ABOVE:
