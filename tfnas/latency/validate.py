@@ -21,7 +21,7 @@ from typing import Any
 from profilers.lut import LatencyTable
 from profilers.timing import Measurement
 from tfnas.arch import Architecture
-from tfnas.latency.calibrate import sample_archs
+from tfnas.latency.calibrate import error_stats, sample_archs
 from tfnas.latency.measure import measure_archs, protocol_for, round_latency
 from tfnas.latency.predict import predict
 from tfnas.latency.table import Lookup, device_match, table_device, table_grid
@@ -49,15 +49,13 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def error_report(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
-    """Ratio (median measured/predicted), MAPE, worst, bias, share within 5% / 10%, Kendall tau."""
-    rel = [(p - m) / m * 100.0 for p, m in zip(predicted, measured)]
+    """``error_stats`` (MAPE, worst, bias) plus ratio (median measured/predicted), share within 5% / 10%, tau."""
+    rel = [abs(p - m) / m * 100.0 for p, m in zip(predicted, measured)]
     return {
+        **error_stats(predicted, measured),
         "ratio": statistics.median(m / p for p, m in zip(predicted, measured)),
-        "mape": statistics.fmean(abs(r) for r in rel),
-        "worst": max(abs(r) for r in rel),
-        "bias": statistics.fmean(rel),
-        "within_5": sum(abs(r) <= 5.0 for r in rel) / len(rel),
-        "within_10": sum(abs(r) <= 10.0 for r in rel) / len(rel),
+        "within_5": sum(r <= 5.0 for r in rel) / len(rel),
+        "within_10": sum(r <= 10.0 for r in rel) / len(rel),
         "kendall_tau": kendall_tau(predicted, measured),
     }
 
