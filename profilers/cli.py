@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 
 from profilers.backends import BACKENDS
+from profilers.device import describe_device
 from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
 from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
@@ -84,7 +85,9 @@ def format_info(table: LatencyTable) -> str:
         f"  space {table.space}  complete={table.complete}  created {table.created}",
         f"  {fp['runtime']} {fp['runtime_version']} {fp['provider']}  threads={fp['threads']}  "
         f"batch={fp['batch']}  resolution={fp['resolution']}  precision={fp['precision']}",
-        f"  cpu {fp['cpu_model']} ({fp['cpu_count']} cores)  {fp['platform']}  python {fp['python']}",
+        f"  device {describe_device(fp)}",
+        f"  cpu {fp['cpu_model']} ({fp['cpu_count']} cores)  {fp['platform']}  python {fp['python']}"
+        + ("" if "cpu_isa" in fp else "  (no device identity recorded: the device cannot be verified)"),
         f"  {len(table)} keys, {table.n_points()} points",
         "  protocol " + " ".join(f"{k}={v}" for k, v in table.protocol.items()),
         "",

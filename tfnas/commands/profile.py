@@ -30,6 +30,13 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     protocol = TimingProtocol(**{**PROFILE_PROTOCOL.to_dict(), "max_time_s": args.max_time, "passes": args.passes})
     out = Path(args.out)
+    if args.backend == "ort":  # say which device the table will describe before minutes of timing
+        from profilers.device import describe_device
+        from profilers.fingerprint import current_fingerprint
+
+        res = args.resolution or space.resolution
+        fp = current_fingerprint(args.threads, batch=args.batch, resolution=res)
+        print(f"profiling {space.name} on {describe_device(fp)}", flush=True)
     table = profile_table(
         space, out, args.batch, args.resolution, args.threads, args.backend, grid_from_args(args), protocol,
         resume=not args.no_resume, work=args.work, progress=not args.quiet,
