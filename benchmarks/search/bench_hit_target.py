@@ -22,7 +22,7 @@ def main() -> None:
     from tfnas.spaces.mbv2 import load_space
 
     cfg = load_config(ROOT / "configs" / "search" / "tfnas_cpu_demo.yaml")
-    cfg["lut"] = str(ROOT / cfg["lut"])
+    cfg["lut"] = str(ROOT / "latency_tables" / "tfnas_imagenet-ort-cpu-avx512-1t-b1-224.json")  # timing needs none
     lat = build_latency_model(cfg, load_space(cfg["space"]))
     n = len(lat.geometry)
     ops, widths = [0] * n, [lat.allowed_widths(i, 0)[-1] for i in range(n)]
