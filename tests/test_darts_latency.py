@@ -160,3 +160,38 @@ def test_darts_calibration_fits_measured_eval_nets_and_prediction_applies_it():
     assert genotype_latency(genos[0], shape, table, calibrated=False) == pytest.approx(
         genotype_sum(genos[0], shape, table)
     )
+
+
+def test_fair_darts_cells_that_concatenate_fewer_nodes_read_their_narrower_preprocessing():
+    """A cell concatenating 3 nodes feeds the next cells 3*C channels: the prediction must read those keys,
+    and the bundle must hold them; the keys match the eval network's real preprocessing widths."""
+    from torch import nn
+
+    from tfnas.latency.darts_predict import genotype_sum
+    from tfnas.models.darts_eval import build_eval_net
+    from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
+
+    shape = DeployShape(C=4, num_cells=3, resolution=8)
+    # node 5 has no inputs: the normal cell concatenates nodes 2, 3, 4 only
+    normal = CellGenotype(
+        (("sep_conv_3x3", 0), ("skip_connect", 1), ("max_pool_3x3", 0), ("sep_conv_3x3", 2), ("avg_pool_3x3", 3)),
+        (2, 3, 4), node_inputs=(2, 1, 2, 0),
+    )  # fmt: skip
+    reduce = CellGenotype((("max_pool_3x3", 0), ("max_pool_3x3", 1)) * 4)
+    genotype = Genotype((normal,), (reduce,))
+
+    asked: list[str] = []
+
+    class Recorder:
+        def latency(self, key, width=None):
+            asked.append(key)
+            return 1.0
+
+    genotype_sum(genotype, shape, Recorder())
+    net = build_eval_net(genotype, "cifar", C=4, num_cells=3, auxiliary=False, drop_path_prob=0.0)
+    convs = [m for c in net.cells for pre in (c.pre0, c.pre1) for m in pre.modules() if isinstance(m, nn.Conv2d)]
+    real = {f"cin{m.in_channels}" for m in convs}  # the preprocessing widths the eval net really has
+    pre = {k.split("/")[2] for k in asked if "/pre_rcb/" in k or "/pre_fr/" in k}
+    assert real == pre and "cin12" in pre  # 3 nodes x C=4 after the normal cell
+    written = {k for k, _, _ in fixed_keys(shape, lambda r, a: 3)} | {k for k, _, _ in fixed_keys(shape)}
+    assert {k for k in asked if "/pre_" in k} <= written

@@ -12,6 +12,7 @@ preprocessing, classifier) get keys too so the total is a whole-network estimate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from torch import nn
 from profilers.bundle import MANIFEST_NAME, manifest_document
 from tfnas.errors import ConfigError
 from tfnas.ops.darts_ops import FactorizedReduce, ReLUConvBN, build_op
-from tfnas.spaces.darts import CellPlan, CellSpace, cell_plan
+from tfnas.spaces.darts import NUM_NODES, CellPlan, CellSpace, cell_plan
 from tfnas.utils.io import atomic_write_json
 
 
@@ -46,24 +47,35 @@ class DeployShape:
         return cls(**{k: int(v) for k, v in d.items()})
 
 
-def deploy_positions(shape: DeployShape) -> list[CellPlan]:
-    """The deployed network's cells (``tfnas.spaces.darts.cell_plan``: the supernet and eval net use it too)."""
-    return cell_plan(shape.C, shape.num_cells, shape.stem_multiplier, shape.resolution)
+Outputs = Callable[[bool, int], int]  # (reduction, alpha set) -> nodes a cell concatenates
+
+
+def deploy_positions(shape: DeployShape, outputs: Outputs | None = None) -> list[CellPlan]:
+    """The deployed network's cells (``tfnas.spaces.darts.cell_plan``: the supernet and eval net use it too).
+
+    ``outputs``: a genotype's concatenation sizes (Fair DARTS cells may concatenate fewer than 4 nodes,
+    which narrows the next cells' preprocessing); default all nodes, as the supernet has.
+    """
+    return cell_plan(shape.C, shape.num_cells, shape.stem_multiplier, shape.resolution, outputs=outputs)
 
 
 def op_key(op: str, C: int, stride: int, H: int) -> str:
     return f"darts/{op}/c{C}/s{stride}/h{H}"
 
 
-def fixed_keys(shape: DeployShape) -> list[tuple[str, nn.Module, tuple[int, int, int, int]]]:
-    """(key, module, input shape) of the parts every architecture pays for."""
+def fixed_keys(
+    shape: DeployShape, outputs: Outputs | None = None
+) -> list[tuple[str, nn.Module, tuple[int, int, int, int]]]:
+    """(key, module, input shape) of the parts every architecture pays for (stem, preprocessing, head);
+    the preprocessing and head widths follow the cells' concatenation sizes (``outputs``)."""
     b, out = shape.batch, []
     c_stem = shape.stem_multiplier * shape.C
     stem = nn.Sequential(nn.Conv2d(shape.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
     out.append((f"darts/stem/cin{shape.in_channels}/c{c_stem}/h{shape.resolution}", stem,
                 (b, shape.in_channels, shape.resolution, shape.resolution)))  # fmt: skip
     H = shape.resolution
-    for pos in deploy_positions(shape):
+    plan = deploy_positions(shape, outputs)
+    for pos in plan:
         h0 = pos.H_in * 2 if pos.reduction_prev else pos.H_in
         if pos.reduction_prev:
             out.append((f"darts/pre_fr/cin{pos.C_pp}/c{pos.C}/h{h0}", FactorizedReduce(pos.C_pp, pos.C),
@@ -74,7 +86,7 @@ def fixed_keys(shape: DeployShape) -> list[tuple[str, nn.Module, tuple[int, int,
         out.append((f"darts/pre_rcb/cin{pos.C_p}/c{pos.C}/h{pos.H_in}", ReLUConvBN(pos.C_p, pos.C, 1, 1, 0),
                     (b, pos.C_p, pos.H_in, pos.H_in)))  # fmt: skip
         H = pos.H_in // 2 if pos.reduction else pos.H_in
-    c_last = deploy_positions(shape)[-1].C_out
+    c_last = plan[-1].C_out
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_last, shape.num_classes))
     out.append((f"darts/head/c{c_last}/h{H}/k{shape.num_classes}", head, (b, c_last, H, H)))
     uniq: dict[str, tuple[str, nn.Module, tuple[int, int, int, int]]] = {}
@@ -113,7 +125,9 @@ def write_darts_bundle(space: CellSpace, shape: DeployShape, out_dir: str | Path
         if op == "noise":  # random output: its cost is not architecture-dependent work worth timing
             continue
         add(key, build_op(op, C, stride, affine=True), (shape.batch, C, H, H))
-    for key, module, input_shape in fixed_keys(shape):
+    # every concatenation size a derived cell may have (Fair DARTS keeps 0-2 inputs per node)
+    fixed = {key: (key, m, s) for k in range(1, NUM_NODES + 1) for key, m, s in fixed_keys(shape, lambda r, a, k=k: k)}
+    for key, module, input_shape in fixed.values():
         add(key, module, input_shape)
     meta = {"deploy": shape.__dict__, "space_ops": space.to_dict()}
     manifest = manifest_document(

@@ -33,8 +33,13 @@ class LatencyLookup(Protocol):
 
 def genotype_sum(genotype: Genotype, shape: DeployShape, table: LatencyLookup) -> float:
     """Sum (ms) of the table latencies of the derived network's kept edges at every deployed cell + fixed parts."""
-    total = sum(float(table.latency(key, None)) for key, _, _ in fixed_keys(shape))
-    for pos in deploy_positions(shape):
+
+    def outputs(reduction: bool, alpha_set: int) -> int:
+        cell = genotype.reduce_cell(alpha_set) if reduction else genotype.normal_cell(alpha_set)
+        return len(cell.concat)
+
+    total = sum(float(table.latency(key, None)) for key, _, _ in fixed_keys(shape, outputs))
+    for pos in deploy_positions(shape, outputs):
         cell = genotype.reduce_cell(pos.alpha_set) if pos.reduction else genotype.normal_cell(pos.alpha_set)
         for op, src in cell.edges:
             if op not in SKIPPED_OPS:
