@@ -26,7 +26,7 @@ from tfnas.latency.measure import measure_archs, protocol_for, round_latency
 from tfnas.latency.predict import predict
 from tfnas.latency.table import Lookup, device_match, table_device, table_grid
 from tfnas.spaces.mbv2 import MBV2Space
-from tfnas.utils.io import atomic_write_json
+from tfnas.utils.io import atomic_write_json, save_figure
 
 # Verdict thresholds: a table "holds" when its error is within this or within twice the host's noise floor.
 MAPE_OK = 5.0
@@ -197,6 +197,5 @@ def write_outputs(result: Validation, out_json: str | Path, plot: str | Path | N
     )
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
-    Path(plot).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(plot, dpi=110)
+    save_figure(fig, plot, dpi=110)
     plt.close(fig)

@@ -6,6 +6,7 @@ an interrupted write never leaves a truncated file behind.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -39,6 +40,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """A matplotlib figure as PNG at ``path``, written atomically (an interrupted plot never leaves half a file)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tfnas.utils.io import atomic_write_bytes, atomic_write_text
+from tfnas.utils.io import atomic_write_text, save_figure
 
 CSV_NAME = "metrics.csv"
 JSONL_NAME = "metrics.jsonl"
@@ -187,6 +187,4 @@ def plot_series(
     if series or hline is not None:
         ax.legend(loc="best")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return atomic_write_bytes(path_png, buf.getvalue())
+    return save_figure(fig, path_png)

@@ -27,6 +27,7 @@ from tfnas.errors import ConfigError
 from tfnas.search.darts.supernet import DartsSupernet
 from tfnas.spaces.darts import NUM_INPUT_NODES, NUM_NODES, CellSpace, node_edge_slices
 from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
+from tfnas.utils.io import save_figure
 
 EdgeOps = tuple[tuple[str, ...], ...]
 DeriveRule = Callable[..., CellGenotype]
@@ -191,7 +192,7 @@ def _cell_matplotlib(cell: CellGenotype, title: str, path: Path) -> Path:
     ax.axis("off")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -14,7 +14,7 @@ from typing import Any
 from tfnas.arch import Architecture
 from tfnas.models.mbv2_net import build_model
 from tfnas.utils.flops import count_macs, count_params
-from tfnas.utils.io import atomic_write_json
+from tfnas.utils.io import atomic_write_json, save_figure
 
 
 def arch_cost(arch: Architecture, num_classes: int | None = None) -> dict[str, int]:
@@ -60,7 +60,7 @@ def plot_history(
     ax.legend()
     fig.tight_layout()
     paths.append(out / "latency.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     probs = history[-1]["op_probs"]
@@ -72,7 +72,7 @@ def plot_history(
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
     paths.append(out / "op_probs.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -84,6 +84,6 @@ def plot_history(
     ax.legend(fontsize="small")
     fig.tight_layout()
     paths.append(out / "depths.png")
-    fig.savefig(paths[-1], dpi=100)
+    save_figure(fig, paths[-1], dpi=100)
     plt.close(fig)
     return paths
