@@ -471,6 +471,13 @@ class LatencyTable:
                 new[f].insert(i, v)
         self._entries[key] = _validate_entry(self.source, key, new)
 
+    def replace_calibration(self, calibration: dict[str, Any]) -> None:
+        """Install a new fit; the one it replaces goes to ``meta.calibration_history`` (provenance is append-only)."""
+        new = _validate_calibration(self.source, calibration)
+        if self.calibration is not None:
+            self.meta.setdefault("calibration_history", []).append({**self.calibration, "replaced": _now()})
+        self.calibration = new
+
     def remove(self, key: str) -> None:
         self._entries.pop(key, None)
 

@@ -388,6 +388,15 @@ def test_cli_search(tmp_path, tiny_space, capsys):
     assert rc == 2 and "infeasible" in capsys.readouterr().err
 
 
+def _rounds_of(fake_measure):
+    """``measure_archs`` built from a per-timing fake: one call per architecture and round."""
+
+    def measure_archs(archs, backend="ort", threads=1, batch=1, protocol=None, rounds=1, *args, **kwargs):
+        return [[fake_measure(a, backend, threads, batch, protocol) for _ in range(rounds)] for a in archs]
+
+    return measure_archs
+
+
 def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_space, monkeypatch):
     """A runtime 12% slower than the table: the closed loop re-aims the prediction and lands on the target."""
     import types
@@ -404,7 +413,7 @@ def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_spa
         calls.append(backend)
         return types.SimpleNamespace(latency_ms=1.12 * predict(arch, table, calibrated=False))
 
-    monkeypatch.setattr(measure_mod, "measure_arch", fake_measure)
+    monkeypatch.setattr(measure_mod, "measure_archs", _rounds_of(fake_measure))
     result = TFNASSearch(cfg, tmp_path / "run").run()
     report = json.loads(result.report_path.read_text())
     loop = report["measured_loop"]
@@ -432,7 +441,7 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
         )
         return types.SimpleNamespace(latency_ms=0.9 * predict(arch, table, calibrated=False) * next(noise))
 
-    monkeypatch.setattr(measure_mod, "measure_arch", fake_measure)
+    monkeypatch.setattr(measure_mod, "measure_archs", _rounds_of(fake_measure))
     result = TFNASSearch(cfg, tmp_path / "run").run()
     loop = json.loads(result.report_path.read_text())["measured_loop"]
     assert abs(loop[-1]["measured_ms"] / cfg["target_ms"] - 1) <= 0.02

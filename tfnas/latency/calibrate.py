@@ -157,10 +157,7 @@ def calibrate(
         f" (seed {seed}, widths aligned to {align}), {rounds} interleaved rounds each, backend {backend}, {threads} thread(s), batch {batch},"
         f" {res}x{res}",
     }
-    if table.calibration is not None:  # provenance is append-only: the fit being replaced is kept
-        history = table.meta.setdefault("calibration_history", [])
-        history.append({**table.calibration, "replaced": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    table.calibration = cal
+    table.replace_calibration(cal)
     table.meta["calibration_detail"] = {
         "before": before_stats,
         "after": after_stats,

@@ -154,9 +154,7 @@ def calibrate_darts(
         "method": f"least squares on relative errors over {n} random genotypes (seed {seed}) of space {space.name},"
         f" eval nets at {shape}, {rounds} interleaved rounds, {threads} thread(s); Mweights = Mparams",
     }
-    if table.calibration is not None:
-        table.meta.setdefault("calibration_history", []).append(dict(table.calibration))
-    table.calibration = cal
+    table.replace_calibration(cal)
     table.meta["calibration_detail"] = {
         "sum_ms": [round(v, 4) for v in sums],
         "mparams": [round(v, 4) for v in mparams],

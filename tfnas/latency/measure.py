@@ -46,7 +46,8 @@ def export_arch(arch: Architecture, path: str | Path, batch: int = 1) -> Path:
     return export_onnx(build_model(arch).eval(), path, input_shape(arch, batch))
 
 
-def _onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str, threads: int) -> Timer:
+def onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str = "ort", threads: int = 1) -> Timer:
+    """A timer of an exported ONNX graph on a ``profilers`` backend."""
     try:
         fn = get_backend(backend, threads=threads).prepare(path, shape)
     except ProfilerError as exc:
@@ -59,7 +60,7 @@ def _prepare_onnx(arch: Architecture, backend: str, threads: int, batch: int, wo
         path = export_arch(arch, workdir / "net.onnx", batch)
     except ProfilerError as exc:
         raise TfnasError(str(exc)) from None
-    return _onnx_timer(path, input_shape(arch, batch), backend, threads)
+    return onnx_timer(path, input_shape(arch, batch), backend, threads)
 
 
 def measure_onnx(
@@ -72,7 +73,7 @@ def measure_onnx(
     """End-to-end latency of an already exported ONNX graph (``tfnas export``, ``tfnas darts eval``)."""
     if backend not in BACKENDS:
         raise TfnasError(f"backend {backend!r} does not take ONNX; choose from {', '.join(BACKENDS)}")
-    return _onnx_timer(path, shape, backend, threads)(protocol or DEFAULT_PROTOCOL)
+    return onnx_timer(path, shape, backend, threads)(protocol or DEFAULT_PROTOCOL)
 
 
 def _prepare_torch_cuda(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
@@ -131,11 +132,6 @@ def interleave(
             bar.update()
     bar.close()
     return results
-
-
-def onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str = "ort", threads: int = 1) -> Timer:
-    """A timer of an exported ONNX graph on a ``profilers`` backend."""
-    return _onnx_timer(path, shape, backend, threads)
 
 
 def round_latency(ms: Sequence[Measurement]) -> float:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,18 +152,17 @@ def rescaled_copy(table: LatencyTable, ratio: float, folder: Path) -> Path:
     The per-op shape of the table stays; only the whole-network mapping follows the host's current speed,
     as a recalibration would. The fit it replaces goes to ``meta.calibration_history``.
     """
-    doc = table.to_dict()
-    cal = dict(doc["calibration"])
-    history = doc.setdefault("meta", {}).setdefault("calibration_history", [])
-    history.append({**cal, "replaced": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    for k in ("scale", "offset_ms", "ms_per_mweight"):
-        cal[k] = float(cal.get(k, 0.0)) * ratio
-    cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
-    doc["calibration"] = cal
     path = folder / (Path(table.source).stem + RESCALED_SUFFIX)
     with profiler_errors():
-        LatencyTable.from_dict(doc, str(path)).save(path)
+        copy = LatencyTable.from_dict(table.to_dict(), str(path))
+        cal = {**copy.calibration, **{k: float(copy.calibration.get(k, 0.0)) * ratio for k in _SCALED}}
+        cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
+        copy.replace_calibration(cal)
+        copy.save(path)
     return path
+
+
+_SCALED = ("scale", "offset_ms", "ms_per_mweight")  # every term of the fit is in ms of this host
 
 
 def build_table(

@@ -508,7 +508,7 @@ class TFNASSearch:
         the network-level ratio being corrected stays that of the same network; the iteration measured
         closest to the target is kept.
         """
-        from tfnas.latency.measure import measure_arch, protocol_for
+        from tfnas.latency.measure import measure_archs, protocol_for
 
         s = self.cfg["search"]
         fp = self.lat.lookup.table.fingerprint
@@ -517,10 +517,9 @@ class TFNASSearch:
         loop, best = [], None
         for it in range(s["measure_iterations"] + 1):
             arch = self.lat.to_arch(ops, widths, depths)
-            rounds = [
-                measure_arch(arch, backend, int(fp.get("threads", 1)), int(fp.get("batch", 1)), protocol).latency_ms
-                for _ in range(s["measure_rounds"])
-            ]
+            threads, batch = int(fp.get("threads", 1)), int(fp.get("batch", 1))
+            runs = measure_archs([arch], backend, threads, batch, protocol, rounds=s["measure_rounds"])[0]
+            rounds = [m.latency_ms for m in runs]  # one export and session, several timing rounds
             measured = statistics.median(rounds)
             predicted = self.lat.arch_ms(ops, widths, depths)
             loop.append({"iteration": it, "predicted_ms": predicted, "measured_ms": measured, "rounds_ms": rounds})
