@@ -24,7 +24,7 @@ from profilers.errors import ProfilerError
 
 GENERATED = "tfnas:generated"
 MIN_ELEMENTS = 256  # below this an initializer is kept (bias vectors, Reshape shapes: cheap, and some are semantic)
-SCALE = 0.05  # weight values ~N(0, 0.05^2): no denormals, no overflow through a deep stack
+SCALE = 0.05  # weight values uniform with std 0.05: no denormals, no overflow through a deep stack
 
 
 def _onnx() -> Any:
@@ -67,7 +67,9 @@ def fill_weights(model: Any, seed_text: str) -> int:
     for init in model.graph.initializer:
         if not _is_generated(init):
             continue
-        values = (rng.standard_normal(tuple(init.dims)) * SCALE).astype(np.float32)
+        # uniform float32 in [-a, a], std SCALE: 5x cheaper than normals, and this runs for every graph and pass
+        a = np.float32(SCALE * np.sqrt(3.0))
+        values = rng.random(tuple(init.dims), dtype=np.float32) * (2 * a) - a
         del init.external_data[:]
         init.data_location = onnx.TensorProto.DEFAULT
         init.raw_data = values.tobytes()
