@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  at {shape}")
         _explain_loop(result.report_path)
         print(f"report: {result.report_path}")
-        report_measured(result, cfg)
+        report_measured(result, search.lat.lookup.table)
     return 0
 
 
@@ -131,13 +131,12 @@ def choose_lut(cfg: dict, show_progress: bool = True) -> None:
     print(f"latency table: {choice.path} ({choice.note})")
 
 
-def report_measured(result, cfg: dict) -> None:
+def report_measured(result, table) -> None:
     """Target / predicted / measured on this machine, when it is the table's device (``measured.json``)."""
     from tfnas.latency.measure import measure_on_table_device
-    from tfnas.latency.table import load_table, table_device
+    from tfnas.latency.table import table_device
     from tfnas.utils.io import atomic_write_json
 
-    table = load_table(_lut_path(cfg), warn_fingerprint=False)
     m = measure_on_table_device(result.arch, table)
     if m is None:
         print(
@@ -153,9 +152,3 @@ def report_measured(result, cfg: dict) -> None:
         result.arch_path.parent / "measured.json",
         {"target_ms": result.target_ms, "predicted_ms": result.predicted_ms, "device": table_device(table), **m},
     )
-
-
-def _lut_path(cfg: dict) -> Path:
-    from tfnas.search.tfnas.searcher import resolve_path
-
-    return resolve_path(cfg["lut"])
