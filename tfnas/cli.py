@@ -70,7 +70,7 @@ class _StderrHandler(logging.StreamHandler):
         self.setFormatter(_LineFormat())
 
     @property
-    def stream(self):  # noqa: ANN201
+    def stream(self):
         return sys.stderr
 
     @stream.setter

@@ -23,7 +23,7 @@ from profilers.lut import LatencyTable
 from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
 from tfnas.latency.table import device_match, here_fingerprint, profiler_errors
-from tfnas.latency.validate import Validation, error_report, judge, validate
+from tfnas.latency.validate import Validation, error_report, judge, validate_table
 from tfnas.spaces.mbv2 import MBV2Space
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def choose_table(
     shipped = shipped if shipped is not None else shipped_dir("latency_tables")
     cache = cache if cache is not None else cache_dir()
     validate_fn = validate_fn or (
-        lambda t: validate(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
+        lambda t: validate_table(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
     )
     for folder, how in ((shipped, "shipped"), (cache, "cached")):
         for table in matching_tables(space, resolution, batch, threads, [folder]):

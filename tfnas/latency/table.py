@@ -246,7 +246,7 @@ def _gpu_identity() -> dict[str, Any]:
                 "gpu_name": torch.cuda.get_device_name(0),
                 "gpu_compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(0)),
             }
-    except Exception:  # noqa: BLE001 - a broken CUDA install is "no GPU" for this comparison
+    except Exception:  # a broken CUDA install is "no GPU" for this comparison
         pass
     return {"gpu_name": "none", "gpu_compute_capability": "none"}
 

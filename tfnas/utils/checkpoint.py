@@ -111,11 +111,6 @@ def classifier_classes(state: dict) -> int | None:
     return int(state[keys[-1]].shape[0]) if keys else None
 
 
-def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a model's weights from a checkpoint (see ``load_weights_state``); a mismatch names the file and keys."""
-    load_state_checked(model, load_weights_state(path), path)
-
-
 def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:
     """``model.load_state_dict(state)`` with a ``TfnasError`` naming the file and a few mismatches."""
     own = model.state_dict()

@@ -13,26 +13,15 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tfnas.registry import Registry
+
 OpBuilder = Callable[[int, int, bool], nn.Module]
-OPS: dict[str, OpBuilder] = {}
-
-
-def register_op(name: str) -> Callable[[OpBuilder], OpBuilder]:
-    def deco(fn: OpBuilder) -> OpBuilder:
-        if name in OPS:
-            raise ValueError(f"op {name!r} registered twice")
-        OPS[name] = fn
-        return fn
-
-    return deco
+OPS: Registry[OpBuilder] = Registry("DARTS op")  # one builder per name of tfnas.spaces.darts.OP_NAMES
+register_op = OPS.register
 
 
 def build_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
-    try:
-        builder = OPS[name]
-    except KeyError:
-        raise KeyError(f"unknown DARTS op {name!r}; known: {', '.join(sorted(OPS))}") from None
-    return builder(C, stride, affine)
+    return OPS[name](C, stride, affine)
 
 
 class ReLUConvBN(nn.Sequential):
