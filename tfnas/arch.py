@@ -29,14 +29,17 @@ ARCH_FORMAT = "tfnas.arch"
 ARCH_VERSION = 1
 
 
+_UNSET: Any = object()
+
+
 class LayerChoice(Schema):
     """One layer of an architecture file: its op and mid width."""
 
     op: str
     width: int
 
-    def __init__(self, op: Any = None, width: Any = None, **data: Any) -> None:
-        super().__init__(op=op, width=width, **data)
+    def __init__(self, op: Any = _UNSET, width: Any = _UNSET, **data: Any) -> None:
+        super().__init__(**{k: v for k, v in (("op", op), ("width", width)) if v is not _UNSET}, **data)
 
 
 class ArchStage(Schema):

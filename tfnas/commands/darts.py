@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tfnas.errors import ConfigError, TfnasError
+from tfnas.errors import ConfigError
 from tfnas.resources import find_config
 from tfnas.utils.io import atomic_write_json, read_json
 
@@ -43,11 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=int, default=None, help="number of cells (20 cifar / 14 imagenet)")
     p.add_argument("--classes", type=int, default=None)
     p.add_argument("--resolution", type=int, default=None, help="input size (32 cifar / 224 imagenet)")
-    p.add_argument(
-        "--onnx",
-        default=None,
-        help="export to this ONNX file (checked, parity-tested); --measure alone uses a temp file",
-    )
+    p.add_argument("--onnx", default=None, help="export to this ONNX file (checked, parity-tested)")
     p.add_argument("--measure", action="store_true", help="time the ONNX graph with ONNX Runtime")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --measure")
     p.add_argument("--batch", type=int, default=1)
@@ -93,8 +89,6 @@ def _search(args: argparse.Namespace) -> int:
 
     cfg = load_search_config(find_config(args.config, "darts"), _overrides(args, "search"))
     out = Path(args.out or Path("runs") / "darts" / Path(args.config).stem)
-    if not args.resume and (out / "checkpoints" / "last.pt").exists():
-        raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     claim_run_dir(out, args.resume, args.force)
     t0 = time.time()
     search = DartsSearch(cfg, out)
@@ -120,18 +114,17 @@ def _search(args: argparse.Namespace) -> int:
 
 def _latency_budget(search: Any) -> str:
     """The deployment shape and device a latency-aware search's budget refers to ('' without one)."""
-    for reg in search.method.regularizers:
-        shape, table = getattr(reg, "shape", None), getattr(reg, "table", None)
-        if shape is not None and table is not None:
-            fp = getattr(table, "fingerprint", {}) or {}
-            device = fp.get("gpu_model") or fp.get("cpu_model") or "unknown device"
-            runtime = " ".join(str(fp[k]) for k in ("runtime", "runtime_version") if fp.get(k))
-            return (
-                f"latency budget {reg.target_ms:g} ms for the deployed net C={shape.C}, {shape.num_cells} cells,"
-                f" {shape.resolution}x{shape.resolution}, batch {shape.batch}, on {device} ({runtime},"
-                f" {fp.get('threads', '?')} thread(s); table {getattr(table, 'source', '?')})"
-            )
-    return ""
+    from tfnas.latency.table import table_device
+
+    lat = search.cfg.latency
+    if lat is None:
+        return ""
+    reg = next(r for r in search.method.regularizers if r.name == "latency")
+    return (
+        f"latency budget {lat.target_ms:g} ms for the deployed net C={lat.deploy.C}, {lat.deploy.num_cells} cells,"
+        f" {lat.deploy.resolution}x{lat.deploy.resolution}, batch {lat.deploy.batch}, on {table_device(reg.table)}"
+        f" (table {reg.table.source})"
+    )
 
 
 def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
@@ -205,8 +198,6 @@ def _train(args: argparse.Namespace) -> int:
     else:
         cfg = validate(DartsTrainConfig, apply_overrides({}, overrides), "tfnas darts train")
     out = Path(args.out or Path("runs") / "darts_train" / Path(str(args.genotype)).stem)
-    if not args.resume and (out / "checkpoints" / "last.pt").exists():
-        raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     claim_run_dir(out, args.resume, args.force)
     report = train_eval_net(genotype, cfg, out, resume=args.resume)
     print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=1))

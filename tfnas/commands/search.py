@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {result.report_path}")
     m = outcome.measured
     if m is None:
-        print(f"not measured here: this machine is not (or cannot be verified as) the table's device ({outcome.device})")
+        print(
+            f"not measured here: this machine is not (or cannot be verified as) the table's device ({outcome.device})"
+        )
     else:
         err = 100.0 * (m["measured_ms"] / result.target_ms - 1.0)
         print(

@@ -114,9 +114,7 @@ def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tens
 class TFNASSearch:
     """One search run in ``out_dir``: ``run()`` trains, scales, derives and writes the results."""
 
-    def __init__(
-        self, cfg: TfnasSearchConfig | dict, out_dir: str | Path, resume: bool = False, dist_info: Any = None
-    ):
+    def __init__(self, cfg: TfnasSearchConfig | dict, out_dir: str | Path, resume: bool = False, dist_info: Any = None):
         """``cfg``: a search config (a raw mapping is validated first, as a file would be)."""
         cfg = cfg if isinstance(cfg, TfnasSearchConfig) else resolve_config(cfg)
         self.cfg, self.out = cfg, Path(out_dir)

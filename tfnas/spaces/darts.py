@@ -240,6 +240,13 @@ GENOTYPE_VERSION = 2
 ALL_NODES = tuple(range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_NODES))
 
 
+_UNSET: Any = object()  # an argument not given (positional construction: ``CellGenotype(edges)``)
+
+
+def _given(**kwargs: Any) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if v is not _UNSET}
+
+
 def _as_tuples(v: Any) -> Any:
     """JSON lists -> tuples (structure only: element types are still checked strictly)."""
     if isinstance(v, list):
@@ -252,8 +259,8 @@ class CellGenotype(Schema):
     concat: tuple[int, ...] = ALL_NODES
     node_inputs: tuple[int, ...] | None = None  # edges per intermediate node; None: two each (DARTS)
 
-    def __init__(self, edges: Any = None, concat: Any = ALL_NODES, node_inputs: Any = None, **data: Any) -> None:
-        super().__init__(edges=edges, concat=concat, node_inputs=node_inputs, **data)
+    def __init__(self, edges: Any = _UNSET, concat: Any = _UNSET, node_inputs: Any = _UNSET, **data: Any) -> None:
+        super().__init__(**_given(edges=edges, concat=concat, node_inputs=node_inputs), **data)
 
     @field_validator("edges", "concat", "node_inputs", mode="before")
     @classmethod
@@ -312,8 +319,8 @@ class Genotype(Schema):
     reduce: tuple[CellGenotype, ...]
     meta: dict[str, Any] = Field(default_factory=dict)
 
-    def __init__(self, normal: Any = None, reduce: Any = None, meta: Any = None, **data: Any) -> None:
-        super().__init__(normal=normal, reduce=reduce, **({"meta": meta} if meta is not None else {}), **data)
+    def __init__(self, normal: Any = _UNSET, reduce: Any = _UNSET, meta: Any = _UNSET, **data: Any) -> None:
+        super().__init__(**_given(normal=normal, reduce=reduce, meta=meta), **data)
 
     @model_validator(mode="before")
     @classmethod
@@ -389,10 +396,6 @@ def load_genotype(path: str | Path) -> Genotype:
     return genotype_from_dict(read_config(path, "genotype file"), str(path))
 
 
-def _g(normal: list[tuple[str, int]], reduce: list[tuple[str, int]], source: str) -> Genotype:
-    return Genotype((CellGenotype(tuple(normal)),), (CellGenotype(tuple(reduce)),), meta={"source": source})
-
-
 def random_genotype(space: CellSpace, rng: random.Random) -> Genotype:
     """A DARTS genotype (two distinct inputs per node, ops from each edge's candidates, never ``none``)."""
 
@@ -402,128 +405,47 @@ def random_genotype(space: CellSpace, rng: random.Random) -> Genotype:
             for src in sorted(rng.sample(range(NUM_INPUT_NODES + node), 2)):
                 ops = [op for op in space.ops(kind)[sl.start + src] if op not in ("none", "noise")]
                 edges.append((rng.choice(ops), src))
-        return CellGenotype(tuple(edges), tuple(range(NUM_INPUT_NODES, NUM_INPUT_NODES + NUM_NODES)))
+        return CellGenotype(tuple(edges))
 
     return Genotype((cell("normal"),), (cell("reduce"),))
+
+
+def _g(normal: str, reduce: str, source: str) -> Genotype:
+    """A published DARTS-style genotype from ``"op:source op:source ..."`` (two edges per node, in node order)."""
+
+    def cell(text: str) -> CellGenotype:
+        return CellGenotype(tuple((op, int(src)) for op, src in (e.split(":") for e in text.split())))
+
+    return Genotype((cell(normal),), (cell(reduce),), meta={"source": source})
 
 
 # Published cells (CIFAR-10 searches unless stated), transcribed from the authors' genotypes.py files.
 PUBLISHED: dict[str, Genotype] = {
     "DARTS_V1": _g(
-        [
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 0),
-            ("skip_connect", 0),
-            ("sep_conv_3x3", 1),
-            ("skip_connect", 0),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 0),
-            ("skip_connect", 2),
-        ],
-        [
-            ("max_pool_3x3", 0),
-            ("max_pool_3x3", 1),
-            ("skip_connect", 2),
-            ("max_pool_3x3", 0),
-            ("max_pool_3x3", 0),
-            ("skip_connect", 2),
-            ("skip_connect", 2),
-            ("avg_pool_3x3", 0),
-        ],
+        "sep_conv_3x3:1 sep_conv_3x3:0 skip_connect:0 sep_conv_3x3:1 skip_connect:0 sep_conv_3x3:1 sep_conv_3x3:0 skip_connect:2",
+        "max_pool_3x3:0 max_pool_3x3:1 skip_connect:2 max_pool_3x3:0 max_pool_3x3:0 skip_connect:2 skip_connect:2 avg_pool_3x3:0",
         "DARTS first order (Liu et al., 2019), quark0/darts",
-    ),  # fmt: skip
+    ),
     "DARTS_V2": _g(
-        [
-            ("sep_conv_3x3", 0),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 0),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1),
-            ("skip_connect", 0),
-            ("skip_connect", 0),
-            ("dil_conv_3x3", 2),
-        ],
-        [
-            ("max_pool_3x3", 0),
-            ("max_pool_3x3", 1),
-            ("skip_connect", 2),
-            ("max_pool_3x3", 1),
-            ("max_pool_3x3", 0),
-            ("skip_connect", 2),
-            ("skip_connect", 2),
-            ("max_pool_3x3", 1),
-        ],
+        "sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:1 skip_connect:0 skip_connect:0 dil_conv_3x3:2",
+        "max_pool_3x3:0 max_pool_3x3:1 skip_connect:2 max_pool_3x3:1 max_pool_3x3:0 skip_connect:2 skip_connect:2 max_pool_3x3:1",
         "DARTS second order (Liu et al., 2019), quark0/darts",
-    ),  # fmt: skip
+    ),
     "PC_DARTS": _g(
-        [
-            ("sep_conv_3x3", 1),
-            ("skip_connect", 0),
-            ("sep_conv_3x3", 0),
-            ("dil_conv_3x3", 1),
-            ("sep_conv_5x5", 0),
-            ("sep_conv_3x3", 1),
-            ("avg_pool_3x3", 0),
-            ("dil_conv_3x3", 1),
-        ],
-        [
-            ("sep_conv_5x5", 1),
-            ("max_pool_3x3", 0),
-            ("sep_conv_5x5", 1),
-            ("sep_conv_5x5", 2),
-            ("sep_conv_3x3", 0),
-            ("sep_conv_3x3", 3),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 2),
-        ],
+        "sep_conv_3x3:1 skip_connect:0 sep_conv_3x3:0 dil_conv_3x3:1 sep_conv_5x5:0 sep_conv_3x3:1 avg_pool_3x3:0 dil_conv_3x3:1",
+        "sep_conv_5x5:1 max_pool_3x3:0 sep_conv_5x5:1 sep_conv_5x5:2 sep_conv_3x3:0 sep_conv_3x3:3 sep_conv_3x3:1 sep_conv_3x3:2",
         "PC-DARTS CIFAR-10 (Xu et al., 2020), yuhuixu1993/PC-DARTS",
-    ),  # fmt: skip
+    ),
     "PC_DARTS_IMAGENET": _g(
-        [
-            ("skip_connect", 1),
-            ("sep_conv_3x3", 0),
-            ("sep_conv_3x3", 0),
-            ("skip_connect", 1),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 3),
-            ("sep_conv_3x3", 1),
-            ("dil_conv_5x5", 4),
-        ],
-        [
-            ("sep_conv_3x3", 0),
-            ("skip_connect", 1),
-            ("dil_conv_5x5", 2),
-            ("max_pool_3x3", 1),
-            ("sep_conv_3x3", 2),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_5x5", 0),
-            ("sep_conv_3x3", 3),
-        ],
+        "skip_connect:1 sep_conv_3x3:0 sep_conv_3x3:0 skip_connect:1 sep_conv_3x3:1 sep_conv_3x3:3 sep_conv_3x3:1 dil_conv_5x5:4",
+        "sep_conv_3x3:0 skip_connect:1 dil_conv_5x5:2 max_pool_3x3:1 sep_conv_3x3:2 sep_conv_3x3:1 sep_conv_5x5:0 sep_conv_3x3:3",
         "PC-DARTS searched on ImageNet (Xu et al., 2020), yuhuixu1993/PC-DARTS",
-    ),  # fmt: skip
+    ),
     "PDARTS": _g(
-        [
-            ("skip_connect", 0),
-            ("dil_conv_3x3", 1),
-            ("skip_connect", 0),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 3),
-            ("sep_conv_3x3", 0),
-            ("dil_conv_5x5", 4),
-        ],
-        [
-            ("avg_pool_3x3", 0),
-            ("sep_conv_5x5", 1),
-            ("sep_conv_3x3", 0),
-            ("dil_conv_5x5", 2),
-            ("max_pool_3x3", 0),
-            ("dil_conv_3x3", 1),
-            ("dil_conv_3x3", 1),
-            ("dil_conv_5x5", 3),
-        ],
+        "skip_connect:0 dil_conv_3x3:1 skip_connect:0 sep_conv_3x3:1 sep_conv_3x3:1 sep_conv_3x3:3 sep_conv_3x3:0 dil_conv_5x5:4",
+        "avg_pool_3x3:0 sep_conv_5x5:1 sep_conv_3x3:0 dil_conv_5x5:2 max_pool_3x3:0 dil_conv_3x3:1 dil_conv_3x3:1 dil_conv_5x5:3",
         "P-DARTS (Chen et al., 2019), chenxin061/pdarts",
-    ),  # fmt: skip
+    ),
 }
 PUBLISHED["DARTS"] = PUBLISHED["DARTS_V2"]
 

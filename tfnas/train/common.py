@@ -129,21 +129,21 @@ def claim_run_dir(out: str | Path, resume: bool = False, force: bool = False) ->
     """Refuse to write a run into a folder that holds someone else's files, unless ``force``.
 
     An empty or new folder, or one of our runs, is fine (whether a previous run there may be
-    continued or replaced is ``RunCheckpoint.begin``'s business). Marks the folder as ours.
+    continued or replaced is ``RunCheckpoint.begin``'s business). Marks the folder as ours and takes
+    its lock (held until the run loop finishes or the process ends): a run in another process is refused.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TfnasError(f"--out {out} is a file; give a folder for the run")
-    if out.is_dir() and not resume and not is_run_dir(out):
-        files = sorted(p.name for p in out.iterdir())
-        if files and not force:
-            shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
-            raise TfnasError(
-                f"--out {out} is not empty and not a tfnas run ({shown}); its files would be overwritten:"
-                " choose a new or empty folder, or pass --force to write into it anyway"
-            )
+    files = sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) if out.is_dir() else []
+    if files and not resume and not force and not is_run_dir(out):
+        shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+        raise TfnasError(
+            f"--out {out} is not empty and not a tfnas run ({shown}); its files would be overwritten:"
+            " choose a new or empty folder, or pass --force to write into it anyway"
+        )
     out.mkdir(parents=True, exist_ok=True)
-    lock_run_dir(out)  # held until the process ends or the run loop finishes
+    lock_run_dir(out)
     if not (out / RUN_MARKER).exists():
         atomic_write_text(out / RUN_MARKER, "a tfnas run folder: tfnas may write into it again\n")
     return out

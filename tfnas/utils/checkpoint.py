@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tfnas.errors import TfnasError
-from tfnas.utils.io import atomic_write_bytes
+from tfnas.utils.io import atomic_write_bytes, binary_kind
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -38,6 +38,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise TfnasError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        what = "it is empty" if not head else binary_kind(head) if not head.isascii() else "it is a text file"
+        raise TfnasError(
+            f"checkpoint {path} is not a torch checkpoint ({what}); it is corrupted or another kind of file"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
