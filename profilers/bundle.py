@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from profilers import strict_json
 from profilers.errors import ProfilerError
 
 BUNDLE_FORMAT = "tfnas.bundle"
@@ -77,11 +78,13 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ProfilerError(f"cannot read {src}: {exc}") from None
     try:
-        data = json.loads(text)
+        data = strict_json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProfilerError(
             f"{src} is not valid JSON (truncated or corrupted?): {exc.msg} at line {exc.lineno}, column {exc.colno}"
         ) from None
+    except ValueError as exc:
+        raise ProfilerError(f"{src}: {exc}") from None
     if not isinstance(data, dict):
         raise ProfilerError(f"{src}: expected a JSON object, got {type(data).__name__}")
 

@@ -40,6 +40,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from profilers import strict_json
 from profilers.errors import ProfilerError
 from profilers.fingerprint import DEFAULT_MATCH_FIELDS, REQUIRED_FINGERPRINT_KEYS, current_fingerprint
 from profilers.timing import Measurement
@@ -254,7 +255,7 @@ class LatencyTable:
         if not text.strip():
             raise ProfilerError(f"LUT file {p} is empty (truncated write?)")
         try:
-            data = json.loads(text, parse_constant=_reject_constant)
+            data = strict_json.loads(text)
         except json.JSONDecodeError as exc:
             raise ProfilerError(
                 f"LUT file {p} is not valid JSON (truncated or corrupted?): {exc.msg} "
@@ -516,10 +517,6 @@ def _dumps(doc: dict[str, Any]) -> str:
 def sig(x: float, digits: int = 6) -> float:
     """Round to ``digits`` significant digits (measurement noise is far above that)."""
     return float(f"{x:.{digits}g}")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-finite number {name} is not allowed in a LUT")
 
 
 def _file_mode(path: Path) -> int:

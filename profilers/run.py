@@ -25,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from profilers import lock
 from profilers.backends import Backend, get_backend
 from profilers.bundle import Manifest, ManifestEntry, load_manifest
 from profilers.errors import ProfilerError
@@ -221,8 +222,33 @@ def profile_bundle(
     ``backend`` is a registry name or a ready ``Backend`` instance. The LUT is saved after
     ``save_every`` entries or ``save_interval_s`` seconds, whichever comes first, and on any
     exit (exception, Ctrl-C); ``on_entry`` is called after each measured entry (tests use it
-    to inject interruptions).
+    to inject interruptions). A second process profiling into the same ``out_path`` is refused
+    (``profilers.lock``).
     """
+    with lock.exclusive(table_lock(out_path), f"latency table {out_path}"):
+        return _profile_bundle(bundle_dir, out_path, backend, threads, protocol, progress, resume, precision,
+                               save_every, save_interval_s, clock, on_entry)  # fmt: skip
+
+
+def table_lock(out_path: str | Path) -> Path:
+    """The lock file of a table being written."""
+    return Path(str(out_path) + ".lock")
+
+
+def _profile_bundle(
+    bundle_dir: str | Path,
+    out_path: str | Path,
+    backend: str | Backend,
+    threads: int,
+    protocol: TimingProtocol | None,
+    progress: bool,
+    resume: bool,
+    precision: str,
+    save_every: int,
+    save_interval_s: float,
+    clock: Clock | None,
+    on_entry: EntryCallback | None,
+) -> LatencyTable:
     protocol = protocol or TimingProtocol()
     manifest = load_manifest(bundle_dir)
     be = backend if isinstance(backend, Backend) else get_backend(backend, threads=threads, precision=precision)

@@ -40,10 +40,11 @@ def _onnx() -> Any:
 def strip_weights(model: Any) -> int:
     """Replace large float32 initializers of an ``onnx.ModelProto`` by generated-weight markers; return how many."""
     onnx = _onnx()
+    keep = {name for node in model.graph.node if node.op_type == "BatchNormalization" for name in node.input[1:]}
     n = 0
     for init in model.graph.initializer:
         numel = int(np.prod(init.dims)) if len(init.dims) else 1
-        if init.data_type != onnx.TensorProto.FLOAT or numel < MIN_ELEMENTS:
+        if init.data_type != onnx.TensorProto.FLOAT or numel < MIN_ELEMENTS or init.name in keep:
             continue
         init.ClearField("raw_data")
         init.ClearField("float_data")

@@ -10,10 +10,11 @@ import pytest
 import torch
 import yaml
 
+from profilers.errors import ProfilerError
 from tests.test_search_tfnas import _target, tiny_config
 from tfnas.arch import Architecture, load_arch
 from tfnas.cli import main
-from tfnas.errors import ConfigError, TfnasError
+from tfnas.errors import ConfigError
 
 
 @pytest.fixture
@@ -170,7 +171,7 @@ def test_a_pickle_given_as_a_lut_says_so(tmp_path):
 
     path = tmp_path / "lut.json"
     path.write_bytes(pickle.dumps({"entries": {}}))
-    with pytest.raises(TfnasError) as e:
+    with pytest.raises(ProfilerError) as e:  # the root of every user error, host and device side
         load_table(path, None)
     msg = str(e.value)
     assert str(path) in msg and "not a JSON latency table" in msg and "pickle" in msg.replace(str(path), "")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfnas.latency.darts_bundle import DeployShape, deploy_positions
-from tfnas.models.darts_eval import build_eval_net
-from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
-from tfnas.spaces.darts import NUM_EDGES, cell_plan, load_space
-from tfnas.spaces.darts_genotypes import get_genotype
+from tfnas.darts.latency import deploy_positions
+from tfnas.darts.network import build_eval_net
+from tfnas.darts.shapes import DeployShape, SupernetSection
+from tfnas.darts.supernet import DartsSupernet, SupernetStructure
+from tfnas.spaces.darts import NUM_EDGES, cell_plan, get_genotype, load_cell_space
 
 
 def _seen(model: torch.nn.Module, x: torch.Tensor, edges: str) -> tuple[list[tuple], list[list[int]]]:
@@ -34,7 +34,7 @@ def _seen(model: torch.nn.Module, x: torch.Tensor, edges: str) -> tuple[list[tup
     return cells, strides
 
 
-def _planned(plan) -> list[tuple]:  # noqa: ANN001
+def _planned(plan) -> list[tuple]:
     return [(p.C_pp, p.C_p, p.H_in, p.C_out, p.H_in // 2 if p.reduction else p.H_in) for p in plan]
 
 
@@ -44,7 +44,9 @@ def test_supernet_eval_net_and_deploy_plan_agree_cell_by_cell():
     assert deploy == cell_plan(C, cells, resolution=res)
     assert [p.reduction for p in deploy] == [False, True, False, True, False]
 
-    supernet = DartsSupernet(load_space("s0"), SupernetConfig(C=C, num_cells=cells, multi_level=True))
+    supernet = DartsSupernet(
+        load_cell_space("s0"), SupernetSection(C=C, num_cells=cells), SupernetStructure(multi_level=True)
+    )
     seen, strides = _seen(supernet, torch.randn(1, 3, res, res), "edges")
     assert seen == _planned(deploy)
     assert strides == [[p.edge_stride(e) for e in range(NUM_EDGES)] for p in deploy]

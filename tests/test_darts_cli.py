@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tfnas.cli import main
-from tfnas.search.darts.trainer import DartsSearch
-from tfnas.spaces.darts_genotypes import Genotype, get_genotype
+from tfnas.darts.search import DartsSearch
+from tfnas.spaces.darts import get_genotype, load_genotype
 from tfnas.utils.io import read_yaml, repo_root
 
 TINY = {
@@ -34,7 +34,7 @@ def write_cfg(tmp_path, method: str = "darts_1st") -> str:
 def test_cli_search_writes_genotype_and_logs_hessian(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["darts", "search", "--config", write_cfg(tmp_path), "--out", str(out), "--no-progress"]) == 0
-    g = Genotype.load(out / "genotype.json")
+    g = load_genotype(out / "genotype.json")
     assert len(g.normal[0].edges) == 8 and all(op != "none" for op, _ in g.normal[0].edges)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and sum("hessian_eig" in r for r in rows) == 2
@@ -61,7 +61,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     full_rows = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     part_rows = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["train_loss"] for r in full_rows] == [json.loads(r)["train_loss"] for r in part_rows]
-    assert Genotype.load(tmp_path / "full" / "genotype.json") == Genotype.load(tmp_path / "part" / "genotype.json")
+    assert load_genotype(tmp_path / "full" / "genotype.json") == load_genotype(tmp_path / "part" / "genotype.json")
 
 
 def test_cli_genotypes_and_eval_onnx(tmp_path, capsys):
@@ -84,39 +84,38 @@ def test_cli_train_eval_net(tmp_path):
     )
     out = tmp_path / "train"
     assert main(["darts", "train", "--genotype", "DARTS_V1", "--config", str(cfg), "--out", str(out)]) == 0
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["params_without_aux"] > 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["params_without_aux"] > 0
     assert get_genotype(str(out / "genotype.json")) == get_genotype("DARTS_V1")
     # test accuracy: the trained network's right answers on the test split, counted here by hand
+    from tfnas.darts.config import resolve_train_config
+    from tfnas.darts.network import build_eval_net
     from tfnas.data import build_datasets
-    from tfnas.models.darts_eval import build_eval_net
-    from tfnas.search.darts.train_eval import resolve_train_config
     from tfnas.utils.checkpoint import load_weights_state
 
     c = resolve_train_config(read_yaml(cfg))
-    d = c["data"]
-    data = build_datasets(d["source"], resolution=d["resolution"], held_out_fraction=0.0, num_samples=d["num_samples"],
-                          seed=c["train"]["seed"])  # fmt: skip
-    net_cfg = {**c["net"], "num_classes": data.num_classes, "in_channels": data.in_channels}
-    net = build_eval_net(get_genotype("DARTS_V1"), c["setting"], **net_cfg)
+    assert (c.net.C, c.net.num_cells) == (8, 5)
+    data = build_datasets("generated", resolution=16, held_out_fraction=0.0, num_samples=32, seed=0)
+    net = build_eval_net(get_genotype("DARTS_V1"), "cifar", data.num_classes, C=8, num_cells=5)
     net.load_state_dict(load_weights_state(out / "checkpoints" / "last.pt"))
     with torch.no_grad():
         logits = net.eval()(torch.stack([x for x, _ in data.test]))
     right = sum(int(p == y) for p, (_, y) in zip(logits.argmax(1).tolist(), data.test))
-    assert summary["test_acc"] == right / len(data.test)
+    assert report["test_acc"] == right / len(data.test)
 
 
 def _expected_latency_by_hand(weights: dict, lat: dict) -> float:
     """sum over deployed cells, edges and ops of weight x table latency x 2 / (edges into the node), + fixed parts."""
     from profilers.lut import LatencyTable
-    from tfnas.latency.darts_bundle import DeployShape, deploy_positions, fixed_keys, op_key
+    from tfnas.darts.latency import deploy_positions, fixed_parts, op_key
+    from tfnas.darts.shapes import DeployShape
     from tfnas.resources import find_table
-    from tfnas.spaces.darts import cell_edges, load_space
+    from tfnas.spaces.darts import cell_edges, load_cell_space
 
     table = LatencyTable.load(find_table(lat["table"]))
     shape = DeployShape(**lat["deploy"])
-    total = sum(table.latency(key, None) for key, _, _ in fixed_keys(shape))
-    space = load_space("s0")
+    total = sum(table.latency(key, None) for key in (g.key for g in fixed_parts(shape)))
+    space = load_cell_space("s0")
     for p in deploy_positions(shape):
         kind = "reduce" if p.reduction else "normal"
         for e, (node, _) in enumerate(cell_edges()):
@@ -129,12 +128,12 @@ def _expected_latency_by_hand(weights: dict, lat: dict) -> float:
 
 def test_latency_aware_search_logs_the_latency_term(tmp_path, monkeypatch):
     """The logged term is lambda * |LAT / T - 1| with LAT the weighted table latency at that step's weights."""
-    from tfnas.search.darts import latency as darts_latency
+    from tfnas.darts import latency as darts_latency
 
     seen = []
     real = darts_latency.LatencyLoss.__call__
 
-    def spy(self, model, weights, progress):  # noqa: ANN001, ANN202
+    def spy(self, model, weights, progress):
         seen.append({k: w.detach().clone() for k, w in weights.items()})
         return real(self, model, weights, progress)
 

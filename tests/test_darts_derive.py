@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfnas.search.darts.derive import derive_cell, derive_from_weights, derive_genotype, plot_genotype
-from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
-from tfnas.spaces.darts import DARTS_OPS, NUM_EDGES, load_space
-from tfnas.spaces.darts_genotypes import PUBLISHED
+from tfnas.darts.derive import derive_cell, derive_from_weights, derive_genotype
+from tfnas.darts.draw import plot_genotype
+from tfnas.darts.shapes import SupernetSection
+from tfnas.darts.supernet import DartsSupernet, SupernetStructure
+from tfnas.spaces.darts import DARTS_OPS, NUM_EDGES, PUBLISHED, load_cell_space
 
-S0 = load_space("s0")
+S0 = load_cell_space("s0")
 IDX = {op: i for i, op in enumerate(DARTS_OPS)}
 
 
@@ -53,7 +54,7 @@ def test_edge_weights_rerank_edges():
 
 
 def test_per_space_op_lists():
-    s1 = load_space("s1")
+    s1 = load_cell_space("s1")
     w = torch.zeros(NUM_EDGES, 2)
     w[:, 1] = 1.0
     cell = derive_cell(w, s1.normal)
@@ -61,7 +62,7 @@ def test_per_space_op_lists():
 
 
 def test_multilevel_derives_one_cell_per_stage(tmp_path):
-    model = DartsSupernet(S0, SupernetConfig(C=4, num_cells=5, multi_level=True))
+    model = DartsSupernet(S0, SupernetSection(C=4, num_cells=5), SupernetStructure(multi_level=True))
     with torch.no_grad():
         model.arch.normal.zero_()
         model.arch.normal[0, :, IDX["sep_conv_3x3"]] = 5.0

@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
-from tfnas.search.darts.derive import derive_cell, derive_cell_threshold, derive_genotype
-from tfnas.search.darts.methods import AdversarialPerturbation, RandomSmoothing, build_method, project_rows
-from tfnas.search.darts.trainer import DartsSearch, build_search_model, resolve_search_config
-from tfnas.spaces.darts import NUM_EDGES, load_space
-from tfnas.spaces.darts_genotypes import CellGenotype, Genotype, get_genotype
+from tfnas.darts.config import resolve_search_config
+from tfnas.darts.derive import derive_cell, derive_cell_threshold, derive_genotype
+from tfnas.darts.methods import AdversarialPerturbation, RandomSmoothing, build_method, project_rows
+from tfnas.darts.network import build_eval_net, count_params_without_aux
+from tfnas.darts.search import DartsSearch, build_search_model
+from tfnas.spaces.darts import NUM_EDGES, CellGenotype, Genotype, genotype_from_dict, get_genotype, load_cell_space
 from tfnas.utils.flops import count_macs
 from tfnas.utils.io import read_yaml, repo_root
 
-S0 = load_space("s0")
-FAIR = load_space("s0_no_none")
+S0 = load_cell_space("s0")
+FAIR = load_cell_space("s0_no_none")
 FAIR_IDX = {op: i for i, op in enumerate(FAIR.normal[0])}
 
 
@@ -63,10 +63,10 @@ def test_fair_darts_keeps_edges_at_or_above_the_threshold():
     assert derive_cell(w, FAIR.normal).inputs_per_node == (2, 2, 2, 2)
 
     g = Genotype((cell,), (cell,))
-    again = Genotype.from_dict(json.loads(json.dumps(g.to_dict())))
+    again = genotype_from_dict(json.loads(json.dumps(g.to_dict())))
     assert again == g and again.normal[0].node_inputs == (2, 1, 0, 1)
     net = build_eval_net(g, "cifar", C=8, num_cells=5, num_classes=10).train()
-    assert all(c.multiplier == 3 for c in net.cells)
+    assert all(len(c.concat) == 3 for c in net.cells)
     logits, aux = net(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 10) and aux.shape == (2, 10)
 
@@ -83,7 +83,7 @@ def test_fair_darts_method_derives_by_threshold_in_a_space_without_none():
     method = build_method({"name": "fair_darts"})
     assert method.derive == "threshold" and method.derive_options == {"threshold": 0.85}
     cfg = resolve_search_config(read_yaml(repo_root() / "configs" / "darts" / "fair_darts.yaml"))
-    assert "none" not in {op for e in load_space(cfg["space"]).normal for op in e}
+    assert "none" not in {op for e in cfg.space.normal for op in e}
     model, method = build_search_model(cfg, 10, 3)
     with torch.no_grad():
         model.arch.normal.fill_(-5.0)
@@ -91,9 +91,9 @@ def test_fair_darts_method_derives_by_threshold_in_a_space_without_none():
     g = derive_genotype(model, None, method.derive, **method.derive_options)
     assert g.normal[0].edges == (("sep_conv_3x3", 0),) and g.normal[0].concat == (2,)
     # the official optimiser settings travel with the shipped config
-    s = cfg["search"]
-    assert cfg["data"]["batch_size"] == 128 and s["w_optimizer"]["lr"] == 0.005
-    assert s["a_optimizer"]["lr"] == 3.0e-3 and s["a_optimizer"]["betas"] == [0.9, 0.999]
+    s = cfg.search
+    assert cfg.data.batch_size == 128 and s.w_optimizer.lr == 0.005
+    assert s.a_optimizer.lr == 3.0e-3 and s.a_optimizer.betas == [0.9, 0.999]
 
 
 def test_genotype_rejects_an_edge_from_an_absent_node():
@@ -183,7 +183,7 @@ def test_sdarts_epsilon_grows_per_epoch_as_published(tmp_path, monkeypatch):
     seen = []
     real = RandomSmoothing.__call__
 
-    def spy(self, model, weights, x, y, criterion, progress):  # noqa: ANN001
+    def spy(self, model, weights, x, y, criterion, progress):
         seen.append(progress)
         return real(self, model, weights, x, y, criterion, progress)
 
@@ -234,10 +234,10 @@ def test_pc_darts_warmup_epochs_run_no_architecture_step(tmp_path):
 
 def test_shipped_pc_darts_config_has_the_papers_schedule():
     cfg = resolve_search_config(read_yaml(repo_root() / "configs" / "darts" / "pc_darts.yaml"))
-    s = cfg["search"]
-    assert cfg["data"]["batch_size"] == 256 and s["w_optimizer"]["lr"] == 0.1 and s["w_schedule"]["min_lr"] == 0.0
-    assert s["a_optimizer"]["lr"] == 6.0e-4 and s["epochs"] == 50
-    assert build_method(cfg["method"]).arch_warmup_epochs == 15
+    s = cfg.search
+    assert cfg.data.batch_size == 256 and s.w_optimizer.lr == 0.1 and s.w_schedule.min_lr == 0.0
+    assert s.a_optimizer.lr == 6.0e-4 and s.epochs == 50
+    assert build_method(cfg.method).arch_warmup_epochs == 15
 
 
 # ---- 6. details: tie-break, ImageNet auxiliary head --------------------------------------------------------

@@ -6,16 +6,17 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from tfnas.search.darts.architect import VirtualStep, unrolled_arch_grads
-from tfnas.search.darts.hessian import EigenStopRule, dominant_eigenvalue, max_eigenvalue, supernet_val_eigenvalue
-from tfnas.search.darts.methods import build_method
-from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
-from tfnas.spaces.darts import load_space
+from tfnas.darts.architect import VirtualStep, unrolled_arch_grads
+from tfnas.darts.hessian import EigenStopRule, dominant_eigenvalue, max_eigenvalue, supernet_val_eigenvalue
+from tfnas.darts.methods import build_method
+from tfnas.darts.shapes import SupernetSection
+from tfnas.darts.supernet import DartsSupernet
+from tfnas.spaces.darts import load_cell_space
 
 
 def tiny(space: str = "s2", seed: int = 0) -> DartsSupernet:
     torch.manual_seed(seed)
-    m = DartsSupernet(load_space(space), SupernetConfig(C=4, num_cells=3, num_classes=3, alpha_init_std=0.5))
+    m = DartsSupernet(load_cell_space(space), SupernetSection(C=4, num_cells=3, alpha_init_std=0.5), num_classes=3)
     return m.double()
 
 

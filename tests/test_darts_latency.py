@@ -5,10 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfnas.latency.darts_bundle import DeployShape, deploy_positions, fixed_keys, op_entries, write_darts_bundle
-from tfnas.search.darts.latency import LatencyLoss, build_latency_regularizer, latency_tensors
-from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
-from tfnas.spaces.darts import load_space
+from tfnas.darts.latency import (
+    LatencyLoss,
+    build_latency_regularizer,
+    deploy_positions,
+    fixed_parts,
+    latency_tensors,
+    op_entries,
+    write_darts_bundle,
+)
+from tfnas.darts.shapes import DeployShape, SupernetSection
+from tfnas.darts.supernet import DartsSupernet
+from tfnas.spaces.darts import load_cell_space
 
 COST = {"sep_conv_3x3": 2.0, "sep_conv_5x5": 3.0, "dil_conv_3x3": 1.5, "dil_conv_5x5": 2.5,
         "max_pool_3x3": 0.2, "avg_pool_3x3": 0.2, "skip_connect": 0.05}  # fmt: skip
@@ -20,7 +28,7 @@ class FakeTable:
     def __init__(self):
         self.asked: list[str] = []
 
-    def latency(self, key: str, width=None) -> float:  # noqa: ANN001
+    def latency(self, key: str, width=None) -> float:
         self.asked.append(key)
         parts = key.split("/")
         if parts[1] in COST:
@@ -39,10 +47,10 @@ def test_deploy_positions_cifar():
 
 
 def test_expected_latency_of_one_hot_weights_is_the_sum_of_chosen_ops():
-    space = load_space("s0")
+    space = load_cell_space("s0")
     shape = DeployShape(C=8, num_cells=5, resolution=16)
     Ln, Lr, fixed = latency_tensors(space, shape, FakeTable(), multi_level=False, kept_edges=False)
-    assert Ln.shape == (1, 14, 8) and fixed == len(fixed_keys(shape))
+    assert Ln.shape == (1, 14, 8) and fixed == len(fixed_parts(shape))
     k = space.normal[0].index("sep_conv_3x3")
     w = {"normal": torch.zeros(1, 14, 8), "reduce": torch.zeros(1, 14, 8)}
     w["normal"][..., k] = 1.0
@@ -58,8 +66,8 @@ def test_expected_latency_of_one_hot_weights_is_the_sum_of_chosen_ops():
 
 def test_latency_loss_pulls_towards_cheap_ops():
     torch.manual_seed(0)
-    model = DartsSupernet(load_space("s0"), SupernetConfig(C=4, num_cells=5))
-    cfg = {"target_ms": 1.0, "lambda": 1.0, "deploy": {"C": 8, "num_cells": 5, "resolution": 16}}
+    model = DartsSupernet(load_cell_space("s0"), SupernetSection(C=4, num_cells=5))
+    cfg = {"table": "fake.json", "target_ms": 1.0, "lambda": 1.0, "deploy": {"C": 8, "num_cells": 5, "resolution": 16}}
     reg = build_latency_regularizer(cfg, model, table=FakeTable())
     opt = torch.optim.Adam(model.arch_parameters(), lr=0.1)
     lat0 = float(reg.expected(model.arch_weights()).detach())
@@ -77,17 +85,17 @@ def test_missing_keys_are_reported():
     from tfnas.errors import ConfigError
 
     class Empty:
-        def latency(self, key, width=None):  # noqa: ANN001, ANN201
+        def latency(self, key, width=None):
             raise KeyError(key)
 
     with pytest.raises(ConfigError, match="lacks"):
-        latency_tensors(load_space("s2"), DeployShape(C=4, num_cells=3, resolution=8), Empty(), False)
+        latency_tensors(load_cell_space("s2"), DeployShape(C=4, num_cells=3, resolution=8), Empty(), False)
 
 
 def test_bundle_manifest_is_readable_by_profilers(tmp_path):
     from profilers.bundle import load_manifest
 
-    space = load_space("s2")
+    space = load_cell_space("s2")
     shape = DeployShape(C=4, num_cells=3, resolution=8)
     write_darts_bundle(space, shape, tmp_path)
     m = load_manifest(tmp_path)
@@ -101,12 +109,12 @@ def test_bundle_profiles_into_a_table_the_loss_accepts(tmp_path):
     from profilers.run import profile_bundle
     from profilers.timing import TimingProtocol
 
-    space = load_space("s2")
+    space = load_cell_space("s2")
     shape = DeployShape(C=4, num_cells=3, resolution=8)
     write_darts_bundle(space, shape, tmp_path / "b")
     proto = TimingProtocol(warmup=1, min_repeats=5, max_repeats=8, max_time_s=0.2)
     profile_bundle(tmp_path / "b", tmp_path / "lut.json", threads=1, protocol=proto, progress=False)
-    model = DartsSupernet(space, SupernetConfig(C=4, num_cells=3))
+    model = DartsSupernet(space, SupernetSection(C=4, num_cells=3))
     cfg = {"table": str(tmp_path / "lut.json"), "target_ms": 1.0, "deploy": {"C": 4, "num_cells": 3, "resolution": 8}}
     reg = build_latency_regularizer(cfg, model)
     assert float(reg.expected(model.arch_weights()).detach()) > 0
@@ -114,15 +122,15 @@ def test_bundle_profiles_into_a_table_the_loss_accepts(tmp_path):
 
 
 def test_genotype_latency_counts_kept_edges():
-    from tfnas.search.darts.latency import genotype_latency
-    from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
+    from tfnas.darts.latency import genotype_latency
+    from tfnas.spaces.darts import CellGenotype, Genotype
 
     shape = DeployShape(C=8, num_cells=5, resolution=16)
     normal = CellGenotype(tuple(("sep_conv_3x3", i % 2) for i in range(8)))
     reduce = CellGenotype(tuple(("max_pool_3x3", i % 2) for i in range(8)))
     table = FakeTable()
     got = genotype_latency(Genotype((normal,), (reduce,)), shape, table)
-    fixed = len(fixed_keys(shape))
+    fixed = len(fixed_parts(shape))
     normal_ms = sum(
         8 * COST["sep_conv_3x3"] * p.C * p.H_in**2 / 1000 for p in deploy_positions(shape) if not p.reduction
     )
@@ -136,9 +144,11 @@ def test_darts_calibration_fits_measured_eval_nets_and_prediction_applies_it():
     """A table that under-predicts by a constant factor plus an overhead is corrected by the fit."""
     import random
 
-    from tfnas.latency.darts_predict import calibrate_darts, genotype_latency, genotype_sum, random_genotype
+    from tfnas.darts.calibrate import calibrate_darts
+    from tfnas.darts.latency import genotype_latency, genotype_sum
+    from tfnas.spaces.darts import random_genotype
 
-    space = load_space("s0")
+    space = load_cell_space("s0")
     shape = DeployShape(C=4, num_cells=3, resolution=8)
 
     class Table:
@@ -170,9 +180,9 @@ def test_fair_darts_cells_that_concatenate_fewer_nodes_read_their_narrower_prepr
     and the bundle must hold them; the keys match the eval network's real preprocessing widths."""
     from torch import nn
 
-    from tfnas.latency.darts_predict import genotype_sum
-    from tfnas.models.darts_eval import build_eval_net
-    from tfnas.spaces.darts_genotypes import CellGenotype, Genotype
+    from tfnas.darts.latency import genotype_sum
+    from tfnas.darts.network import build_eval_net
+    from tfnas.spaces.darts import CellGenotype, Genotype
 
     shape = DeployShape(C=4, num_cells=3, resolution=8)
     # node 5 has no inputs: the normal cell concatenates nodes 2, 3, 4 only
@@ -196,5 +206,5 @@ def test_fair_darts_cells_that_concatenate_fewer_nodes_read_their_narrower_prepr
     real = {f"cin{m.in_channels}" for m in convs}  # the preprocessing widths the eval net really has
     pre = {k.split("/")[2] for k in asked if "/pre_rcb/" in k or "/pre_fr/" in k}
     assert real == pre and "cin12" in pre  # 3 nodes x C=4 after the normal cell
-    written = {k for k, _, _ in fixed_keys(shape, lambda r, a: 3)} | {k for k, _, _ in fixed_keys(shape)}
+    written = {g.key for g in fixed_parts(shape, lambda r, a: 3)} | {g.key for g in fixed_parts(shape)}
     assert {k for k in asked if "/pre_" in k} <= written

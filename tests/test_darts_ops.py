@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tfnas.ops.darts_ops import OPS, FactorizedReduce, build_op, channel_shuffle, drop_path
+from tfnas.darts.ops import OPS, FactorizedReduce, build_op, channel_shuffle, drop_path
 
 
 @pytest.mark.parametrize("name", sorted(OPS))

@@ -8,10 +8,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from tfnas.darts.network import build_eval_net, count_params_without_aux
 from tfnas.errors import ConfigError
-from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
-from tfnas.spaces.darts import NUM_EDGES, available_spaces, cell_edges, load_space, reduction_indices, stage_of
-from tfnas.spaces.darts_genotypes import PUBLISHED, CellGenotype, Genotype, get_genotype
+from tfnas.spaces.darts import (
+    NUM_EDGES,
+    PUBLISHED,
+    CellGenotype,
+    Genotype,
+    available_cell_spaces,
+    cell_edges,
+    genotype_from_dict,
+    get_genotype,
+    load_cell_space,
+    load_genotype,
+    reduction_indices,
+    stage_of,
+)
 from tfnas.utils.io import repo_root
 
 REFERENCE = Path("/work/shared/reference/darts_search_spaces.json")
@@ -26,12 +38,12 @@ def test_cell_topology():
 
 
 def test_spaces_listed_and_s0_is_darts():
-    assert available_spaces() == ["s0", "s0_no_none", "s1", "s2", "s3", "s4"]
-    s0 = load_space("s0")
-    fair = load_space("s0_no_none")  # Fair DARTS's op set: S0 without 'none', same order
+    assert available_cell_spaces() == ["s0", "s0_no_none", "s1", "s2", "s3", "s4"]
+    s0 = load_cell_space("s0")
+    fair = load_cell_space("s0_no_none")  # Fair DARTS's op set: S0 without 'none', same order
     assert fair.normal == tuple(tuple(o for o in e if o != "none") for e in s0.normal) and fair.num_ops == 7
     assert s0.num_ops == 8 and set(s0.normal[0]) >= {"none", "sep_conv_3x3", "dil_conv_5x5", "skip_connect"}
-    assert "noise" in load_space("s4").normal[0]
+    assert "noise" in load_cell_space("s4").normal[0]
 
 
 @pytest.mark.skipif(not REFERENCE.exists(), reason="project reference file not available")
@@ -41,37 +53,37 @@ def test_spaces_equal_reference_file():
     assert ours["s0"] == ref["s0_darts"]
     for name in ("s1", "s2", "s3", "s4"):
         assert ours[name] == ref[name], name
-        space = load_space(name)
+        space = load_cell_space(name)
         assert [list(e) for e in space.normal] == ref[name]["normal"]
         assert [list(e) for e in space.reduce] == ref[name]["reduce"]
 
 
 def test_bad_spaces_rejected():
     with pytest.raises(ConfigError, match="unknown DARTS space"):
-        load_space("s9")
+        load_cell_space("s9")
     with pytest.raises(ConfigError, match="edges"):
-        load_space({"normal": [["skip_connect"]], "reduce": [["skip_connect"]]})
+        load_cell_space({"normal": [["skip_connect"]], "reduce": [["skip_connect"]]})
     with pytest.raises(ConfigError, match="unknown ops"):
-        load_space({"normal": [["conv_9x9"]] * 14, "reduce": [["skip_connect"]] * 14})
+        load_cell_space({"normal": [["conv_9x9"]] * 14, "reduce": [["skip_connect"]] * 14})
 
 
 def test_genotype_json_roundtrip(tmp_path):
     g = PUBLISHED["DARTS_V2"]
     path = g.save(tmp_path / "g.json")
-    back = Genotype.load(path)
+    back = load_genotype(path)
     assert back == g
     # DARTS-style flat form is accepted too
     flat = {"normal": [list(e) for e in g.normal[0].edges], "normal_concat": [2, 3, 4, 5],
             "reduce": [list(e) for e in g.reduce[0].edges], "reduce_concat": [2, 3, 4, 5]}  # fmt: skip
-    assert Genotype.from_dict(flat) == g
+    assert genotype_from_dict(flat) == g
     assert get_genotype("darts-v2") == g and get_genotype(str(path)) == g
 
 
 def test_genotype_validation():
     with pytest.raises(ConfigError, match="comes from node"):
-        CellGenotype.from_obj([("sep_conv_3x3", 2), ("skip_connect", 0)])
+        CellGenotype([("sep_conv_3x3", 2), ("skip_connect", 0)])
     with pytest.raises(ConfigError, match="unknown op"):
-        CellGenotype.from_obj([("conv_9x9", 0), ("skip_connect", 1)])
+        CellGenotype([("conv_9x9", 0), ("skip_connect", 1)])
     with pytest.raises(ConfigError, match="unknown genotype"):
         get_genotype("NOT_A_GENOTYPE")
 
@@ -86,9 +98,9 @@ def test_eval_nets_build_for_published(name):
     net.eval()
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     full = build_eval_net(g, "cifar")
-    assert full.cfg.C == 36 and len(full.cells) == 20
+    assert full.net.C == 36 and len(full.cells) == 20
     imnet = build_eval_net(g, "imagenet", auxiliary=False).eval()
-    assert len(imnet.cells) == 14 and imnet.cfg.C == 48
+    assert len(imnet.cells) == 14 and imnet.net.C == 48
     with torch.no_grad():
         assert imnet(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 

@@ -14,7 +14,7 @@ from tfnas.cli import main
 from tfnas.errors import LatencyTableError
 from tfnas.latency.select import choose_table
 from tfnas.latency.table import load_table, require_this_device
-from tfnas.latency.validate import Validation, kendall_tau, validate, write_outputs
+from tfnas.latency.validate import Validation, kendall_tau, validate_table, write_outputs
 
 GENOA = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -146,7 +146,7 @@ def test_measure_and_calibrate_refuse_a_foreign_table_and_the_flag_overrides(
 def test_validate_end_to_end_on_a_tiny_space_writes_json_and_plot(tiny_space, tmp_path):
     table = make_table(tiny_space)
     table.protocol = {"statistic": "p10"}
-    result = validate(table, tiny_space, n=4, rounds=2, progress=False)
+    result = validate_table(table, tiny_space, n=4, rounds=2, progress=False)
     assert result.verdict in ("holds", "does-not-hold", "host-too-noisy")
     assert result.networks == 4 and len(result.pass_a_ms) == len(result.pass_b_ms) == 4
     assert all(m > 0 for m in result.measured_ms) and "p10" in result.statistic
@@ -178,7 +178,7 @@ def test_validate_verdict_weighs_the_error_against_the_noise_floor(tiny_space, a
     table = make_table(tiny_space)
     fn = _fake_rounds(a, b)
     fn.table = table
-    result = validate(table, tiny_space, n=6, rounds=4, rounds_fn=fn)
+    result = validate_table(table, tiny_space, n=6, rounds=4, rounds_fn=fn)
     assert result.verdict == verdict, result.reason
     assert result.noise_floor["mape"] == pytest.approx(abs(a - b) / b * 100, rel=1e-6)
 
@@ -187,7 +187,7 @@ def test_validate_does_not_time_a_foreign_table(tiny_space):
     def never(archs, rounds):
         raise AssertionError("timed a foreign table")
 
-    result = validate(foreign(make_table(tiny_space)), tiny_space, rounds_fn=never)
+    result = validate_table(foreign(make_table(tiny_space)), tiny_space, rounds_fn=never)
     assert result.verdict == "foreign" and not result.measured_ms
 
 
@@ -256,7 +256,7 @@ def test_calibrate_never_rewrites_the_users_table_unasked_and_keeps_the_previous
 def test_the_closed_measured_loop_refuses_a_table_of_another_device(tiny_space, tmp_path):
     """search.measure_final re-aims on timings of this machine: with a foreign table it would chase the wrong device."""
     from tests.test_search_tfnas import tiny_config
-    from tfnas.search.tfnas.searcher import TFNASSearch
+    from tfnas.search.searcher import TFNASSearch
 
     cfg = tiny_config(tmp_path, tiny_space, measure_final=True)
     lut = Path(cfg["lut"])

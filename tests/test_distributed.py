@@ -108,13 +108,13 @@ def _train_worker(rank: int, world_size: int, port: int, arch_path: str, out: st
     )  # fmt: skip
     torch.set_num_threads(1)
     from tfnas.arch import load_arch
-    from tfnas.search.common import RunLoop
-    from tfnas.training import TrainConfig, train_derived
+    from tfnas.train.common import RunLoop
+    from tfnas.train.loop import TrainConfig, train_derived
 
     if mode == "cut":
         real_save = RunLoop.save
 
-        def save_then_stop(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        def save_then_stop(self, *args, **kwargs):
             real_save(self, *args, **kwargs)
             raise KeyboardInterrupt
 

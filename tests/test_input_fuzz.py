@@ -46,13 +46,22 @@ def _set(doc, path, value):
 
 
 def mutate(doc: dict, rng: random.Random) -> tuple[str, object]:
-    """One random mutation: ('text', truncated text) or ('doc', mutated document)."""
+    """One random mutation: ('text', truncated text), ('duplicate', text with a key twice) or ('doc', document)."""
     doc = copy.deepcopy(doc)
-    kind = rng.choice(["type", "type", "range", "missing", "unknown", "truncate"])
+    kind = rng.choice(["type", "type", "range", "missing", "unknown", "truncate", "duplicate"])
     leaves = list(_leaves(doc))
     if kind == "truncate":
         text = json.dumps(doc)
         return "text", text[: rng.randrange(len(text))]
+    if kind == "duplicate":  # a key twice in one mapping (JSON text is YAML too): the first value would be lost
+        _, container = rng.choice([c for c in _containers(doc) if isinstance(c[1], dict) and c[1]])
+        key = rng.choice(list(container))
+        container[key] = {"__dup__": container[key]}
+        text = json.dumps(doc)
+        value = json.dumps(container[key]["__dup__"])
+        return "text", text.replace(
+            json.dumps({"__dup__": container[key]["__dup__"]}), f"{value}, {json.dumps(key)}: {value}", 1
+        )
     if kind == "missing":
         path, container = rng.choice([c for c in _containers(doc) if isinstance(c[1], dict) and c[1]])
         del container[rng.choice(list(container))]
@@ -75,7 +84,7 @@ def check_loader(tmp_path: Path, doc: dict, load: Callable[[Path], object], suff
     for i in range(N):
         form, value = mutate(doc, rng)
         path = tmp_path / f"m{i}{suffix}"
-        if form == "text":
+        if form in ("text", "duplicate"):
             path.write_text(value)
         elif suffix == ".json":
             path.write_text(json.dumps(value))
@@ -83,10 +92,11 @@ def check_loader(tmp_path: Path, doc: dict, load: Callable[[Path], object], suff
             path.write_text(yaml.safe_dump(value))
         try:
             load(path)
+            assert form != "duplicate", f"mutation {i}: a key twice in one mapping was accepted: {value[:300]}"
         except (TfnasError, ProfilerError) as e:
             refused += 1
             assert path.name in str(e), f"mutation {i}: error does not name the file: {e}"
-        except Exception as e:  # noqa: BLE001 - the point of the test
+        except Exception as e:
             pytest.fail(f"mutation {i} of {path.name} escaped as {type(e).__name__}: {e}\n{path.read_text()[:500]}")
     return refused
 
@@ -99,14 +109,14 @@ def test_arch_files(tmp_path, tiny_space):
 
 
 def test_search_configs(tmp_path):
-    from tfnas.search.tfnas.config import load_config
+    from tfnas.search.config import load_config
 
     doc = read_yaml(repo_root() / "configs" / "search" / "tfnas_cpu_demo.yaml")
     assert check_loader(tmp_path, doc, load_config, ".yaml", 2) > N // 2
 
 
 def test_darts_configs(tmp_path):
-    from tfnas.search.darts.trainer import resolve_search_config
+    from tfnas.darts.config import resolve_search_config
 
     def load(p: Path) -> dict:
         return resolve_search_config(read_yaml(p, "DARTS config"), str(p))
@@ -114,6 +124,14 @@ def test_darts_configs(tmp_path):
     for i, name in enumerate(("pc_darts", "latency_aware", "sdarts_adv")):
         doc = read_yaml(repo_root() / "configs" / "darts" / f"{name}.yaml")
         assert check_loader(tmp_path, doc, load, ".yaml", 10 + i) > N // 3
+
+
+def test_genotype_files(tmp_path):
+    from tfnas.spaces.darts import PUBLISHED, load_genotype
+
+    for i, name in enumerate(("DARTS_V2", "PDARTS")):
+        doc = PUBLISHED[name].to_dict()
+        assert check_loader(tmp_path, doc, load_genotype, ".json", 20 + i) > N // 2
 
 
 def test_space_files(tmp_path, tiny_space_dict):

@@ -78,7 +78,7 @@ def test_exported_graph_matches_pytorch_at_full_size(tiny_space, tmp_path, kind)
     )
     width = None if sig.width_range is None else sig.width_range[0] + 1
     torch.manual_seed(0)
-    export_graph(tiny_space, sig, width, tmp_path / "g.onnx", batch=2, strip=False)
+    export_graph(build_signature_module(tiny_space, sig, width), tmp_path / "g.onnx", sig.input_shape(2), strip=False)
     torch.manual_seed(0)
     ref_model = build_signature_module(tiny_space, sig, width).eval()
     x = torch.randn(sig.input_shape(2))
@@ -102,8 +102,8 @@ def test_bundle_graphs_carry_no_weights_and_the_device_generates_them(tiny_space
     sig = next(s for s in space_signatures(tiny_space) if s.kind == "layer")
     width = sig.width_range[1]
     full, stripped = tmp_path / "full.onnx", tmp_path / "stripped.onnx"
-    export_graph(tiny_space, sig, width, full, batch=1, strip=False)
-    export_graph(tiny_space, sig, width, stripped, batch=1)
+    export_graph(build_signature_module(tiny_space, sig, width), full, sig.input_shape(1), strip=False)
+    export_graph(build_signature_module(tiny_space, sig, width), stripped, sig.input_shape(1))
     assert stripped.stat().st_size < full.stat().st_size / 2
     model = onnx.load(str(stripped), load_external_data=False)
     assert any(e.value == GENERATED for i in model.graph.initializer for e in i.external_data)

@@ -130,8 +130,8 @@ def test_weight_term_falls_back_to_affine_when_it_would_reward_weights():
 
 def test_weight_streaming_is_charged_on_the_padded_width(tiny_space):
     """ORT pads an aligned width to its SIMD block: up to the block boundary a layer is free, past it not."""
-    from tfnas.search.tfnas.elastic import grow_free
-    from tfnas.search.tfnas.latency import LatencyModel
+    from tfnas.search.elastic import grow_free
+    from tfnas.search.latency import LatencyModel
 
     table = make_table(tiny_space)  # sparse grid: align 4, block 16
     table.calibration = {"scale": 1.0, "offset_ms": 0.0, "ms_per_mweight": 5.0}

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
@@ -93,15 +94,15 @@ def test_corrupted_and_truncated_tables(tmp_path, lut_path):
     text = lut_path.read_text()
     bad = tmp_path / "truncated.json"
     bad.write_text(text[: len(text) // 2])
-    with pytest.raises(LatencyTableError, match="not valid JSON"):
+    with pytest.raises(ProfilerError, match="not valid JSON"):  # the root of every user error
         load_table(bad)
     doc = json.loads(text)
     first = next(iter(doc["entries"]))
     doc["entries"][first]["latency_ms"][0] = -1
     bad.write_text(json.dumps(doc))
-    with pytest.raises(LatencyTableError, match="latency_ms"):
+    with pytest.raises(ProfilerError, match="latency_ms"):
         load_table(bad)
-    with pytest.raises(LatencyTableError, match="does not exist"):
+    with pytest.raises(ProfilerError, match="does not exist"):
         load_table(tmp_path / "nope.json")
 
 

@@ -10,7 +10,7 @@ import textwrap
 import torch
 from torch import nn
 
-from tfnas.ops.darts_ops import FactorizedReduce
+from tfnas.darts.ops import FactorizedReduce
 from tfnas.utils.memory_format import apply_memory_format
 
 
@@ -52,7 +52,7 @@ def test_pc_darts_narrow_reduction_trains_in_channels_last_on_an_avx2_onednn():
         """
         import torch
         from torch import nn
-        from tfnas.ops.darts_ops import FactorizedReduce
+        from tfnas.darts.ops import FactorizedReduce
         from tfnas.utils.memory_format import apply_memory_format
         torch.set_num_threads(1)
         for c in range(2, 8):

@@ -223,7 +223,9 @@ def test_wheel_installed_elsewhere_runs_space_predict_and_a_tiny_search(wheel, t
     assert bad.returncode == 2 and "infeasible for space 'tfnas_cifar'" in bad.stderr, bad.stderr
     bad = _run([tfnas, "darts", "search", "--config", "nope"], work, ok=False)
     assert bad.returncode == 2 and "darts_1st" in bad.stderr, bad.stderr
-    out = _run([str(python), "-c", "from tfnas.spaces.darts import available_spaces as a; print(a())"], work).stdout
+    out = _run(
+        [str(python), "-c", "from tfnas.spaces.darts import available_cell_spaces as a; print(a())"], work
+    ).stdout
     assert "'s0'" in out and "'s4'" in out
 
 

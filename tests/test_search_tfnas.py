@@ -14,8 +14,8 @@ from tfnas.arch import Architecture, load_arch
 from tfnas.errors import ConfigError
 from tfnas.latency.predict import predict
 from tfnas.latency.signatures import space_signatures
-from tfnas.search.tfnas.config import resolve_config
-from tfnas.search.tfnas.elastic import (
+from tfnas.search.config import resolve_config
+from tfnas.search.elastic import (
     _reach,
     apply_widths,
     derive_choice,
@@ -23,10 +23,10 @@ from tfnas.search.tfnas.elastic import (
     keep_order,
     scale_widths,
 )
-from tfnas.search.tfnas.latency import LatencyModel
-from tfnas.search.tfnas.sampling import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
-from tfnas.search.tfnas.searcher import TFNASSearch, check_target
-from tfnas.search.tfnas.supernet import TFNASSupernet
+from tfnas.search.latency import LatencyModel
+from tfnas.search.sampling import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
+from tfnas.search.searcher import TFNASSearch, check_target
+from tfnas.search.supernet import TFNASSupernet
 
 FINGERPRINT = {
     "cpu_model": "synthetic",
@@ -288,13 +288,13 @@ def tiny_config(tmp_path, tiny_space, **search):
             "search": s,
             "runtime": {"progress": False},
         }
-    )
+    ).to_dict()
 
 
 def _target(cfg, tiny_space, frac):
-    from tfnas.search.tfnas.searcher import build_latency_model
+    from tfnas.search.searcher import build_latency_model
 
-    fast, slow = build_latency_model(cfg, tiny_space).feasible_range()
+    fast, slow = build_latency_model(resolve_config(cfg), tiny_space).feasible_range()
     return fast + frac * (slow - fast)
 
 
@@ -338,7 +338,7 @@ def test_resume_gives_the_same_result_as_uninterrupted(tmp_path, tiny_space):
     cfg["target_ms"] = _target(cfg, tiny_space, 0.3)
     full = TFNASSearch(cfg, tmp_path / "full").run()
 
-    from tfnas.search.tfnas.searcher import SearchInterrupted
+    from tfnas.search.searcher import SearchInterrupted
 
     stopped = json.loads(json.dumps(cfg))
     for n in (3, 6):  # mid-epoch, then right after an epoch end (after width scaling)
@@ -450,15 +450,15 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
     assert seen[-1][2] != seen[0][2]  # ...at other widths
 
 
-def _activation_dtypes(search) -> dict[str, set]:  # noqa: ANN001
+def _activation_dtypes(search) -> dict[str, set]:
     """Record the dtype of every candidate op's output, per kind of step (weight / arch)."""
-    from tfnas.search.tfnas.elastic_ops import ElasticInvertedResidual
+    from tfnas.search.elastic_ops import ElasticInvertedResidual
 
     seen: dict[str, set] = {"weight": set(), "arch": set()}
     step = ["weight"]
     real_arch_step = search.arch_step
 
-    def arch_step(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def arch_step(*args, **kwargs):
         step[0] = "arch"
         try:
             return real_arch_step(*args, **kwargs)
@@ -497,8 +497,8 @@ def test_epoch_checkpoints_are_throttled_but_the_last_epoch_always_saves(
     tmp_path, tiny_space, monkeypatch, interval, saves
 ):
     """A supernet checkpoint is large (357 MB for ImageNet): epoch-end saves younger than the interval are skipped."""
-    from tfnas.search.common import RunLoop
-    from tfnas.search.tfnas.searcher import TFNASSearch
+    from tfnas.search.searcher import TFNASSearch
+    from tfnas.train.common import RunLoop
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=3, warmup_epochs=1)
     cfg["runtime"]["checkpoint_min_interval_s"] = interval

@@ -23,7 +23,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
-    from tfnas.search.tfnas.searcher import TFNASSearch
+    from tfnas.search.searcher import TFNASSearch
     from tfnas.utils.distributed import cleanup, init_distributed
 
     info = init_distributed("cpu")

@@ -12,9 +12,9 @@ from tests.test_search_tfnas import _target, tiny_config
 from tfnas.arch import Architecture
 from tfnas.latency.signatures import build_signature_module, fixed_signatures
 from tfnas.models.mbv2_net import MBV2Net
-from tfnas.search.tfnas.sampling import draw_paths, weight_paths
-from tfnas.search.tfnas.searcher import TFNASSearch
-from tfnas.search.tfnas.supernet import TFNASSupernet
+from tfnas.search.sampling import draw_paths, weight_paths
+from tfnas.search.searcher import TFNASSearch
+from tfnas.search.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import load_space
 
 
@@ -98,7 +98,7 @@ def test_arch_gradients_are_clipped_at_the_weight_bound(tmp_path, tiny_space, mo
 
     monkeypatch.setattr(search.a_opt, "step", step)
     search.arch_step(torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,)), 0, epoch=1)
-    assert search.cfg["optim"]["grad_clip"] == 5.0
+    assert search.cfg.optim.grad_clip == 5.0
     assert norms and norms[0] == pytest.approx(5.0, rel=1e-4)
 
 

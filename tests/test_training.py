@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-import tfnas.training as training
+import tfnas.train.common as training
 from tfnas.arch import Architecture
-from tfnas.training import TrainConfig, train_derived
+from tfnas.train.loop import TrainConfig, train_derived
 from tfnas.utils.checkpoint import load_checkpoint
 
 

@@ -18,18 +18,44 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
+from tfnas.config.loader import Schema, read_config, validate
 from tfnas.errors import ConfigError
 from tfnas.spaces.mbv2 import LayerGeometry, MBV2Space, load_space
-from tfnas.utils.io import atomic_write_json, read_json
+from tfnas.utils.io import atomic_write_json
 
 ARCH_FORMAT = "tfnas.arch"
 ARCH_VERSION = 1
 
 
-@dataclass(frozen=True)
-class LayerChoice:
+_UNSET: Any = object()
+
+
+class LayerChoice(Schema):
+    """One layer of an architecture file: its op and mid width."""
+
     op: str
     width: int
+
+    def __init__(self, op: Any = _UNSET, width: Any = _UNSET, **data: Any) -> None:
+        super().__init__(**{k: v for k, v in (("op", op), ("width", width)) if v is not _UNSET}, **data)
+
+
+class ArchStage(Schema):
+    depth: int
+    layers: list[LayerChoice]
+
+
+class ArchFile(Schema):
+    """The file's keys and types; the space checks ops, widths and depths (``Architecture.validate``)."""
+
+    format: str
+    version: int
+    space: str
+    resolution: int | None = Field(None, ge=8)
+    stages: list[ArchStage]
+    meta: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass
@@ -127,24 +153,19 @@ class Architecture:
             raise ConfigError(f"{source}: 'format' = {data.get('format')!r}: expected {ARCH_FORMAT!r}")
         if data.get("version") != ARCH_VERSION:
             raise ConfigError(f"{source}: 'version' = {data.get('version')!r}: this tfnas reads version {ARCH_VERSION}")
-        from tfnas.config import validate
-        from tfnas.config.schemas import ArchFile
-
         d = validate(ArchFile, data, source)  # keys and types; the space checks ops, widths and depths
         if space is not None:
             sp = space
         else:
             try:
-                sp = load_space(d["space"])
+                sp = load_space(d.space)
             except ConfigError as e:
                 raise ConfigError(f"{source}: 'space': {e}") from None
-        if space is not None and d["space"] != space.name:
-            raise ConfigError(f"{source}: 'space' = {d['space']!r} but the given space is {space.name!r}")
-        resolution = d["resolution"] or sp.resolution
-        stages = [[LayerChoice(lay["op"], lay["width"]) for lay in st["layers"]] for st in d["stages"]]
-        depths = [st["depth"] for st in d["stages"]]
-        meta = d["meta"]
-        return cls(sp, stages, depths, resolution, meta).validate(source)
+        if space is not None and d.space != space.name:
+            raise ConfigError(f"{source}: 'space' = {d.space!r} but the given space is {space.name!r}")
+        stages = [list(st.layers) for st in d.stages]
+        depths = [st.depth for st in d.stages]
+        return cls(sp, stages, depths, d.resolution or sp.resolution, dict(d.meta)).validate(source)
 
 
 def _pick_width(space: MBV2Space, op: str, in_ch: int, which: str) -> int:
@@ -154,4 +175,4 @@ def _pick_width(space: MBV2Space, op: str, in_ch: int, which: str) -> int:
 
 def load_arch(path: str | Path, space: MBV2Space | None = None) -> Architecture:
     """Read and validate a derived-architecture file."""
-    return Architecture.from_dict(read_json(path, "architecture file"), str(path), space)
+    return Architecture.from_dict(read_config(path, "architecture file"), str(path), space)

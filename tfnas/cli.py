@@ -15,7 +15,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tfnas.errors import TfnasError
+from tfnas.errors import ProfilerError
+
+# Optional packages a command may need; a missing one is "not available", any other missing module a bug.
+OPTIONAL_MODULES = ("tensorrt", "cuda", "torchvision", "graphviz", "sklearn", "PIL")
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -70,7 +73,7 @@ class _StderrHandler(logging.StreamHandler):
         self.setFormatter(_LineFormat())
 
     @property
-    def stream(self):  # noqa: ANN201
+    def stream(self):
         return sys.stderr
 
     @stream.setter
@@ -105,18 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     module_name, help_text = COMMANDS[name]
     choose_omp_wait_policy()
     show_library_messages()
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        print(f"tfnas {name}: not available ({e})", file=sys.stderr)
-        return 2
+    module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"tfnas {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except TfnasError as e:
+    except ProfilerError as e:  # the one root of user errors (TfnasError and the profilers' own)
         print(f"tfnas {name}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in OPTIONAL_MODULES:
+            raise
+        print(f"tfnas {name}: needs the optional package {e.name!r}, which is not installed", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tfnas {name}: interrupted", file=sys.stderr)

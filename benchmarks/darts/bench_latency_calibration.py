@@ -16,21 +16,22 @@ import sys
 import time
 from pathlib import Path
 
-from profilers.lut import LatencyTable
-from profilers.run import profile_bundle
-from profilers.timing import PROFILE_PROTOCOL
-from tfnas.latency.calibrate import error_stats
-from tfnas.latency.darts_bundle import DeployShape, write_darts_bundle
-from tfnas.latency.darts_predict import (
+from tfnas.darts.bundle import DeployShape, write_darts_bundle
+from tfnas.darts.predict import (
     calibrate_darts,
     genotype_latency,
     genotype_sum,
     measure_genotypes,
     random_genotype,
 )
+
+from profilers.lut import LatencyTable
+from profilers.run import profile_bundle
+from profilers.timing import PROFILE_PROTOCOL
+from tfnas.latency.calibrate import error_stats
 from tfnas.latency.measure import protocol_for
 from tfnas.latency.table import table_device
-from tfnas.spaces.darts import load_space
+from tfnas.spaces.darts import load_cell_space
 from tfnas.utils.io import atomic_write_json
 
 
@@ -45,7 +46,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
 
-    space, shape = load_space(args.space), DeployShape()
+    space, shape = load_cell_space(args.space), DeployShape()
     t0 = time.time()
     bundle = Path(args.lut).with_suffix(".bundle")
     write_darts_bundle(space, shape, bundle)

@@ -33,9 +33,9 @@ def child(method: str, batch: int, C: int, cells: int, res: int) -> dict:
     import torch
     from torch import nn
 
-    from tfnas.search.common import build_optimizer
-    from tfnas.search.darts.architect import VirtualStep, arch_step
-    from tfnas.search.darts.trainer import build_search_model
+    from tfnas.darts.architect import VirtualStep, arch_step
+    from tfnas.darts.search import build_search_model
+    from tfnas.train.common import build_optimizer
 
     torch.set_num_threads(2)
     torch.manual_seed(0)

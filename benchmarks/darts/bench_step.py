@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tfnas.search.common import build_optimizer
-from tfnas.search.darts.architect import VirtualStep, arch_step
-from tfnas.search.darts.trainer import build_search_model
+from tfnas.darts.architect import VirtualStep, arch_step
+from tfnas.darts.search import build_search_model
+from tfnas.train.common import build_optimizer
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
-    from tfnas.search.tfnas.config import load_config
-    from tfnas.search.tfnas.elastic import hit_target
-    from tfnas.search.tfnas.searcher import build_latency_model
+    from tfnas.search.config import load_config
+    from tfnas.search.elastic import hit_target
+    from tfnas.search.searcher import build_latency_model
     from tfnas.spaces.mbv2 import load_space
 
     cfg = load_config(ROOT / "configs" / "search" / "tfnas_cpu_demo.yaml")

@@ -39,9 +39,9 @@ import yaml
 
 from profilers.lut import LatencyTable
 from tfnas.latency.signatures import space_signatures
-from tfnas.search.tfnas import searcher as searcher_mod
-from tfnas.search.tfnas.config import resolve_config
-from tfnas.search.tfnas.searcher import TFNASSearch, build_latency_model
+from tfnas.search import searcher as searcher_mod
+from tfnas.search.config import resolve_config
+from tfnas.search.searcher import TFNASSearch, build_latency_model
 from tfnas.spaces.mbv2 import space_from_dict
 
 SCHEMES = ("gumbel", "gumbel_gumbel", "max_alpha", "min_alpha", "gumbel_random")  # the paper's variants
@@ -68,7 +68,7 @@ SPACE = {  # the TF-NAS op set (8 ops) on a small CIFAR-sized net: minutes on a 
 }
 
 
-def synthetic_table(space) -> LatencyTable:  # noqa: ANN001
+def synthetic_table(space) -> LatencyTable:
     """Latency grows with width, spatial size, kernel and SE (only the target matters here)."""
     entries = {}
     for sig in space_signatures(space):
@@ -107,7 +107,7 @@ def run_scheme(scheme: str, tmp: Path, args: argparse.Namespace) -> dict:
     real_draw = searcher_mod.draw_paths
     calls = [0]
 
-    def counting_draw(names, logits, generator):  # noqa: ANN001, ANN202
+    def counting_draw(names, logits, generator):
         paths = real_draw(names, logits, generator)
         calls[0] += 1  # one call per weight step; the warm-up steps (one Gumbel path) are not counted
         if calls[0] > args.warmup * args.steps:

@@ -24,13 +24,13 @@ from pathlib import Path  # noqa: E402
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def recalibrate(cfg: dict, space, n: int, seed: int, work: Path) -> tuple[str, dict]:  # noqa: ANN001
+def recalibrate(cfg: dict, space, n: int, seed: int, work: Path) -> tuple[str, dict]:
     """Refit the table's calibration right before the searches (``tfnas.latency.calibrate``, the same fit
     as ``tfnas calibrate``) and write a copy of the table with it: separates the table's network-level
     model from the drift of a shared machine between calibration and measurement."""
     from tfnas.latency.calibrate import calibrate
     from tfnas.latency.table import load_table
-    from tfnas.search.tfnas.searcher import resolve_path
+    from tfnas.search.searcher import resolve_path
 
     table = load_table(resolve_path(cfg["lut"]), space, warn_fingerprint=False)
     cal = calibrate(table, space, n, seed, progress=False)
@@ -75,8 +75,8 @@ def main() -> None:
 
     from tfnas.latency.measure import measure_archs
     from tfnas.latency.predict import predict
-    from tfnas.search.tfnas.config import load_config
-    from tfnas.search.tfnas.searcher import TFNASSearch, build_latency_model
+    from tfnas.search.config import load_config
+    from tfnas.search.searcher import TFNASSearch, build_latency_model
     from tfnas.spaces.mbv2 import load_space
     from tfnas.utils.io import atomic_write_json
 

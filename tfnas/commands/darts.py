@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tfnas.errors import ConfigError, TfnasError
+from tfnas.errors import ConfigError
 from tfnas.resources import find_config
-from tfnas.utils.io import atomic_write_json
+from tfnas.utils.io import atomic_write_json, read_json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,11 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--cells", type=int, default=None, help="number of cells (20 cifar / 14 imagenet)")
     p.add_argument("--classes", type=int, default=None)
     p.add_argument("--resolution", type=int, default=None, help="input size (32 cifar / 224 imagenet)")
-    p.add_argument(
-        "--onnx",
-        default=None,
-        help="export to this ONNX file (checked, parity-tested); --measure alone uses a temp file",
-    )
+    p.add_argument("--onnx", default=None, help="export to this ONNX file (checked, parity-tested)")
     p.add_argument("--measure", action="store_true", help="time the ONNX graph with ONNX Runtime")
     p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads for --measure")
     p.add_argument("--batch", type=int, default=1)
@@ -76,34 +72,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1)
 
 
-def _with_overrides(cfg: dict, args: argparse.Namespace, section: str) -> dict:
-    """Apply the command-line overrides (--data, --epochs, --threads) to a validated config dict."""
-    if args.data:
-        cfg["data"]["source"] = args.data
-    if args.epochs is not None:
-        cfg[section]["epochs"] = args.epochs
-    if args.threads is not None:
-        cfg["runtime"]["threads"] = args.threads
-    if args.no_progress:
-        cfg["runtime"]["progress"] = False
-    return cfg
+def _overrides(args: argparse.Namespace, section: str) -> dict:
+    """The command line's settings (--data, --epochs, --threads) as dotted config keys, validated with the file."""
+    return {
+        "data.source": args.data,
+        f"{section}.epochs": args.epochs,
+        "runtime.threads": args.threads,
+        "runtime.progress": False if args.no_progress else None,
+    }
 
 
 def _search(args: argparse.Namespace) -> int:
-    from tfnas.config import load_file
-    from tfnas.config.schemas import DartsSearchConfig
-    from tfnas.search.common import claim_run_dir
-    from tfnas.search.darts.trainer import DartsSearch
+    from tfnas.darts.config import load_search_config
+    from tfnas.darts.search import DartsSearch
+    from tfnas.train.common import claim_run_dir
 
-    cfg = _with_overrides(
-        load_file(find_config(args.config, "darts"), DartsSearchConfig, "DARTS config"), args, "search"
-    )
+    cfg = load_search_config(find_config(args.config, "darts"), _overrides(args, "search"))
     out = Path(args.out or Path("runs") / "darts" / Path(args.config).stem)
-    if not args.resume and (out / "checkpoints" / "last.pt").exists():
-        raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     claim_run_dir(out, args.resume, args.force)
     t0 = time.time()
-    search = DartsSearch(cfg, out, source=args.config)
+    search = DartsSearch(cfg, out)
     print(
         f"DARTS search: method {search.method.name}, space {search.model.space.name}, "
         f"{search.epochs} epochs x {search.steps_per_epoch} steps, data {search.data.source} -> {out}"
@@ -126,40 +114,40 @@ def _search(args: argparse.Namespace) -> int:
 
 def _latency_budget(search: Any) -> str:
     """The deployment shape and device a latency-aware search's budget refers to ('' without one)."""
-    for reg in search.method.regularizers:
-        shape, table = getattr(reg, "shape", None), getattr(reg, "table", None)
-        if shape is not None and table is not None:
-            fp = getattr(table, "fingerprint", {}) or {}
-            device = fp.get("gpu_model") or fp.get("cpu_model") or "unknown device"
-            runtime = " ".join(str(fp[k]) for k in ("runtime", "runtime_version") if fp.get(k))
-            return (
-                f"latency budget {reg.target_ms:g} ms for the deployed net C={shape.C}, {shape.num_cells} cells,"
-                f" {shape.resolution}x{shape.resolution}, batch {shape.batch}, on {device} ({runtime},"
-                f" {fp.get('threads', '?')} thread(s); table {getattr(table, 'source', '?')})"
-            )
-    return ""
+    from tfnas.latency.table import table_device
+
+    lat = search.cfg.latency
+    if lat is None:
+        return ""
+    reg = next(r for r in search.method.regularizers if r.name == "latency")
+    return (
+        f"latency budget {lat.target_ms:g} ms for the deployed net C={lat.deploy.C}, {lat.deploy.num_cells} cells,"
+        f" {lat.deploy.resolution}x{lat.deploy.resolution}, batch {lat.deploy.batch}, on {table_device(reg.table)}"
+        f" (table {reg.table.source})"
+    )
 
 
 def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
-    from tfnas.models.darts_eval import build_eval_net, count_params_without_aux
-    from tfnas.spaces.darts_genotypes import get_genotype
+    from tfnas.darts.network import build_eval_net, count_params_without_aux
+    from tfnas.darts.shapes import SETTINGS
+    from tfnas.spaces.darts import get_genotype
     from tfnas.utils.flops import count_macs
 
     genotype = get_genotype(args.genotype)
-    net = build_eval_net(genotype, args.setting, C=args.C, num_cells=args.cells, num_classes=args.classes)
-    res = args.resolution or (224 if args.setting == "imagenet" else 32)
-    shape = (args.batch, net.cfg.in_channels, res, res)
+    net = build_eval_net(genotype, args.setting, args.classes, C=args.C, num_cells=args.cells)
+    res = args.resolution or SETTINGS[args.setting]["data"]["resolution"]
+    shape = (args.batch, net.in_channels, res, res)
     report: dict[str, Any] = {
         "genotype": str(args.genotype),
         "setting": args.setting,
-        "C": net.cfg.C,
-        "num_cells": net.cfg.num_cells,
+        "C": net.net.C,
+        "num_cells": net.net.num_cells,
         "resolution": res,
         "params_without_aux": count_params_without_aux(net),
-        "mult_adds": count_macs(net, (1, net.cfg.in_channels, res, res)),
+        "mult_adds": count_macs(net, (1, net.in_channels, res, res)),
     }
     print(
-        f"{args.genotype} ({args.setting}, C={net.cfg.C}, {net.cfg.num_cells} cells): "
+        f"{args.genotype} ({args.setting}, C={net.net.C}, {net.net.num_cells} cells): "
         f"{report['params_without_aux'] / 1e6:.3f} M params (no aux head), "
         f"{report['mult_adds'] / 1e6:.1f} M mult-adds at {res}x{res}"
     )
@@ -197,31 +185,27 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from tfnas.config import load_file, validate
-    from tfnas.config.schemas import DartsTrainConfig
-    from tfnas.search.common import claim_run_dir
-    from tfnas.search.darts.train_eval import train_eval_net
-    from tfnas.spaces.darts_genotypes import get_genotype
+    from tfnas.config import apply_overrides, validate
+    from tfnas.darts.config import DartsTrainConfig, load_train_config
+    from tfnas.darts.train import train_eval_net
+    from tfnas.spaces.darts import get_genotype
+    from tfnas.train.common import claim_run_dir
 
     genotype = get_genotype(args.genotype)
-    source = args.config or "<DARTS train defaults>"
-    raw = (
-        load_file(args.config, DartsTrainConfig, "DARTS train config")
-        if args.config
-        else validate(DartsTrainConfig, {}, source)
-    )
-    cfg = _with_overrides(raw, args, "train")
+    overrides = _overrides(args, "train")
+    if args.config:
+        cfg = load_train_config(args.config, overrides)
+    else:
+        cfg = validate(DartsTrainConfig, apply_overrides({}, overrides), "tfnas darts train")
     out = Path(args.out or Path("runs") / "darts_train" / Path(str(args.genotype)).stem)
-    if not args.resume and (out / "checkpoints" / "last.pt").exists():
-        raise TfnasError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
     claim_run_dir(out, args.resume, args.force)
-    summary = train_eval_net(genotype, cfg, out, resume=args.resume, source=source)
-    print(json.dumps(summary, indent=1))
+    report = train_eval_net(genotype, cfg, out, resume=args.resume)
+    print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=1))
     return 0
 
 
 def _genotypes(args: argparse.Namespace) -> int:
-    from tfnas.spaces.darts_genotypes import PUBLISHED, get_genotype
+    from tfnas.spaces.darts import PUBLISHED, get_genotype
 
     if args.show:
         print(json.dumps(get_genotype(args.show).to_dict(), indent=1))
@@ -229,7 +213,7 @@ def _genotypes(args: argparse.Namespace) -> int:
     for name, g in PUBLISHED.items():
         print(f"{name:20s} {g.meta.get('source', '')}")
     if args.plot:
-        from tfnas.search.darts.derive import plot_genotype
+        from tfnas.darts.draw import plot_genotype
 
         for name, g in PUBLISHED.items():
             plot_genotype(g, args.plot, prefix=name)
@@ -238,6 +222,7 @@ def _genotypes(args: argparse.Namespace) -> int:
 
 
 def _parse_deploy(text: str) -> dict[str, int]:
+    """``C=36,num_cells=20`` -> raw values for the ``DeployShape`` schema (which checks names and ranges)."""
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
         if "=" not in part:
@@ -251,12 +236,14 @@ def _parse_deploy(text: str) -> dict[str, int]:
 
 
 def _bundle(args: argparse.Namespace) -> int:
-    from tfnas.latency.darts_bundle import DeployShape, write_darts_bundle
-    from tfnas.spaces.darts import load_space
+    from tfnas.config import validate
+    from tfnas.darts.latency import write_darts_bundle
+    from tfnas.darts.shapes import DeployShape
+    from tfnas.spaces.darts import load_cell_space
 
-    shape = DeployShape.from_dict(_parse_deploy(args.deploy))
-    out = write_darts_bundle(load_space(args.space), shape, args.out)
-    n = len(json.loads((out / "manifest.json").read_text())["entries"])
+    shape = validate(DeployShape, _parse_deploy(args.deploy), "--deploy")
+    out = write_darts_bundle(load_cell_space(args.space), shape, args.out)
+    n = len(read_json(out / "manifest.json", "bundle manifest")["entries"])
     print(f"bundle: {out} ({n} graphs, deploy {shape})")
     if args.profile:
         from profilers.run import profile_bundle

@@ -12,7 +12,7 @@ import os
 import typing
 
 from tfnas.arch import load_arch
-from tfnas.training import TrainConfig, load_train_config, train_derived
+from tfnas.train.loop import TrainConfig, load_train_config, train_derived
 
 
 def _flag_type(annotation: typing.Any) -> type:
@@ -40,12 +40,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfnas.config import validate
-    from tfnas.search.common import claim_run_dir
+    from tfnas.config import apply_overrides, validate
+    from tfnas.train.common import claim_run_dir
 
-    data = load_train_config(args.config) if args.config else {}
-    data.update({k: getattr(args, k) for k in TrainConfig.model_fields if getattr(args, k) is not None})
-    cfg = TrainConfig(**validate(TrainConfig, data, args.config or "tfnas train"))
+    flags = {k: getattr(args, k) for k in TrainConfig.model_fields}
+    if args.config:
+        cfg = load_train_config(args.config, flags)
+    else:
+        cfg = validate(TrainConfig, apply_overrides({}, flags), "tfnas train")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process owns the folder
         claim_run_dir(args.out, args.resume, args.force)
     train_derived(load_arch(args.arch), cfg, args.out, resume=args.resume)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tfnas.errors import TfnasError
 from tfnas.latency.table import load_table
-from tfnas.latency.validate import validate, write_outputs
+from tfnas.latency.validate import validate_table, write_outputs
 from tfnas.spaces.mbv2 import load_space
 
 
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     table = load_table(args.lut, warn_fingerprint=False)
     space = load_space(args.space or table.space)
     table = load_table(args.lut, space, warn_fingerprint=False)
-    result = validate(
+    result = validate_table(
         table,
         space,
         args.samples,

@@ -1,5 +1,20 @@
-"""Config loading: typed schemas (``schemas``) and the one strict loader (``loader``)."""
+"""Config loading: the strict loader (``loader``) and the shared optimizer/schedule specs (``specs``).
 
-from tfnas.config.loader import Options, Schema, format_errors, load_file, validate
+Each config's schema lives beside the code that reads it: ``tfnas.search.config`` (TF-NAS
+search), ``tfnas.darts.config`` (DARTS search and training), ``tfnas.spaces`` (spaces),
+``tfnas.arch`` (derived architectures), ``tfnas.train.loop`` (``tfnas train``).
+"""
 
-__all__ = ["Options", "Schema", "format_errors", "load_file", "validate"]
+from tfnas.config.loader import Schema, apply_overrides, format_errors, load_file, read_config, validate
+from tfnas.config.specs import OptimizerSpec, ScheduleSpec
+
+__all__ = [
+    "OptimizerSpec",
+    "ScheduleSpec",
+    "Schema",
+    "apply_overrides",
+    "format_errors",
+    "load_file",
+    "read_config",
+    "validate",
+]

@@ -1,26 +1,32 @@
 """One loader for every config file: typed schemas, strict keys, errors that name file and key.
 
-Every config (TF-NAS search, DARTS search/train, spaces, ``tfnas train``, arch
-files) is a ``Schema``: a pydantic model in strict mode that refuses unknown keys
-at any depth. ``validate`` turns pydantic's errors into one ``ConfigError`` per
-input naming the file, the key path, the value and what was expected, with the
-allowed keys and a did-you-mean for a misspelt key. Types and ranges are checked
-here, so no run does arithmetic on a string.
+Every config (TF-NAS search, DARTS search/train, spaces, ``tfnas train``, arch and
+genotype files) is a ``Schema``: a frozen pydantic model in strict mode that refuses
+unknown keys at any depth and holds the real defaults, so code reads
+``cfg.search.epochs`` and never restates a default. ``validate`` turns pydantic's
+errors into one ``ConfigError`` per input naming the file, the key path, the value
+and what was expected, with the allowed keys and a did-you-mean for a misspelt
+key. Command-line overrides go into the raw data before validation
+(``apply_overrides``), so they are checked like the file.
 """
 
 from __future__ import annotations
 
 import contextvars
+import copy
 import difflib
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from tfnas.errors import ConfigError
+from tfnas.utils.io import read_json, read_yaml
 
+S = TypeVar("S", bound="Schema")
 MAX_REPORTED = 5  # errors listed per file; the rest are counted
 _VALIDATING: contextvars.ContextVar[bool] = contextvars.ContextVar("tfnas_config_validating", default=False)
 
@@ -32,7 +38,7 @@ class Schema(BaseModel):
     so an old config gets a precise hint instead of a bare "unknown key".
     """
 
-    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, populate_by_name=False)
+    model_config = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, populate_by_name=False, frozen=True)
     moved: ClassVar[dict[str, str]] = {}
 
     @model_validator(mode="before")
@@ -63,15 +69,8 @@ class Schema(BaseModel):
             _VALIDATING.reset(token)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(by_alias=True)
-
-
-class Options(Schema):
-    """A section whose unset keys are left out of the dict, so the code that reads it keeps its defaults."""
-
-    @model_serializer(mode="wrap")
-    def _drop_unset(self, handler: Any) -> dict[str, Any]:
-        return {k: v for k, v in handler(self).items() if v is not None}
+        """Plain JSON-ready data (what a run saves as its config, and compares on resume)."""
+        return self.model_dump(by_alias=True, mode="json")
 
 
 def _loc(parts: tuple[Any, ...] | list[Any]) -> str:
@@ -179,8 +178,8 @@ def format_errors(exc: ValidationError, source: str, prefix: tuple[Any, ...] = (
     return "\n".join(lines[:MAX_REPORTED]) + extra
 
 
-def validate(schema: type[Schema], data: Any, source: str, prefix: tuple[Any, ...] = ()) -> dict[str, Any]:
-    """``data`` checked against ``schema`` and filled with its defaults, as a plain dict."""
+def validate(schema: type[S], data: Any, source: str, prefix: tuple[Any, ...] = ()) -> S:
+    """``data`` checked against ``schema``: the frozen model, with every default filled in."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -188,17 +187,43 @@ def validate(schema: type[Schema], data: Any, source: str, prefix: tuple[Any, ..
         raise ConfigError(f"{source}: expected a mapping at{where}, got {type(data).__name__}")
     token = _VALIDATING.set(True)
     try:
-        return schema.model_validate(data).to_dict()
+        return schema.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_errors(e, source, prefix)) from None
     finally:
         _VALIDATING.reset(token)
 
 
-def load_file(path: str | Path, schema: type[Schema], what: str) -> dict[str, Any]:
-    """Read a YAML or JSON file (by suffix) and validate it; every error names ``path``."""
-    from tfnas.utils.io import read_json, read_yaml
-
+def read_config(path: str | Path, what: str) -> Any:
+    """The raw data of a YAML or JSON file (by suffix): strict keys, size-limited; errors name ``path``."""
     path = Path(path)
-    data = read_json(path, what) if path.suffix == ".json" else read_yaml(path, what)
-    return validate(schema, data, str(path))
+    return read_json(path, what) if path.suffix == ".json" else read_yaml(path, what)
+
+
+def load_file(path: str | Path, schema: type[S], what: str, overrides: Mapping[str, Any] | None = None) -> S:
+    """Read a YAML or JSON file, apply ``overrides`` (dotted keys) and validate; every error names ``path``."""
+    return validate(schema, apply_overrides(read_config(path, what), overrides), str(path))
+
+
+def apply_overrides(data: Any, overrides: Mapping[str, Any] | None) -> Any:
+    """A copy of raw config ``data`` with ``{"search.epochs": 3, ...}`` set (``None`` values are skipped).
+
+    Overrides go into the raw data, so the schema checks them exactly like the file's own keys.
+    """
+    if not overrides:
+        return data
+    out = copy.deepcopy(data) if isinstance(data, dict) else ({} if data is None else data)
+    if not isinstance(out, dict):
+        return out  # validate() reports the top level
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        node = out
+        *parents, last = dotted.split(".")
+        for key in parents:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = node[key] = {}
+            node = child
+        node[last] = value
+    return out

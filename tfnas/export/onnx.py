@@ -78,6 +78,17 @@ def _export_classic(model: nn.Module, x: torch.Tensor, path: str, opset: int, dy
     )
 
 
+def quiet_export(
+    model: nn.Module, x: torch.Tensor, path: str | os.PathLike, opset: int, dynamic_axes: dict | None = None
+) -> None:
+    """The classic exporter on ``x`` with named symbolic axes and no warnings (bundle graphs; unchecked)."""
+    with torch.no_grad(), _quiet():
+        torch.onnx.export(
+            model, (x,), str(path), dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            opset_version=opset, dynamic_axes=dynamic_axes, do_constant_folding=True,
+        )  # fmt: skip
+
+
 def _export_dynamo(model: nn.Module, x: torch.Tensor, path: str, opset: int, dynamic_batch: bool) -> None:
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     torch.onnx.export(

@@ -1,9 +1,12 @@
-"""Write a profiling bundle: one small ONNX graph per (op signature, grid width), plus a manifest.
+"""Write a profiling bundle: one small ONNX graph per (key, width), plus a manifest.
 
-The bundle is everything a device needs to build a latency table without
-PyTorch (``python -m profilers run BUNDLE``). Graph files are named by key,
-width and batch and written atomically, so re-running skips what exists and an
-interrupted run resumes; the manifest is (re)written at the end.
+The bundle is everything a device needs to build a latency table without PyTorch
+(``python -m profilers run BUNDLE``). One writer serves every space: a space lists
+``BundleGraph`` items (key, width, a builder of the module a deployed network runs, the
+input shape) and ``write_graphs`` exports them. Graph files are named by key, width and
+batch and written atomically, so re-running skips what exists and an interrupted run
+resumes; the manifest is (re)written at the end. Large weights are left for the device
+to generate (``profilers.weights``): a bundle of MBs instead of GBs.
 """
 
 from __future__ import annotations
@@ -12,20 +15,35 @@ import contextlib
 import hashlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
+from torch import nn
 
 from profilers.bundle import MANIFEST_NAME, manifest_document
 from profilers.progress import Progress, progress
 from profilers.weights import strip_weights
 from tfnas.errors import ConfigError
+from tfnas.export.onnx import quiet_export
 from tfnas.latency.signatures import Signature, build_signature_module, space_signatures
 from tfnas.latency.table import WidthGrid, make_grid
 from tfnas.spaces.mbv2 import MBV2Space
 from tfnas.utils.io import atomic_path, atomic_write_json
 
 WidthFilter = Callable[[Signature, int], bool]
+
+
+@dataclass(frozen=True)
+class BundleGraph:
+    """One graph of a bundle: the module (built when exported) at its deployment input shape."""
+
+    key: str
+    width: int | None
+    build: Callable[[], nn.Module]
+    input_shape: tuple[int, int, int, int]
 
 
 def graph_name(key: str, width: int | None, batch: int) -> str:
@@ -37,6 +55,68 @@ def graph_name(key: str, width: int | None, batch: int) -> str:
     return f"graphs/{slug}-{digest}_{w}_b{batch}g.onnx"
 
 
+def export_graph(
+    module: nn.Module, path: Path, full: tuple[int, int, int, int], strip: bool = True, opset: int = 17
+) -> None:
+    """Export ``module`` (eval mode) for input shape ``full``; ``strip``: leave the large weights to the device.
+
+    Why not trace at full size: tracing runs the convolutions in PyTorch, ~0.5 s per
+    graph at 224x224 on CPU. The graph of these static conv blocks does not depend
+    on the spatial size, so we trace at 8x8 with symbolic batch/height/width and then
+    pin the input to the deployment shape and re-infer the others (~15x faster).
+    """
+    import onnx
+
+    module = module.eval()
+    small = (1, full[1], min(full[2], 8), min(full[3], 8))
+    with torch.no_grad():
+        rank = module(torch.zeros(small)).dim()
+    dyn = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n", 2: "oh", 3: "ow"} if rank == 4 else {0: "n"}}
+    with atomic_path(path, ".tmp.onnx") as tmp:
+        quiet_export(module, torch.zeros(small), tmp, opset, dynamic_axes=dyn)
+        model = onnx.load(str(tmp))
+        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, full):
+            dim.Clear()
+            dim.dim_value = value
+        del model.graph.value_info[:]
+        for dim in model.graph.output[0].type.tensor_type.shape.dim:
+            dim.Clear()
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+        onnx.checker.check_model(model)
+        if strip:
+            strip_weights(model)  # the device generates them (profilers.weights)
+        onnx.save(model, str(tmp))
+
+
+def write_graphs(
+    out_dir: str | Path,
+    graphs: Sequence[BundleGraph],
+    space: str,
+    batch: int,
+    resolution: int,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Path:
+    """Export every graph not yet in ``out_dir`` (resumable) and write the manifest; return the folder."""
+    out = Path(out_dir)
+    (out / "graphs").mkdir(parents=True, exist_ok=True)
+    entries, exported, t0 = [], 0, time.perf_counter()
+    bar = _progress(len(graphs), progress)
+    with _one_torch_thread():  # tracing tiny graphs: extra threads only contend (4x slower on 2 busy cores)
+        for g in graphs:
+            name = graph_name(g.key, g.width, batch)
+            if not (out / name).is_file():
+                export_graph(g.build(), out / name, g.input_shape)
+                exported += 1
+            entries.append({"key": g.key, "width": g.width, "file": name, "input_shape": list(g.input_shape)})
+            bar.update()
+    bar.close()
+    info = {**(meta or {}), "exported_now": exported, "export_s": round(time.perf_counter() - t0, 2)}
+    atomic_write_json(out / MANIFEST_NAME, manifest_document(space, batch, resolution, entries, info))
+    return out
+
+
+# ---- the MBV2 (TF-NAS) space ------------------------------------------------------------------------------------
 def plan_bundle(
     space: MBV2Space,
     grid: WidthGrid,
@@ -58,54 +138,6 @@ def plan_bundle(
     return plan
 
 
-def export_graph(
-    space: MBV2Space, sig: Signature, width: int | None, path: Path, batch: int, strip: bool = True
-) -> None:
-    """Export the module a derived network runs for ``sig`` at ``width`` (eval mode, BN folded).
-
-    ``strip``: leave the large weights for the device to generate (``profilers.weights``).
-
-    Why not trace at full size: tracing runs the convolutions in PyTorch, ~0.5 s per
-    graph at 224x224 on CPU. The graph of these static conv blocks does not depend
-    on the spatial size, so we trace at 8x8 with symbolic batch/height/width and then
-    pin the input to the deployment shape and re-infer the others (~15x faster).
-    """
-    import onnx
-    import torch
-
-    from tfnas.export.onnx import _quiet
-
-    module = build_signature_module(space, sig, width).eval()
-    full = sig.input_shape(batch)
-    small = (1, full[1], min(full[2], 8), min(full[3], 8))
-    dyn = {"input": {0: "n", 2: "h", 3: "w"}, "output": {0: "n"} if sig.kind == "head" else {0: "n", 2: "oh", 3: "ow"}}
-    with atomic_path(path, ".tmp.onnx") as tmp:
-        with torch.no_grad(), _quiet():
-            torch.onnx.export(
-                module,
-                (torch.zeros(small),),
-                str(tmp),
-                dynamo=False,
-                input_names=["input"],
-                output_names=["output"],
-                opset_version=17,
-                dynamic_axes=dyn,
-                do_constant_folding=True,
-            )
-        model = onnx.load(str(tmp))
-        for dim, value in zip(model.graph.input[0].type.tensor_type.shape.dim, full):
-            dim.Clear()
-            dim.dim_value = value
-        del model.graph.value_info[:]
-        for dim in model.graph.output[0].type.tensor_type.shape.dim:
-            dim.Clear()
-        model = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-        onnx.checker.check_model(model)
-        if strip:
-            strip_weights(model)  # the device generates them: a bundle of MBs instead of GBs (profilers.weights)
-        onnx.save(model, str(tmp))
-
-
 def write_bundle(
     space: MBV2Space,
     out_dir: str | Path,
@@ -117,7 +149,7 @@ def write_bundle(
     progress: bool = True,
     **grid_options: Any,
 ) -> Path:
-    """Write (or complete) a bundle in ``out_dir`` and return its folder.
+    """Write (or complete) a bundle of ``space`` in ``out_dir`` and return its folder.
 
     ``grid``: "sparse" (both alignment classes, ~``intervals`` segments each) or
     "dense" (every width: for validating the sparse grid). ``widths_filter`` and
@@ -129,37 +161,17 @@ def write_bundle(
     if space.final_size(res) < 1 or res < 8:
         raise ConfigError(f"resolution = {res}: too small for space {space.name!r}")
     g = grid if isinstance(grid, WidthGrid) else make_grid(grid, **grid_options)
-    out = Path(out_dir)
-    (out / "graphs").mkdir(parents=True, exist_ok=True)
     plan = plan_bundle(space, g, res, widths_filter, keys)
-    entries, exported, t0 = [], 0, time.perf_counter()
-    bar = _progress(len(plan), progress)
-    with _one_torch_thread():  # tracing tiny graphs: extra threads only contend (4x slower on 2 busy cores)
-        for sig, width in plan:
-            name = graph_name(sig.key, width, batch)
-            path = out / name
-            if not path.is_file():
-                export_graph(space, sig, width, path, batch)
-                exported += 1
-            entries.append({"key": sig.key, "width": width, "file": name, "input_shape": list(sig.input_shape(batch))})
-            bar.update()
-    bar.close()
-    meta = {
-        "grid": g.to_dict(),
-        "space_source": space.source,
-        "signatures": len({e["key"] for e in entries}),
-        "exported_now": exported,
-        "export_s": round(time.perf_counter() - t0, 2),
-    }
-    manifest = manifest_document(space.name, batch, res, entries, meta, weights="generated")
-    atomic_write_json(out / MANIFEST_NAME, manifest)
-    return out
+    graphs = [
+        BundleGraph(sig.key, w, lambda sig=sig, w=w: build_signature_module(space, sig, w), sig.input_shape(batch))
+        for sig, w in plan
+    ]
+    meta = {"grid": g.to_dict(), "space_source": space.source, "signatures": len({s.key for s, _ in plan})}
+    return write_graphs(out_dir, graphs, space.name, batch, res, meta, progress)
 
 
 @contextlib.contextmanager
 def _one_torch_thread() -> Iterator[None]:
-    import torch
-
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from profilers.backends import BACKENDS, get_backend
-from profilers.errors import ProfilerError
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
 from tfnas.arch import Architecture
 from tfnas.errors import TfnasError
@@ -48,18 +47,12 @@ def export_arch(arch: Architecture, path: str | Path, batch: int = 1) -> Path:
 
 def onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str = "ort", threads: int = 1) -> Timer:
     """A timer of an exported ONNX graph on a ``profilers`` backend."""
-    try:
-        fn = get_backend(backend, threads=threads).prepare(path, shape)
-    except ProfilerError as exc:
-        raise TfnasError(str(exc)) from None
+    fn = get_backend(backend, threads=threads).prepare(path, shape)
     return lambda protocol: measure(fn, protocol)
 
 
 def _prepare_onnx(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
-    try:
-        path = export_arch(arch, workdir / "net.onnx", batch)
-    except ProfilerError as exc:
-        raise TfnasError(str(exc)) from None
+    path = export_arch(arch, workdir / "net.onnx", batch)
     return onnx_timer(path, input_shape(arch, batch), backend, threads)
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from profilers import lock
 from profilers.lut import LatencyTable
+from profilers.run import profile_bundle, table_lock
 from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
 from tfnas.errors import TfnasError
 from tfnas.latency.bundle import write_bundle
-from tfnas.latency.table import WidthGrid, make_grid, profiler_errors
+from tfnas.latency.table import WidthGrid, make_grid
 from tfnas.spaces.mbv2 import MBV2Space
 
 
@@ -53,27 +55,29 @@ def profile_table(
     out = Path(out)
     if resume and out.exists() and out.stat().st_size == 0:  # fail before the bundle export
         raise TfnasError(f"{out} is empty (an interrupted write?); use --no-resume to start over")
-    grid = grid or make_grid("sparse")
+    with lock.exclusive(table_lock(out), f"latency table {out}"):
+        return _profile(space, out, batch, resolution, threads, backend, grid or make_grid("sparse"), protocol,
+                        resume, work, progress)  # fmt: skip
+
+
+def _profile(
+    space: MBV2Space, out: Path, batch: int, resolution: int | None, threads: int, backend: str, grid: WidthGrid,
+    protocol: TimingProtocol, resume: bool, work: str | Path | None, progress: bool,
+) -> LatencyTable:  # fmt: skip
     before = 0
     if resume and out.exists():
-        with profiler_errors():
-            before = LatencyTable.load(out).n_points()
+        before = LatencyTable.load(out).n_points()
     t0 = time.perf_counter()
     if backend == "torch-cuda":
         from tfnas.latency.torch_cuda import profile_space
 
-        with profiler_errors():
-            table = profile_space(space, out, batch, resolution, grid, protocol, resume, progress)
+        table = profile_space(space, out, batch, resolution, grid, protocol, resume, progress)
         t1 = t0
     else:
-        from profilers.run import profile_bundle
-
         bundle = Path(work) if work else out.with_name(out.name + ".bundle")
         write_bundle(space, bundle, batch, resolution, grid, progress=progress)
         t1 = time.perf_counter()
-        with profiler_errors():
-            table = profile_bundle(bundle, out, backend, threads, protocol, progress=progress, resume=resume)
+        table = profile_bundle(bundle, out, backend, threads, protocol, progress=progress, resume=resume)
     _record_build(table, before, t1 - t0, time.perf_counter() - t1)
-    with profiler_errors():
-        table.save(out)
+    table.save(out)
     return table

@@ -22,8 +22,8 @@ from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
 from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
-from tfnas.latency.table import device_match, here_fingerprint, profiler_errors
-from tfnas.latency.validate import Validation, error_report, judge, validate
+from tfnas.latency.table import device_match, here_fingerprint
+from tfnas.latency.validate import Validation, error_report, judge, validate_table
 from tfnas.spaces.mbv2 import MBV2Space
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def choose_table(
     shipped = shipped if shipped is not None else shipped_dir("latency_tables")
     cache = cache if cache is not None else cache_dir()
     validate_fn = validate_fn or (
-        lambda t: validate(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
+        lambda t: validate_table(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
     )
     for folder, how in ((shipped, "shipped"), (cache, "cached")):
         for table in matching_tables(space, resolution, batch, threads, [folder]):
@@ -153,12 +153,11 @@ def rescaled_copy(table: LatencyTable, ratio: float, folder: Path) -> Path:
     as a recalibration would. The fit it replaces goes to ``meta.calibration_history``.
     """
     path = folder / (Path(table.source).stem + RESCALED_SUFFIX)
-    with profiler_errors():
-        copy = LatencyTable.from_dict(table.to_dict(), str(path))
-        cal = {**copy.calibration, **{k: float(copy.calibration.get(k, 0.0)) * ratio for k in _SCALED}}
-        cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
-        copy.replace_calibration(cal)
-        copy.save(path)
+    copy = LatencyTable.from_dict(table.to_dict(), str(path))
+    cal = {**copy.calibration, **{k: float(copy.calibration.get(k, 0.0)) * ratio for k in _SCALED}}
+    cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
+    copy.replace_calibration(cal)
+    copy.save(path)
     return path
 
 
@@ -175,6 +174,5 @@ def build_table(
     )  # fmt: skip
     if table.calibration is None:
         calibrate(table, space, CALIBRATION_NETWORKS, threads=threads, rounds=CALIBRATION_ROUNDS, progress=progress)
-        with profiler_errors():
-            table.save(path)
+        table.save(path)
     return table

@@ -12,11 +12,10 @@ width's own class instead, and the sparse grid measures points of both classes.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import logging
 import math
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,15 +34,6 @@ log = logging.getLogger(__name__)
 
 class FingerprintWarning(UserWarning):
     """The table was measured on another device, runtime or thread count than the current one."""
-
-
-@contextlib.contextmanager
-def profiler_errors() -> Iterator[None]:
-    """Re-raise the device side's ``ProfilerError`` as a ``TfnasError`` (the CLI prints those cleanly)."""
-    try:
-        yield
-    except ProfilerError as exc:
-        raise LatencyTableError(str(exc)) from None
 
 
 # ---- width grids ------------------------------------------------------------------------------------------
@@ -142,10 +132,7 @@ class Lookup:
     def _classes(self, key: str) -> tuple:
         c = self._cache.get(key)
         if c is None:
-            try:
-                e = self.table.entry(key)
-            except ProfilerError as exc:
-                raise LatencyTableError(str(exc)) from None
+            e = self.table.entry(key)
             ws, lat = e["widths"], e["latency_ms"]
             if ws == [None]:
                 c = (None, lat[0])
@@ -246,7 +233,7 @@ def _gpu_identity() -> dict[str, Any]:
                 "gpu_name": torch.cuda.get_device_name(0),
                 "gpu_compute_capability": "{}.{}".format(*torch.cuda.get_device_capability(0)),
             }
-    except Exception:  # noqa: BLE001 - a broken CUDA install is "no GPU" for this comparison
+    except Exception:  # a broken CUDA install is "no GPU" for this comparison
         pass
     return {"gpu_name": "none", "gpu_compute_capability": "none"}
 
@@ -295,10 +282,7 @@ def load_table(
     Shape mismatch and missing entries are errors (listing what is missing); a
     fingerprint that differs from the current machine is a ``FingerprintWarning``.
     """
-    try:
-        table = LatencyTable.load(find_table(path))
-    except ProfilerError as exc:
-        raise LatencyTableError(str(exc)) from None
+    table = LatencyTable.load(find_table(path))
     fp = table.fingerprint
     if batch is not None or resolution is not None:
         want_b = batch if batch is not None else fp.get("batch")

@@ -117,7 +117,7 @@ def judge(table: dict[str, float], noise: dict[str, float]) -> tuple[str, str]:
     )
 
 
-def validate(
+def validate_table(
     table: LatencyTable,
     space: MBV2Space,
     n: int = 12,

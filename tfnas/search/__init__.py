@@ -1,6 +1,31 @@
-"""Search algorithms: TF-NAS (``tfnas.search.tfnas``) and the DARTS family (``tfnas.search.darts``).
+"""TF-NAS: latency-constrained differentiable search over the MobileNetV2-style space.
 
-Each algorithm owns its supernet, its sampling rules and its derivation; the
-shared trainer pieces (optimizer and schedule builders, checkpoints, timers)
-live in ``tfnas.search.common``.
+Config (``config``), supernet (``supernet``, ``elastic_ops``), path samplers (``sampling``), the
+latency term (``latency``), elastic width scaling (``elastic``), the loop (``searcher``), its
+report (``report``) and the whole run as the CLI does it (``run``). Facts from Hu et al., ECCV 2020.
 """
+
+from __future__ import annotations
+
+from tfnas.search.config import DEFAULTS, TfnasSearchConfig, load_config, resolve_config
+from tfnas.search.latency import LatencyModel
+from tfnas.search.run import SearchOutcome, run_search
+from tfnas.search.sampling import PATH_SAMPLERS, WEIGHT_SCHEMES
+from tfnas.search.searcher import SearchResult, TFNASSearch, check_target
+from tfnas.search.supernet import TFNASSupernet
+
+__all__ = [
+    "DEFAULTS",
+    "PATH_SAMPLERS",
+    "WEIGHT_SCHEMES",
+    "LatencyModel",
+    "SearchOutcome",
+    "SearchResult",
+    "TFNASSearch",
+    "TFNASSupernet",
+    "TfnasSearchConfig",
+    "check_target",
+    "load_config",
+    "resolve_config",
+    "run_search",
+]

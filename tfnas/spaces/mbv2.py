@@ -1,65 +1,81 @@
-"""The TF-NAS MobileNetV2-style search space, loaded from YAML into typed objects.
+"""The TF-NAS MobileNetV2-style search space: its YAML file's schema *is* the space object.
 
 The space is data (``configs/spaces/*.yaml``): a new resolution, stage layout or
-op set needs a new YAML file, not new code. Every validation error names the
-file, the key and the offending value.
+op set needs a new YAML file, not new code. Loading checks every key, type and
+range (``tfnas.config``) and the cross-field rules below; every error names the
+file, the key and the offending value. Importable without torch.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import Field, model_validator
+
+from tfnas.config.loader import Schema, read_config, validate
 from tfnas.errors import ConfigError
 from tfnas.resources import shipped_dir
-from tfnas.utils.io import read_yaml
 
-ACTIVATIONS = ("relu", "swish", "hswish")
+Activation = Literal["relu", "swish", "hswish"]
 
 
-@dataclass(frozen=True)
-class OpSpec:
+class SpaceInput(Schema):
+    resolution: int = Field(ge=8)
+    channels: int = Field(3, ge=1)
+
+
+class StemSpec(Schema):
+    out: int = Field(ge=1)
+    kernel: Literal[1, 3, 5, 7]
+    stride: Literal[1, 2]
+    act: Activation
+
+
+class FirstBlockSpec(Schema):
+    kernel: Literal[3, 5, 7]
+    mid: int = Field(ge=1)
+    out: int = Field(ge=1)
+    stride: Literal[1, 2]
+    se: bool = False
+    act: Activation
+
+
+class StageSpec(Schema):
+    layers: int = Field(ge=1)
+    out: int = Field(ge=1)
+    stride: Literal[1, 2]
+    act: Activation
+
+
+class HeadSpec(Schema):
+    out: int = Field(ge=1)
+    act: Activation
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class OpSpec(Schema):
     """A candidate op: an inverted residual block with kernel, expansion and SE."""
 
-    name: str
-    kernel: int
-    expansion: int
-    se: bool
+    kernel: Literal[3, 5, 7]
+    expansion: int = Field(ge=1)
+    se: bool = False
 
 
-@dataclass(frozen=True)
-class StemSpec:
-    out: int
-    kernel: int
-    stride: int
-    act: str
+class WidthRule(Schema):
+    bound_factor: dict[int, int] = Field(min_length=1)  # expansion -> mid-width bound factor
+    min_fraction: float = Field(gt=0, le=1)
+    se_factor: dict[int, int] = Field(default_factory=dict)  # expansion -> SE width factor
 
-
-@dataclass(frozen=True)
-class FirstBlockSpec:
-    kernel: int
-    mid: int
-    out: int
-    stride: int
-    se: bool
-    act: str
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    layers: int
-    out: int
-    stride: int
-    act: str
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    out: int
-    act: str
-    dropout: float = 0.0
+    @model_validator(mode="after")
+    def _positive_factors(self) -> WidthRule:
+        for name in ("bound_factor", "se_factor"):
+            bad = {k: v for k, v in getattr(self, name).items() if k < 1 or v < 1}
+            if bad:
+                raise ValueError(f"{name} {bad}: expansions and factors must be integers >= 1")
+        return self
 
 
 @dataclass(frozen=True)
@@ -75,28 +91,57 @@ class LayerGeometry:
     act: str
 
 
-@dataclass(frozen=True)
-class WidthRule:
-    bound_factor: dict[int, int]
-    min_fraction: float
-    se_factor: dict[int, int]
-
-
-@dataclass(frozen=True)
-class MBV2Space:
+class MBV2Space(Schema):
     """A MobileNetV2-style space with per-layer op choice, per-stage depth, per-op width."""
 
-    name: str
-    resolution: int
-    in_channels: int
-    num_classes: int
+    name: str = Field(min_length=1)
+    input: SpaceInput
+    num_classes: int = Field(ge=1)
     stem: StemSpec
     first_block: FirstBlockSpec
-    stages: tuple[StageSpec, ...]
+    stages: tuple[StageSpec, ...] = Field(min_length=1)
     head: HeadSpec
-    ops: dict[str, OpSpec]
+    ops: dict[str, OpSpec] = Field(min_length=1)
     width: WidthRule
-    source: str = field(default="<memory>", compare=False)
+    source: str = Field("<memory>", exclude=True)  # the file it was read from (not part of the space)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stages_as_tuple(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("stages"), list):
+            data = {**data, "stages": tuple(data["stages"])}
+        return data
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MBV2Space:
+        if self.first_block.mid != self.stem.out:
+            raise ValueError(
+                f"first_block.mid = {self.first_block.mid}: expected equal to stem.out ({self.stem.out}):"
+                " the first block has no expansion"
+            )
+        for name, op in self.ops.items():
+            for table in ("bound_factor",) + (("se_factor",) if op.se else ()):
+                if op.expansion not in getattr(self.width, table):
+                    raise ValueError(
+                        f"ops.{name}.expansion = {op.expansion}: expected an expansion listed in width.{table}"
+                        f" {sorted(getattr(self.width, table))}"
+                    )
+        if self.final_size() < 1:
+            raise ValueError(f"input.resolution = {self.resolution}: too small for all downsamplings")
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, MBV2Space) and self.to_dict() == other.to_dict()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @property
+    def resolution(self) -> int:
+        return self.input.resolution
+
+    @property
+    def in_channels(self) -> int:
+        return self.input.channels
 
     # ---- geometry -------------------------------------------------------------------------------------
     def layers(self, resolution: int | None = None) -> list[LayerGeometry]:
@@ -169,52 +214,8 @@ def conv_out_size(size: int, stride: int) -> int:
 
 
 def space_from_dict(data: Any, source: str = "<dict>") -> MBV2Space:
-    """Build and validate a space from a plain mapping (as read from YAML); the schema is
-    ``tfnas.config.schemas.MBV2SpaceFile``, errors name ``source`` and the key path."""
-    from tfnas.config import validate
-    from tfnas.config.schemas import MBV2SpaceFile
-
-    d = validate(MBV2SpaceFile, data, source)
-
-    def fail(key: str, value: Any, expected: str) -> ConfigError:
-        return ConfigError(f"{source}: key '{key}' = {value!r}: expected {expected}")
-
-    stem, first = StemSpec(**d["stem"]), FirstBlockSpec(**d["first_block"])
-    if first.mid != stem.out:
-        raise fail("first_block.mid", first.mid, f"equal to stem.out ({stem.out}): the first block has no expansion")
-    width = WidthRule(**d["width"])
-    ops = {}
-    for name, spec in d["ops"].items():
-        op = OpSpec(name=name, **spec)
-        if op.expansion not in width.bound_factor:
-            raise fail(
-                f"ops.{name}.expansion",
-                op.expansion,
-                f"an expansion listed in width.bound_factor {sorted(width.bound_factor)}",
-            )
-        if op.se and op.expansion not in width.se_factor:
-            raise fail(
-                f"ops.{name}.expansion",
-                op.expansion,
-                f"an expansion listed in width.se_factor {sorted(width.se_factor)}",
-            )
-        ops[name] = op
-    space = MBV2Space(
-        d["name"],
-        d["input"]["resolution"],
-        d["input"]["channels"],
-        d["num_classes"],
-        stem,
-        first,
-        tuple(StageSpec(**st) for st in d["stages"]),
-        HeadSpec(**d["head"]),
-        ops,
-        width,
-        source,
-    )
-    if space.final_size() < 1:
-        raise fail("input.resolution", space.resolution, "large enough for all downsamplings")
-    return space
+    """Build and validate a space from a plain mapping (as read from YAML); errors name ``source`` and the key."""
+    return validate(MBV2Space, data, source).model_copy(update={"source": source})
 
 
 def spaces_dir() -> Path:
@@ -235,6 +236,4 @@ def load_space(name_or_path: str | Path) -> MBV2Space:
                 f"unknown search space {str(name_or_path)!r}; available: {', '.join(available_spaces())}"
                 " (or pass a path to a space YAML file)"
             )
-    data = read_yaml(path, "search-space file")
-    space = space_from_dict(data, str(path))
-    return space
+    return space_from_dict(read_config(path, "search-space file"), str(path))

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tfnas.errors import TfnasError
-from tfnas.utils.io import atomic_write_bytes
+from tfnas.utils.io import atomic_write_bytes, binary_kind
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -38,6 +38,13 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise TfnasError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+        what = "it is empty" if not head else binary_kind(head) if not head.isascii() else "it is a text file"
+        raise TfnasError(
+            f"checkpoint {path} is not a torch checkpoint ({what}); it is corrupted or another kind of file"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -109,11 +116,6 @@ def classifier_classes(state: dict) -> int | None:
     """How many classes the weights were trained for (rows of the last ``classifier.weight``), if any."""
     keys = [k for k in state if k.endswith("classifier.weight") and hasattr(state[k], "shape")]
     return int(state[keys[-1]].shape[0]) if keys else None
-
-
-def load_model_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
-    """Load a model's weights from a checkpoint (see ``load_weights_state``); a mismatch names the file and keys."""
-    load_state_checked(model, load_weights_state(path), path)
 
 
 def load_state_checked(model: torch.nn.Module, state: dict, path: str | os.PathLike) -> None:

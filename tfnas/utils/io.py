@@ -1,7 +1,9 @@
 """Atomic writes and validated reads of JSON/YAML files.
 
 Atomic: write to a temporary file in the same folder, fsync, then rename, so
-an interrupted write never leaves a truncated file behind.
+an interrupted write never leaves a truncated file behind. Reads are strict: a
+key twice in one mapping is an error (YAML 1.2 and JSON's RFC call it one; the
+parsers would keep the last value silently), and files have a size limit.
 """
 
 from __future__ import annotations
@@ -17,7 +19,12 @@ from typing import Any
 
 import yaml
 
+from profilers import strict_json
 from tfnas.errors import ConfigError
+
+# Configs, spaces, architectures and genotypes are a few KB; a file this large is not one of them (a
+# 30 MB YAML takes minutes to parse), so it is refused before parsing.
+MAX_FILE_BYTES = 4 * 1024 * 1024
 
 
 @contextmanager
@@ -77,10 +84,16 @@ def binary_kind(head: bytes) -> str:
     return "it is a binary file"
 
 
-def read_text(path: str | os.PathLike, what: str, kind: str) -> str:
-    """A UTF-8 text file; a missing, unreadable or binary file is a ``ConfigError`` naming it."""
+def read_text(path: str | os.PathLike, what: str, kind: str, max_bytes: int | None = MAX_FILE_BYTES) -> str:
+    """A UTF-8 text file; a missing, unreadable, binary or oversized file is a ``ConfigError`` naming it."""
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if max_bytes is not None and size > max_bytes:
+            raise ConfigError(
+                f"{what} {path} is {size / 2**20:.1f} MB; a {kind} file tfnas reads is at most"
+                f" {max_bytes / 2**20:.0f} MB (is it the right file?)"
+            )
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} not found: {path}") from None
@@ -101,7 +114,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
     path = Path(path)
     text = read_text(path, what, "JSON")
     try:
-        return json.loads(text)
+        return strict_json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(
             f"{what} {path} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg});"
@@ -109,6 +122,8 @@ def read_json(path: str | os.PathLike, what: str = "JSON file") -> Any:
         ) from None
     except RecursionError:
         raise ConfigError(f"{what} {path} is nested too deeply to be a tfnas file") from None
+    except ValueError as e:  # a duplicate key, NaN or Infinity
+        raise ConfigError(f"{what} {path}: {e}") from None
 
 
 def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
@@ -116,13 +131,32 @@ def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> Any:
     path = Path(path)
     text = read_text(path, what, "YAML")
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         raise ConfigError(f"{what} {path} is not valid YAML{where}: {getattr(e, 'problem', e)}") from None
     except (ValueError, RecursionError) as e:  # e.g. an impossible date, or nesting too deep
         raise ConfigError(f"{what} {path} is not valid YAML: {e}") from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                first = seen.setdefault(key, key_node.start_mark)
+            except TypeError:  # an unhashable key: SafeLoader reports it
+                break
+            if first is not key_node.start_mark:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} appears twice in one mapping (first at line {first.line + 1})",
+                    key_node.start_mark,
+                )  # fmt: skip
+        return super().construct_mapping(node, deep)
 
 
 def repo_root() -> Path:

@@ -20,57 +20,39 @@ from typing import Any
 import torch
 from torch import nn
 
-from tfnas.config import validate
-from tfnas.config.schemas import DartsSearchConfig, method_options_schema
+from tfnas.darts.architect import VirtualStep, arch_step
+from tfnas.darts.config import DartsSearchConfig, resolve_search_config
+from tfnas.darts.derive import derive_genotype
+from tfnas.darts.draw import plot_genotype
+from tfnas.darts.hessian import EigenStopRule, supernet_val_eigenvalue
+from tfnas.darts.latency import build_latency_regularizer
+from tfnas.darts.methods import SearchMethod
+from tfnas.darts.supernet import DartsSupernet
+from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
-from tfnas.search.common import (
-    RunLoop,
-    StepTimer,
-    build_lr_schedule,
-    build_optimizer,
-    progress,
-    set_lr,
-)
-from tfnas.search.darts.architect import VirtualStep, arch_step
-from tfnas.search.darts.derive import derive_genotype, plot_genotype
-from tfnas.search.darts.hessian import EigenStopRule, supernet_val_eigenvalue
-from tfnas.search.darts.methods import SearchMethod, build_method
-from tfnas.search.darts.supernet import DartsSupernet, SupernetConfig
-from tfnas.spaces.darts import load_space
-from tfnas.spaces.darts_genotypes import Genotype
+from tfnas.spaces.darts import Genotype
+from tfnas.train.common import RunLoop, StepTimer, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
+from tfnas.utils.metrics import plot_series, read_metrics
+from tfnas.utils.seed import seed_everything
 
 _log = logging.getLogger(__name__)
 
 
-def resolve_search_config(cfg: dict[str, Any] | None, source: str = "<DARTS config>") -> dict[str, Any]:
-    """Defaults overlaid with ``cfg``, every key, type and range checked (schema:
-    ``tfnas.config.schemas.DartsSearchConfig``; the method's options: ``METHOD_OPTIONS``)."""
-    out = validate(DartsSearchConfig, cfg, source)
-    method = out["method"] if isinstance(out["method"], dict) else {"name": out["method"]}
-    out["method"] = validate(method_options_schema(method, source), method, source, ("method",))
-    return out
-
-
-DEFAULTS: dict[str, Any] = resolve_search_config({}, "<defaults>")
-
-
-def build_search_model(cfg: dict[str, Any], num_classes: int, in_channels: int) -> tuple[DartsSupernet, SearchMethod]:
-    """Supernet + method from a full search config (method options override supernet ones)."""
-    method = build_method(cfg["method"])
-    space = load_space(cfg["space"])
-    net_cfg = {**cfg["supernet"], **method.supernet, "num_classes": num_classes, "in_channels": in_channels}
-    k = int(net_cfg.get("partial_k", 1))
-    if net_cfg["C"] % k:
-        raise ConfigError(f"supernet.C = {net_cfg['C']} is not a multiple of partial_k = {k} (PC-DARTS channels)")
-    model = DartsSupernet(space, SupernetConfig.from_dict(net_cfg))
+def build_search_model(
+    cfg: DartsSearchConfig | dict[str, Any], num_classes: int, in_channels: int
+) -> tuple[DartsSupernet, SearchMethod]:
+    """Supernet + method from a search config (the method sets the supernet's structure)."""
+    cfg = cfg if isinstance(cfg, DartsSearchConfig) else resolve_search_config(cfg)
+    method = cfg.method.build()
+    model = DartsSupernet(cfg.space, cfg.supernet, method.supernet, num_classes, in_channels)
     model.normalize = method.normalize
     return model, method
 
 
 @dataclass
-class SearchResult:
+class DartsResult:
     genotype: Genotype
     out_dir: Path
     epochs_done: int
@@ -83,78 +65,51 @@ class DartsSearch:
 
     def __init__(
         self,
-        cfg: dict[str, Any],
+        cfg: DartsSearchConfig | dict[str, Any],
         out_dir: str | Path,
         show_progress: bool | None = None,
         source: str = "<DARTS config>",
     ):
-        self.cfg = resolve_search_config(cfg, source)
+        self.cfg = cfg if isinstance(cfg, DartsSearchConfig) else resolve_search_config(cfg, source)
         self.out_dir = Path(out_dir)
-        rt = self.cfg["runtime"]
-        self.show_progress = rt["progress"] if show_progress is None else show_progress
-        s = self.cfg["search"]
-        if rt["threads"]:
-            torch.set_num_threads(rt["threads"])
-        from tfnas.utils.seed import seed_everything
-
-        seed_everything(int(s["seed"]))
+        rt, s = self.cfg.runtime, self.cfg.search
+        self.show_progress = rt.progress if show_progress is None else show_progress
+        if rt.threads:
+            torch.set_num_threads(rt.threads)
+        seed_everything(s.seed)
         self._build_data()
         self.model, self.method = build_search_model(self.cfg, self.data.num_classes, self.data.in_channels)
-        self.channels_last = rt["channels_last"]
+        self.channels_last = rt.channels_last
         self.model = apply_memory_format(self.model, self.channels_last)
         self.criterion = nn.CrossEntropyLoss()
-        self.w_opt = build_optimizer(self.model.weight_parameters(), s["w_optimizer"])
-        self.a_opt = build_optimizer(self.model.arch_parameters(), s["a_optimizer"])
-        self.base_lr = float(s["w_optimizer"].get("lr", 0.025))
-        self.epochs = int(s["epochs"])
-        self.steps_per_epoch = min(len(self.train_loader), len(self.val_loader))
-        if s.get("max_steps_per_epoch"):
-            self.steps_per_epoch = min(self.steps_per_epoch, int(s["max_steps_per_epoch"]))
+        self.w_opt = build_optimizer(self.model.weight_parameters(), s.w_optimizer)
+        self.a_opt = build_optimizer(self.model.arch_parameters(), s.a_optimizer)
+        self.base_lr = s.w_optimizer.lr
+        self.epochs = s.epochs
+        self.steps_per_epoch = min(len(self.train_loader), len(self.val_loader), s.max_steps_per_epoch or 10**9)
         self.total_steps = self.epochs * self.steps_per_epoch
-        self.lr_at = build_lr_schedule(s.get("w_schedule"), self.base_lr, self.total_steps)
-        self.grad_clip = s.get("grad_clip")
+        self.lr_at = build_lr_schedule(s.w_schedule, self.base_lr, self.total_steps, self.steps_per_epoch)
+        self.grad_clip = s.grad_clip
         self.timer = StepTimer()
-        self._build_latency()
-        h = self.cfg["hessian"] or {}
-        self.hessian_every = int(h.get("every") or 0)
-        self.hessian_iters = int(h.get("iters", 20))
-        es = h.get("early_stop")
-        self.stop_rule = EigenStopRule(**es) if es else None
+        if self.cfg.latency is not None:
+            self.method.regularizers.append(build_latency_regularizer(self.cfg.latency, self.model))
+        h = self.cfg.hessian
+        self.hessian_every, self.hessian_iters = h.every, h.iters
+        self.stop_rule = EigenStopRule(h.early_stop.window, h.early_stop.ratio) if h.early_stop else None
         self.eigen_genotypes: list[Genotype] = []
-        w = s["w_optimizer"]
-        self.virtual = VirtualStep(
-            lr=self.base_lr, momentum=float(w.get("momentum", 0.0)), weight_decay=float(w.get("weight_decay", 0.0))
-        )
+        w = s.w_optimizer
+        self.virtual = VirtualStep(lr=self.base_lr, momentum=w.momentum, weight_decay=w.weight_decay)
 
     # ------------------------------------------------------------ setup
     def _build_data(self) -> None:
-        from tfnas.data import build_datasets, make_loader
-
-        d = self.cfg["data"]
-        seed = int(self.cfg["search"]["seed"])
-        self.data = build_datasets(
-            d["source"],
-            resolution=int(d["resolution"]),
-            num_classes=d.get("num_classes"),
-            held_out_fraction=float(d.get("held_out_fraction", 0.5)),
-            num_samples=int(d.get("num_samples", 2000)),
-            seed=seed,
-            augment=bool(d.get("augment", False)),
-            max_samples=d.get("max_samples"),
-        )
+        d, seed = self.cfg.data, self.cfg.search.seed
+        self.data = build_datasets(d.source, resolution=d.resolution, num_classes=d.num_classes,
+                                   held_out_fraction=d.held_out_fraction, num_samples=d.num_samples, seed=seed,
+                                   augment=d.augment, max_samples=d.max_samples)  # fmt: skip
         if self.data.held_out is None:
             raise ConfigError("DARTS search needs a held-out split: set data.held_out_fraction > 0")
-        bs, workers = int(d["batch_size"]), int(d.get("workers", 0))
-        self.train_loader = make_loader(self.data.train, bs, shuffle=True, seed=seed, workers=workers)
-        self.val_loader = make_loader(self.data.held_out, bs, shuffle=True, seed=seed + 1, workers=workers)
-
-    def _build_latency(self) -> None:
-        lat = self.cfg.get("latency")
-        if not lat:
-            return
-        from tfnas.search.darts.latency import build_latency_regularizer
-
-        self.method.regularizers.append(build_latency_regularizer(lat, self.model))
+        self.train_loader = make_loader(self.data.train, d.batch_size, shuffle=True, seed=seed, workers=d.workers)
+        self.val_loader = make_loader(self.data.held_out, d.batch_size, shuffle=True, seed=seed + 1, workers=d.workers)
 
     # ------------------------------------------------------------ steps
     def _to(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +130,7 @@ class DartsSearch:
         loss = self.criterion(logits, y)
         loss.backward()
         if self.grad_clip:
-            nn.utils.clip_grad_norm_(list(self.model.weight_parameters()), float(self.grad_clip))
+            nn.utils.clip_grad_norm_(list(self.model.weight_parameters()), self.grad_clip)
         self.w_opt.step()
         acc = (logits.detach().argmax(1) == y).float().mean()
         return float(loss.detach()), float(acc)
@@ -184,8 +139,6 @@ class DartsSearch:
         return step / max(self.total_steps - 1, 1)
 
     def _plot_curves(self) -> None:
-        from tfnas.utils.metrics import plot_series, read_metrics
-
         rows = read_metrics(self.out_dir)
         if not rows:
             return
@@ -203,12 +156,12 @@ class DartsSearch:
                         "step", "eigenvalue", xs={"max eigenvalue": xs})  # fmt: skip
 
     # ------------------------------------------------------------ loop
-    def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult:
+    def run(self, resume: bool = False, stop_after: int | None = None) -> DartsResult:
         """Run (or continue) the search; ``stop_after`` ends this call after that many epochs
         (as an interruption would), leaving a resumable checkpoint."""
         modules = {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt}
         loop = RunLoop(self.out_dir, modules, self.epochs, self.steps_per_epoch, old_epoch_is_index=True)
-        logger = loop.start(resume, self.cfg)
+        logger = loop.start(resume, self.cfg.to_dict())
         if self.stop_rule is not None:
             self.stop_rule.history = list(loop.extra.get("eigen_history", []))
         stopped = bool(loop.extra.get("early_stopped", False))
@@ -230,15 +183,12 @@ class DartsSearch:
                 if stop_after is not None and epochs_done - loop.epoch >= stop_after:
                     break
         finally:
-            logger.close()
+            loop.finish(logger)
         return self._finish(epochs_done, stopped)
 
     def _train_epoch(self, epoch: int, logger: Any) -> tuple[bool, dict[str, float]]:
         """One epoch of paired architecture and weight steps; returns (early-stopped, mean train loss/acc)."""
-        from tfnas.data import set_loader_epoch
-
-        s = self.cfg["search"]
-        log_every = max(int(s.get("log_every", 1)), 1)
+        log_every = self.cfg.search.log_every
         self.model.train()
         set_loader_epoch(self.train_loader, epoch)
         set_loader_epoch(self.val_loader, epoch)
@@ -289,19 +239,18 @@ class DartsSearch:
                 )
         return scalars
 
-    def _finish(self, epochs_done: int, stopped: bool) -> SearchResult:
+    def _finish(self, epochs_done: int, stopped: bool) -> DartsResult:
         """The final genotype (RobustDARTS fallback, predicted latency), pictures and timings."""
         final = self.derive({"method": self.method.name, "epochs": epochs_done})
         if stopped and self.stop_rule is not None and len(self.eigen_genotypes) > self.stop_rule.window:
             # RobustDARTS: fall back to the architecture from before the eigenvalue started rising
             final = self.eigen_genotypes[-self.stop_rule.window - 1]
-            final = Genotype(final.normal, final.reduce, {**final.meta, "early_stopped": True})
+            final = final.with_meta(early_stopped=True)
         for reg in self.method.regularizers:
             predict = getattr(reg, "predict_genotype", None)
             value = predict(final) if callable(predict) else None
             if value is not None:  # latency-aware search: what the LUT predicts for the derived network
-                meta = {**final.meta, "predicted_latency_ms": value, "target_latency_ms": reg.target_ms}
-                final = Genotype(final.normal, final.reduce, meta)
+                final = final.with_meta(predicted_latency_ms=value, target_latency_ms=reg.target_ms)
                 _log.info("derived network: %.3f ms predicted by the LUT (target %s ms)", value, reg.target_ms)
         final.save(self.out_dir / "genotype.json")
         try:
@@ -311,4 +260,4 @@ class DartsSearch:
             _log.warning("could not draw the cells or curves: %s", e)
         timings = self.timer.summary()
         atomic_write_json(self.out_dir / "timings.json", timings)
-        return SearchResult(final, self.out_dir, epochs_done, stopped, timings)
+        return DartsResult(final, self.out_dir, epochs_done, stopped, timings)

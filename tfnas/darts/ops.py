@@ -13,26 +13,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from tfnas.registry import Registry
+
 OpBuilder = Callable[[int, int, bool], nn.Module]
-OPS: dict[str, OpBuilder] = {}
-
-
-def register_op(name: str) -> Callable[[OpBuilder], OpBuilder]:
-    def deco(fn: OpBuilder) -> OpBuilder:
-        if name in OPS:
-            raise ValueError(f"op {name!r} registered twice")
-        OPS[name] = fn
-        return fn
-
-    return deco
+OPS: Registry[OpBuilder] = Registry("DARTS op")  # one builder per name of tfnas.spaces.darts.OP_NAMES
 
 
 def build_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:
-    try:
-        builder = OPS[name]
-    except KeyError:
-        raise KeyError(f"unknown DARTS op {name!r}; known: {', '.join(sorted(OPS))}") from None
-    return builder(C, stride, affine)
+    return OPS[name](C, stride, affine)
 
 
 class ReLUConvBN(nn.Sequential):
@@ -120,57 +108,6 @@ class FactorizedReduce(nn.Module):
         return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
 
 
-@register_op("none")
-def _none(C: int, stride: int, affine: bool) -> nn.Module:
-    return Zero(stride)
-
-
-@register_op("noise")
-def _noise(C: int, stride: int, affine: bool) -> nn.Module:
-    return Noise(stride)
-
-
-@register_op("avg_pool_3x3")
-def _avg_pool(C: int, stride: int, affine: bool) -> nn.Module:
-    return nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-
-
-@register_op("max_pool_3x3")
-def _max_pool(C: int, stride: int, affine: bool) -> nn.Module:
-    return nn.MaxPool2d(3, stride=stride, padding=1)
-
-
-@register_op("skip_connect")
-def _skip(C: int, stride: int, affine: bool) -> nn.Module:
-    return Identity() if stride == 1 else FactorizedReduce(C, C, affine)
-
-
-@register_op("sep_conv_3x3")
-def _sep3(C: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(C, C, 3, stride, 1, affine)
-
-
-@register_op("sep_conv_5x5")
-def _sep5(C: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(C, C, 5, stride, 2, affine)
-
-
-@register_op("sep_conv_7x7")
-def _sep7(C: int, stride: int, affine: bool) -> nn.Module:
-    return SepConv(C, C, 7, stride, 3, affine)
-
-
-@register_op("dil_conv_3x3")
-def _dil3(C: int, stride: int, affine: bool) -> nn.Module:
-    return DilConv(C, C, 3, stride, 2, 2, affine)
-
-
-@register_op("dil_conv_5x5")
-def _dil5(C: int, stride: int, affine: bool) -> nn.Module:
-    return DilConv(C, C, 5, stride, 4, 2, affine)
-
-
-@register_op("conv_7x1_1x7")
 def _conv7x1(C: int, stride: int, affine: bool) -> nn.Module:
     return nn.Sequential(
         nn.ReLU(inplace=False),
@@ -180,7 +117,22 @@ def _conv7x1(C: int, stride: int, affine: bool) -> nn.Module:
     )
 
 
-PARAMETER_FREE_OPS = frozenset({"none", "noise", "avg_pool_3x3", "max_pool_3x3", "skip_connect"})
+# name -> builder(C, stride, affine), as in DARTS's operations.py (plus RobustDARTS's noise)
+for _name, _build in {
+    "none": lambda C, s, a: Zero(s),
+    "noise": lambda C, s, a: Noise(s),
+    "avg_pool_3x3": lambda C, s, a: nn.AvgPool2d(3, stride=s, padding=1, count_include_pad=False),
+    "max_pool_3x3": lambda C, s, a: nn.MaxPool2d(3, stride=s, padding=1),
+    "skip_connect": lambda C, s, a: Identity() if s == 1 else FactorizedReduce(C, C, a),
+    "sep_conv_3x3": lambda C, s, a: SepConv(C, C, 3, s, 1, a),
+    "sep_conv_5x5": lambda C, s, a: SepConv(C, C, 5, s, 2, a),
+    "sep_conv_7x7": lambda C, s, a: SepConv(C, C, 7, s, 3, a),
+    "dil_conv_3x3": lambda C, s, a: DilConv(C, C, 3, s, 2, 2, a),
+    "dil_conv_5x5": lambda C, s, a: DilConv(C, C, 5, s, 4, 2, a),
+    "conv_7x1_1x7": _conv7x1,
+}.items():
+    OPS.add(_name, _build)
+
 POOL_OPS = frozenset({"avg_pool_3x3", "max_pool_3x3"})
 
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tfnas.search.darts.methods import SearchMethod
-from tfnas.search.darts.supernet import DartsSupernet
+from tfnas.darts.methods import SearchMethod
+from tfnas.darts.supernet import DartsSupernet
 
 
 def arch_objective(

@@ -1,14 +1,15 @@
-"""Trainer pieces shared by the DARTS-family and TF-NAS searches.
+"""Trainer pieces shared by the TF-NAS and DARTS searches and the training of derived networks.
 
-Builders take plain config dicts (as read from YAML) so a run is fully
+Builders take the typed config specs (``tfnas.config.specs``), so a run is fully
 described by its config file:
 
-* ``build_optimizer(params, {"name": "sgd", "lr": 0.025, ...})``
-* ``build_lr_schedule({"name": "cosine", "min_lr": 1e-3}, base_lr, total_steps)``
+* ``build_optimizer(params, OptimizerSpec(name="sgd", lr=0.025, ...))``
+* ``build_lr_schedule(ScheduleSpec(name="cosine", min_lr=1e-3), base_lr, total_steps, steps_per_epoch)``
   returns a pure function ``step -> lr`` (no scheduler state to checkpoint);
 * ``RunCheckpoint``: one ``last.pt`` per run directory with epoch, model,
   optimizers, RNG state and free extras, written atomically each epoch;
-* ``RunLoop``: the epoch loop of every trainer (begin, resume, metrics, checkpoints);
+* ``RunLoop``: the epoch loop of every trainer (begin, resume, metrics, checkpoints,
+  and the run folder's lock: a second process writing into it is refused);
 * ``StepTimer``: wall-clock per named phase (e.g. weight step vs arch step);
 * ``progress`` (from ``profilers.progress``, shared with the device side): a tqdm bar on a
   terminal, plain lines in a log.
@@ -26,59 +27,63 @@ from typing import Any
 
 import torch
 
+from profilers import lock
 from profilers.progress import progress as progress  # re-exported: the trainers' one progress helper
+from tfnas.config.loader import validate
+from tfnas.config.specs import OptimizerSpec, ScheduleSpec
 from tfnas.errors import ConfigError, TfnasError
+from tfnas.utils.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    load_state_checked,
+    restore_rng_state,
+    save_checkpoint,
+)
+from tfnas.utils.io import atomic_write_json, atomic_write_text, read_json
+from tfnas.utils.metrics import MetricsLogger
 
 LRSchedule = Callable[[int], float]
 
 
 # ------------------------------------------------------------------ optimizers
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: dict[str, Any]) -> torch.optim.Optimizer:
-    """``name``: sgd | adam | adamw; other keys are that optimiser's arguments (``betas`` as a list)."""
-    cfg = dict(cfg)
-    name = str(cfg.pop("name", "sgd")).lower()
-    cfg.pop("schedule", None)
-    cfg.pop("grad_clip", None)
-    if "betas" in cfg:
-        cfg["betas"] = tuple(cfg["betas"])
-    factories = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    if name not in factories:
-        raise ConfigError(f"unknown optimizer {name!r}; choose from {', '.join(factories)}")
-    try:
-        return factories[name](list(params), **cfg)
-    except TypeError as e:
-        raise ConfigError(f"bad {name} optimizer options {cfg}: {e}") from None
+def build_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec | dict) -> torch.optim.Optimizer:
+    """The optimizer ``spec`` names, over ``params`` (a raw mapping is validated first)."""
+    spec = spec if isinstance(spec, OptimizerSpec) else validate(OptimizerSpec, spec, "<optimizer>")
+    params = list(params)
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov, weight_decay=spec.weight_decay
+        )
+    cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=spec.lr, betas=tuple(spec.betas), eps=spec.eps, weight_decay=spec.weight_decay)
 
 
-def build_lr_schedule(cfg: dict[str, Any] | None, base_lr: float, total_steps: int) -> LRSchedule:
-    """``name``: constant | cosine (to ``min_lr``) | step (``gamma`` every ``step_size`` steps);
-    optional linear ``warmup_steps``."""
-    cfg = dict(cfg or {"name": "constant"})
-    name = str(cfg.get("name", "constant")).lower()
-    warmup = int(cfg.get("warmup_steps", 0))
-    total = max(int(total_steps), 1)
-    if name == "constant":
+def build_lr_schedule(
+    spec: ScheduleSpec | dict | None, base_lr: float, total_steps: int, steps_per_epoch: int = 1
+) -> LRSchedule:
+    """``step -> lr``: constant | cosine (to ``min_lr``) | step (x ``gamma`` every ``step_size``), after a
+    linear warm-up of ``warmup_steps``. With ``per: epoch`` the schedule moves once per epoch (every
+    step of an epoch gets the epoch's rate) and its ``warmup_steps`` / ``step_size`` count epochs."""
+    spec = spec or ScheduleSpec(name="constant")
+    spec = spec if isinstance(spec, ScheduleSpec) else validate(ScheduleSpec, spec, "<lr schedule>")
+    spe = max(int(steps_per_epoch), 1)
+    unit = spe if spec.per == "epoch" else 1
+    total = max(int(total_steps) // unit, 1)
+    warmup = spec.warmup_steps + spec.warmup_epochs * (1 if spec.per == "epoch" else spe)
 
-        def main(step: int) -> float:
-            return base_lr
-    elif name == "cosine":
-        lo = float(cfg.get("min_lr", 0.0))
-
-        def main(step: int) -> float:
-            t = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
-            return lo + 0.5 * (base_lr - lo) * (1.0 + math.cos(math.pi * t))
-    elif name == "step":
-        size, gamma = int(cfg.get("step_size", total)), float(cfg.get("gamma", 0.1))
-
-        def main(step: int) -> float:
-            return base_lr * gamma ** (max(step - warmup, 0) // max(size, 1))
-    else:
-        raise ConfigError(f"unknown lr schedule {name!r}; choose from constant, cosine, step")
+    def main(t: int) -> float:
+        if spec.name == "cosine":
+            frac = min(max(t - warmup, 0) / max(total - warmup, 1), 1.0)
+            return spec.min_lr + 0.5 * (base_lr - spec.min_lr) * (1.0 + math.cos(math.pi * frac))
+        if spec.name == "step":
+            return base_lr * spec.gamma ** (max(t - warmup, 0) // (spec.step_size or total))
+        return base_lr
 
     def schedule(step: int) -> float:
-        if warmup and step < warmup:
-            return base_lr * (step + 1) / warmup
-        return main(step)
+        t = step // unit
+        if warmup and t < warmup:
+            return base_lr * (t + 1) / warmup
+        return main(t)
 
     return schedule
 
@@ -103,6 +108,16 @@ def config_diff(a: dict, b: dict, path: str = "") -> list[str]:
 
 # ------------------------------------------------------------------ run folders
 RUN_MARKER = ".tfnas-run"  # written into every run folder: what tfnas may write into again
+RUN_LOCK = ".tfnas-lock"  # held (flock) while a process writes the run
+
+
+def lock_run_dir(out: str | Path) -> None:
+    """Take the run folder's lock for this process (re-entrant); a run in another process is refused."""
+    lock.acquire(Path(out) / RUN_LOCK, f"run folder {out}")
+
+
+def unlock_run_dir(out: str | Path) -> None:
+    lock.release(Path(out) / RUN_LOCK)
 
 
 def is_run_dir(out: Path) -> bool:
@@ -114,23 +129,22 @@ def claim_run_dir(out: str | Path, resume: bool = False, force: bool = False) ->
     """Refuse to write a run into a folder that holds someone else's files, unless ``force``.
 
     An empty or new folder, or one of our runs, is fine (whether a previous run there may be
-    continued or replaced is ``RunCheckpoint.begin``'s business). Marks the folder as ours.
+    continued or replaced is ``RunCheckpoint.begin``'s business). Marks the folder as ours and takes
+    its lock (held until the run loop finishes or the process ends): a run in another process is refused.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise TfnasError(f"--out {out} is a file; give a folder for the run")
-    if out.is_dir() and not resume and not is_run_dir(out):
-        files = sorted(p.name for p in out.iterdir())
-        if files and not force:
-            shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
-            raise TfnasError(
-                f"--out {out} is not empty and not a tfnas run ({shown}); its files would be overwritten:"
-                " choose a new or empty folder, or pass --force to write into it anyway"
-            )
+    files = sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) if out.is_dir() else []
+    if files and not resume and not force and not is_run_dir(out):
+        shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "")
+        raise TfnasError(
+            f"--out {out} is not empty and not a tfnas run ({shown}); its files would be overwritten:"
+            " choose a new or empty folder, or pass --force to write into it anyway"
+        )
     out.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(out)
     if not (out / RUN_MARKER).exists():
-        from tfnas.utils.io import atomic_write_text
-
         atomic_write_text(out / RUN_MARKER, "a tfnas run folder: tfnas may write into it again\n")
     return out
 
@@ -169,8 +183,6 @@ class RunCheckpoint:
             if not self.exists():
                 raise TfnasError(f"--resume: no checkpoint at {self.last}; start the run without --resume")
             if cfg_path.exists():
-                from tfnas.utils.io import read_json
-
                 saved = read_json(cfg_path, "saved run config")
                 diffs = [d for d in config_diff(saved, cfg) if not d.startswith(ignore)]
                 if diffs:
@@ -181,15 +193,11 @@ class RunCheckpoint:
         elif self.exists():
             raise TfnasError(f"{out} already holds a checkpoint ({self.last}); pass --resume or choose another --out")
         if write:
-            from tfnas.utils.io import atomic_write_json
-
             atomic_write_json(cfg_path, cfg)
 
     def save(self, epochs_done: int, modules: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
         """``epochs_done``: finished epochs (the convention of every run: see ``RunLoop``);
         ``modules``: name -> object with ``state_dict()`` (models, optimizers)."""
-        from tfnas.utils.checkpoint import capture_rng_state, save_checkpoint
-
         state = {
             "version": CHECKPOINT_VERSION,
             "epoch": int(epochs_done),
@@ -207,8 +215,6 @@ class RunCheckpoint:
         Checkpoints from before ``CHECKPOINT_VERSION`` 2 are converted: the DARTS loops stored the
         index of the finished epoch (``old_epoch_is_index``), TF-NAS its position as ``next_step``.
         """
-        from tfnas.utils.checkpoint import load_checkpoint, load_state_checked, restore_rng_state
-
         state = load_checkpoint(self.last)
         if not isinstance(state.get("state"), dict):
             raise ConfigError(f"checkpoint {self.last} is not a run checkpoint (no 'state'); was it written by tfnas?")
@@ -277,9 +283,10 @@ class RunLoop:
         return self.epoch * self.steps_per_epoch + self.step
 
     def start(self, resume: bool, cfg: dict[str, Any], ignore: tuple[str, ...] = ("runtime.",)) -> Any:
-        """Begin or resume; returns the ``MetricsLogger`` (None off rank 0). ``ignore``: see ``RunCheckpoint.begin``."""
-        from tfnas.utils.metrics import MetricsLogger
+        """Begin or resume; returns the ``MetricsLogger`` (None off rank 0). ``ignore``: see ``RunCheckpoint.begin``.
 
+        Rank 0 holds the run folder's lock until ``finish``.
+        """
         self.ckpt.begin(resume, cfg, ignore, write=self.is_main)
         if resume:
             self.epoch, self.extra = self.ckpt.load(self.modules, old_epoch_is_index=self.old_epoch_is_index)
@@ -303,6 +310,13 @@ class RunLoop:
         """Checkpoint after ``epochs_done`` epochs (+ ``step`` steps of the next); rank 0 only."""
         if self.is_main:
             self.ckpt.save(epochs_done, self.modules, {**(extra or {}), "step": int(step)})
+
+    def finish(self, logger: Any = None) -> None:
+        """Close the metrics and release the run folder's lock (call in a ``finally``)."""
+        if logger is not None:
+            logger.close()
+        if self.is_main:
+            unlock_run_dir(self.out)
 
 
 # ------------------------------------------------------------------ evaluation

@@ -16,7 +16,7 @@ from torch import nn
 
 from tfnas.errors import ConfigError
 from tfnas.models.mbv2_net import build_first_block, build_head, build_stem
-from tfnas.search.tfnas.elastic_ops import MixedLayer
+from tfnas.search.elastic_ops import MixedLayer
 from tfnas.spaces.mbv2 import MBV2Space
 
 
@@ -100,7 +100,7 @@ class TFNASSupernet(nn.Module):
         for layer in self.layers:
             layer.sync_widths()
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):  # noqa: ANN001
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         result = super().load_state_dict(state_dict, strict, assign)
         self.sync_widths()
         return result
@@ -113,7 +113,7 @@ class TFNASSupernet(nn.Module):
         """Stem and first block: shared by every path of a step, so computed once per batch."""
         return self.first_block(self.stem(x))
 
-    def _run(self, x: torch.Tensor, layer_fn, detach_sinks: bool) -> torch.Tensor:  # noqa: ANN001
+    def _run(self, x: torch.Tensor, layer_fn, detach_sinks: bool) -> torch.Tensor:
         """Searchable stages (sinks mixed by softmax(beta)) and head, from the stem features ``x``."""
         for s, (a, b) in enumerate(self.stage_slices):
             probs = torch.softmax(self.betas[s], dim=0)

@@ -22,17 +22,11 @@ from collections.abc import Callable
 import torch
 
 from tfnas.errors import ConfigError
+from tfnas.registry import Registry
 
 PathSampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
-PATH_SAMPLERS: dict[str, PathSampler] = {}
-
-
-def register_sampler(name: str) -> Callable[[PathSampler], PathSampler]:
-    def deco(fn: PathSampler) -> PathSampler:
-        PATH_SAMPLERS[name] = fn
-        return fn
-
-    return deco
+PATH_SAMPLERS: Registry[PathSampler] = Registry("path sampler")
+register_sampler = PATH_SAMPLERS.register
 
 
 def gumbel_noise(shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
@@ -64,27 +58,25 @@ def sample_min_alpha(logits: torch.Tensor, generator: torch.Generator) -> torch.
 
 
 # scheme name -> the paths one weight step runs (losses summed)
-WEIGHT_SCHEMES: dict[str, tuple[str, ...]] = {
+WEIGHT_SCHEMES: Registry[tuple[str, ...]] = Registry("sampling scheme")
+for _name, _paths in {
     "gumbel": ("gumbel",),
     "random": ("random",),
     "min_alpha": ("gumbel", "min_alpha"),
     "max_alpha": ("gumbel", "max_alpha"),
     "gumbel_gumbel": ("gumbel", "gumbel"),
     "gumbel_random": ("gumbel", "random"),
-}
+}.items():
+    WEIGHT_SCHEMES.add(_name, _paths)
 
 
 def weight_paths(scheme: str | list[str]) -> tuple[str, ...]:
     """Resolve a scheme name (or an explicit list of sampler names) to path sampler names."""
-    paths = tuple(scheme) if isinstance(scheme, (list, tuple)) else WEIGHT_SCHEMES.get(scheme)
+    paths = tuple(scheme) if isinstance(scheme, (list, tuple)) else WEIGHT_SCHEMES[scheme]
     if not paths:
-        raise ConfigError(
-            f"unknown sampling scheme {scheme!r}; choose from {', '.join(WEIGHT_SCHEMES)}"
-            f" or give a list of samplers ({', '.join(PATH_SAMPLERS)})"
-        )
-    bad = [p for p in paths if p not in PATH_SAMPLERS]
-    if bad:
-        raise ConfigError(f"unknown path sampler(s) {bad}; choose from {', '.join(PATH_SAMPLERS)}")
+        raise ConfigError("an empty list of samplers: give at least one (e.g. [gumbel, random])")
+    for p in paths:
+        PATH_SAMPLERS.get(p)  # an unknown sampler: the registry's error, with the known names
     return paths
 
 

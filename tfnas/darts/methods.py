@@ -1,6 +1,8 @@
-"""DARTS-family search methods as plain data, built by name from a config dict.
+"""DARTS-family search methods: one options schema per method, registered by name, that builds the method.
 
-A method is a bundle of choices the shared bilevel trainer consults:
+A method's options (``method: {name: pc_darts, partial_k: 4}`` in a config) are a schema
+class holding the published defaults; ``build()`` turns them into a ``SearchMethod``, the
+bundle of choices the shared bilevel trainer consults:
 
 * ``supernet``: structural supernet options (partial channels, edge
   normalisation, auxiliary skip, multi-level alphas);
@@ -16,7 +18,7 @@ A method is a bundle of choices the shared bilevel trainer consults:
 Every default is the published method's (its paper and official code);
 where an option keeps another behaviour, its docstring says so.
 
-Adding a method means registering one builder; the trainer has no per-method branches.
+Adding a method means registering one options class; the trainer has no per-method branches.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
+from pydantic import Field
 from torch import nn
 
+from tfnas.config.loader import Schema, validate
+from tfnas.darts.derive import get_rule
+from tfnas.darts.supernet import ArchWeights, DartsSupernet, SupernetStructure
 from tfnas.errors import ConfigError
-from tfnas.search.darts.derive import get_rule
-from tfnas.search.darts.supernet import ArchWeights, DartsSupernet
+from tfnas.registry import Registry
 
 Normalizer = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,7 +71,7 @@ class SearchMethod:
     name: str
     normalize_name: str = "softmax"
     second_order: bool = False
-    supernet: dict[str, Any] = field(default_factory=dict)
+    supernet: SupernetStructure = field(default_factory=lambda: SupernetStructure())
     regularizers: list[ArchRegularizer] = field(default_factory=list)
     perturb: Perturbation | None = None
     aux_beta: Callable[[float], float] | None = None
@@ -149,7 +154,7 @@ class RandomSmoothing:
     eps_min: float = 0.03
     eps_max: float = 0.3
 
-    def __call__(self, model, weights, x, y, criterion, progress):  # noqa: ANN001, ANN204
+    def __call__(self, model, weights, x, y, criterion, progress):
         eps = _epsilon(self.eps_min, self.eps_max, progress)
         out = dict(weights)
         for k in PERTURBED:
@@ -174,7 +179,7 @@ class AdversarialPerturbation:
     step_size: float | None = None  # default 2 * eps / steps
     random_start: bool = True
 
-    def __call__(self, model, weights, x, y, criterion, progress):  # noqa: ANN001, ANN204
+    def __call__(self, model, weights, x, y, criterion, progress):
         eps = _epsilon(self.eps_min, self.eps_max, progress)
         step = self.step_size or 2.0 * eps / max(self.steps, 1)
         clean = {k: weights[k].detach() for k in PERTURBED}
@@ -215,96 +220,144 @@ def beta_schedule(kind: str, start: float = 1.0) -> Callable[[float], float]:
     raise ConfigError(f"unknown DARTS- beta schedule {kind!r}; use 'linear' or 'cosine'")
 
 
-# ---------------------------------------------------------------- registry
-MethodBuilder = Callable[[dict[str, Any]], SearchMethod]
-METHODS: dict[str, MethodBuilder] = {}
+# ---------------------------------------------------------------- options and registry
+class MethodOptions(Schema):
+    """Options every method takes (a method's schema adds its own; each default is the published one)."""
+
+    name: str
+    second_order: bool = False
+    entropy_gamma: float = Field(0.0, ge=0)  # adds gamma * entropy of the op weights (0: off)
+    entropy_reduction: Literal["mean", "sum"] = "sum"  # over edges; the paper sums
+    arch_warmup_epochs: int = Field(0, ge=0)  # first epochs train weights only (PC-DARTS: 15)
+
+    def structure(self) -> SupernetStructure:
+        return SupernetStructure()
+
+    def method(self) -> SearchMethod:
+        """The method's own choices; ``build`` adds the options every method takes."""
+        return SearchMethod(self.name)
+
+    def build(self) -> SearchMethod:
+        m = self.method()
+        m.name, m.second_order, m.arch_warmup_epochs = self.name, self.second_order, self.arch_warmup_epochs
+        m.supernet = self.structure()
+        get_rule(m.derive)  # an unknown rule fails here, before any training
+        if self.entropy_gamma and not any(r.name == "entropy" for r in m.regularizers):
+            m.regularizers.append(EntropyLoss(self.entropy_gamma, self.entropy_reduction))
+        return m
 
 
-def register_method(name: str) -> Callable[[MethodBuilder], MethodBuilder]:
-    def deco(fn: MethodBuilder) -> MethodBuilder:
-        METHODS[name] = fn
-        return fn
-
-    return deco
+METHODS: Registry[type[MethodOptions]] = Registry("DARTS method")
 
 
-@register_method("darts_1st")
-def _darts_1st(cfg: dict[str, Any]) -> SearchMethod:
-    return SearchMethod("darts_1st")
+def register_method(cls: type[MethodOptions]) -> type[MethodOptions]:
+    """Register an options class under its ``name`` default."""
+    METHODS.add(cls.model_fields["name"].default, cls)
+    return cls
 
 
-@register_method("darts_2nd")
-def _darts_2nd(cfg: dict[str, Any]) -> SearchMethod:
-    return SearchMethod("darts_2nd", second_order=True)
+@register_method
+class DartsFirstOrder(MethodOptions):
+    name: Literal["darts_1st"] = "darts_1st"
 
 
-@register_method("darts_minus")
-def _darts_minus(cfg: dict[str, Any]) -> SearchMethod:
-    sched = beta_schedule(cfg.get("beta_schedule", "linear"), float(cfg.get("beta_start", 1.0)))
-    return SearchMethod("darts_minus", supernet={"aux_skip": True}, aux_beta=sched)
+@register_method
+class DartsSecondOrder(MethodOptions):
+    name: Literal["darts_2nd"] = "darts_2nd"
+    second_order: bool = True
 
 
-@register_method("multilevel")
-def _multilevel(cfg: dict[str, Any]) -> SearchMethod:
-    return SearchMethod("multilevel", supernet={"multi_level": True})
+@register_method
+class DartsMinus(MethodOptions):
+    """DARTS-: an auxiliary skip on every edge, its weight decaying from ``beta_start`` to 0."""
+
+    name: Literal["darts_minus"] = "darts_minus"
+    beta_schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = Field(1.0, ge=0)
+
+    def structure(self) -> SupernetStructure:
+        return SupernetStructure(aux_skip=True)
+
+    def method(self) -> SearchMethod:
+        return SearchMethod(self.name, aux_beta=beta_schedule(self.beta_schedule, self.beta_start))
 
 
-@register_method("multilevel_entropy")
-def _multilevel_entropy(cfg: dict[str, Any]) -> SearchMethod:
-    ent = EntropyLoss(float(cfg.get("gamma", 1.0)), cfg.get("entropy_reduction", "sum"))
-    return SearchMethod("multilevel_entropy", supernet={"multi_level": True}, regularizers=[ent])
+@register_method
+class Multilevel(MethodOptions):
+    name: Literal["multilevel"] = "multilevel"
+
+    def structure(self) -> SupernetStructure:
+        return SupernetStructure(multi_level=True)
 
 
-@register_method("fair_darts")
-def _fair_darts(cfg: dict[str, Any]) -> SearchMethod:
+@register_method
+class MultilevelEntropy(MethodOptions):
+    """Independent alphas per stage, plus ``gamma`` x the entropy of the op weights (the paper: gamma 1, summed)."""
+
+    name: Literal["multilevel_entropy"] = "multilevel_entropy"
+    gamma: float = Field(1.0, ge=0)
+
+    def structure(self) -> SupernetStructure:
+        return SupernetStructure(multi_level=True)
+
+    def method(self) -> SearchMethod:
+        return SearchMethod(self.name, regularizers=[EntropyLoss(self.gamma, self.entropy_reduction)])
+
+
+@register_method
+class FairDarts(MethodOptions):
     """Sigmoid weights, zero-one loss, and Fair DARTS's own derivation: an edge stays when its best op
     weight is >= ``threshold`` (0.85). ``derive: top2`` keeps the DARTS rule instead (an option)."""
-    zo = ZeroOneLoss(float(cfg.get("zero_one_weight", 10.0)))
-    rule = cfg.get("derive", "threshold")
-    options = {"threshold": float(cfg.get("threshold", 0.85))} if rule == "threshold" else {}
-    return SearchMethod("fair_darts", normalize_name="sigmoid", regularizers=[zo], derive=rule, derive_options=options)
+
+    name: Literal["fair_darts"] = "fair_darts"
+    zero_one_weight: float = Field(10.0, ge=0)
+    derive: Literal["threshold", "top2"] = "threshold"
+    threshold: float = Field(0.85, gt=0, lt=1)
+
+    def method(self) -> SearchMethod:
+        options = {"threshold": self.threshold} if self.derive == "threshold" else {}
+        return SearchMethod(self.name, normalize_name="sigmoid", regularizers=[ZeroOneLoss(self.zero_one_weight)],
+                            derive=self.derive, derive_options=options)  # fmt: skip
 
 
-@register_method("pc_darts")
-def _pc_darts(cfg: dict[str, Any]) -> SearchMethod:
+@register_method
+class PcDarts(MethodOptions):
     """Partial channels (K = 4), edge normalisation, and the official 15 warm-up epochs of weights only."""
-    k = int(cfg.get("partial_k", 4))
-    return SearchMethod(
-        "pc_darts",
-        supernet={"partial_k": k, "edge_norm": bool(cfg.get("edge_norm", True))},
-        arch_warmup_epochs=int(cfg.get("arch_warmup_epochs", 15)),
-    )
+
+    name: Literal["pc_darts"] = "pc_darts"
+    partial_k: int = Field(4, ge=1)
+    edge_norm: bool = True
+    arch_warmup_epochs: int = Field(15, ge=0)
+
+    def structure(self) -> SupernetStructure:
+        return SupernetStructure(partial_k=self.partial_k, edge_norm=self.edge_norm)
 
 
-def _sdarts_kwargs(cfg: dict[str, Any]) -> dict[str, float]:
-    return {"eps_min": float(cfg.get("eps_min", 0.03)), "eps_max": float(cfg.get("eps_max", 0.3))}
+@register_method
+class SdartsRs(MethodOptions):
+    name: Literal["sdarts_rs"] = "sdarts_rs"
+    eps_min: float = Field(0.03, ge=0)
+    eps_max: float = Field(0.3, ge=0)
+
+    def method(self) -> SearchMethod:
+        return SearchMethod(self.name, perturb=RandomSmoothing(self.eps_min, self.eps_max))
 
 
-@register_method("sdarts_rs")
-def _sdarts_rs(cfg: dict[str, Any]) -> SearchMethod:
-    return SearchMethod("sdarts_rs", perturb=RandomSmoothing(**_sdarts_kwargs(cfg)))
+@register_method
+class SdartsAdv(MethodOptions):
+    name: Literal["sdarts_adv"] = "sdarts_adv"
+    eps_min: float = Field(0.03, ge=0)
+    eps_max: float = Field(0.3, ge=0)
+    pgd_steps: int = Field(7, ge=1)
+
+    def method(self) -> SearchMethod:
+        return SearchMethod(self.name, perturb=AdversarialPerturbation(self.eps_min, self.eps_max, self.pgd_steps))
 
 
-@register_method("sdarts_adv")
-def _sdarts_adv(cfg: dict[str, Any]) -> SearchMethod:
-    adv = AdversarialPerturbation(**_sdarts_kwargs(cfg), steps=int(cfg.get("pgd_steps", 7)))
-    return SearchMethod("sdarts_adv", perturb=adv)
-
-
-def build_method(cfg: dict[str, Any] | str) -> SearchMethod:
-    """Build from ``{"name": ..., **options}``. Common options for any method:
-    ``second_order`` (bool), ``entropy_gamma`` (adds the entropy loss), ``arch_warmup_epochs`` (int)."""
-    if isinstance(cfg, str):
-        cfg = {"name": cfg}
-    name = cfg.get("name")
-    if name not in METHODS:
-        raise ConfigError(f"unknown DARTS method {name!r}; choose from {', '.join(sorted(METHODS))}")
-    method = METHODS[name](cfg)
-    if "second_order" in cfg:
-        method.second_order = bool(cfg["second_order"])
-    if "arch_warmup_epochs" in cfg:
-        method.arch_warmup_epochs = int(cfg["arch_warmup_epochs"])
-    get_rule(method.derive)  # an unknown rule fails here, before any training
-    if cfg.get("entropy_gamma") and not any(r.name == "entropy" for r in method.regularizers):
-        method.regularizers.append(EntropyLoss(float(cfg["entropy_gamma"]), cfg.get("entropy_reduction", "sum")))
-    return method
+def build_method(options: MethodOptions | dict[str, Any] | str) -> SearchMethod:
+    """A method from its options (or a name / raw ``{"name": ..., **options}``, validated first)."""
+    if not isinstance(options, MethodOptions):
+        raw = {"name": options} if isinstance(options, str) else options
+        name = raw.get("name") if isinstance(raw, dict) else None
+        options = validate(METHODS[name], raw, "<DARTS method>", ("method",))
+    return options.build()

@@ -25,8 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
-from tfnas.search.tfnas.latency import LatencyModel
-from tfnas.search.tfnas.supernet import TFNASSupernet
+from tfnas.search.latency import LatencyModel
+from tfnas.search.supernet import TFNASSupernet
 
 
 def _step_width(allowed: list[int], w: int, frac: float, direction: int) -> int:

@@ -18,35 +18,27 @@ method's business: ``forward`` takes precomputed weights or calls ``normalize``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from tfnas.ops.darts_ops import POOL_OPS, FactorizedReduce, Identity, ReLUConvBN, build_op, channel_shuffle
-from tfnas.spaces.darts import NUM_EDGES, NUM_NODES, CellPlan, CellSpace, cell_plan, node_edge_slices
+from tfnas.darts.network import Head, Stem, network_plan, preprocess
+from tfnas.darts.ops import POOL_OPS, FactorizedReduce, Identity, build_op, channel_shuffle
+from tfnas.darts.shapes import SupernetSection
+from tfnas.spaces.darts import NUM_EDGES, NUM_NODES, CellPlan, CellSpace, node_edge_slices
 
 ArchWeights = dict[str, torch.Tensor]
 
 
-@dataclass
-class SupernetConfig:
-    C: int = 16
-    num_cells: int = 8
-    num_classes: int = 10
-    in_channels: int = 3
-    stem_multiplier: int = 3
+@dataclass(frozen=True)
+class SupernetStructure:
+    """The supernet options a method sets (``tfnas.darts.methods``)."""
+
     multi_level: bool = False
     partial_k: int = 1
     edge_norm: bool = False
     aux_skip: bool = False
-    alpha_init_std: float = 1e-3
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SupernetConfig:
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__ and k != "extra"}
-        return cls(**known)
 
 
 class MixedOp(nn.Module):
@@ -108,12 +100,7 @@ class SearchCell(nn.Module):
         super().__init__()
         C = plan.C
         self.reduction = plan.reduction
-        self.pre0 = (
-            FactorizedReduce(plan.C_pp, C, affine=False)
-            if plan.reduction_prev
-            else ReLUConvBN(plan.C_pp, C, 1, 1, 0, False)
-        )
-        self.pre1 = ReLUConvBN(plan.C_p, C, 1, 1, 0, affine=False)
+        self.pre0, self.pre1 = preprocess(plan, affine=False)
         self.slices = node_edge_slices()
         self.edges = nn.ModuleList(
             MixedOp(C, plan.edge_stride(e), ops, partial_k, aux_skip) for e, ops in enumerate(edge_ops)
@@ -162,23 +149,33 @@ def edge_softmax(beta: torch.Tensor) -> torch.Tensor:
 
 
 class DartsSupernet(nn.Module):
-    def __init__(self, space: CellSpace, cfg: SupernetConfig):
+    """Stem, searchable cells and head of ``net`` (``tfnas.darts.network`` builds the shared parts)."""
+
+    def __init__(
+        self,
+        space: CellSpace,
+        net: SupernetSection | None = None,
+        structure: SupernetStructure | None = None,
+        num_classes: int = 10,
+        in_channels: int = 3,
+    ):
         super().__init__()
-        self.space, self.cfg = space, cfg
-        c_stem = cfg.stem_multiplier * cfg.C
-        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
-        self.plan = cell_plan(cfg.C, cfg.num_cells, cfg.stem_multiplier)
+        net, structure = net or SupernetSection(), structure or SupernetStructure()
+        if net.C % structure.partial_k:
+            raise ValueError(f"partial_k={structure.partial_k} must divide C={net.C}")
+        self.space, self.net, self.structure = space, net, structure
+        self.stem = Stem(net, in_channels)
+        self.plan = network_plan(net, None)
         cells, index = [], []
         for p in self.plan:
             kind = "reduce" if p.reduction else "normal"
-            cells.append(SearchCell(p, space.ops(kind), cfg.partial_k, cfg.aux_skip))
-            index.append((kind, p.alpha_set if cfg.multi_level else 0))  # which alpha set this cell reads
+            cells.append(SearchCell(p, space.ops(kind), structure.partial_k, structure.aux_skip))
+            index.append((kind, p.alpha_set if structure.multi_level else 0))  # which alpha set this cell reads
         self.cells = nn.ModuleList(cells)
         self.alpha_index = index
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(self.plan[-1].C_out, cfg.num_classes)
-        sets = (3, 2) if cfg.multi_level else (1, 1)
-        self.arch = ArchParams(space.num_ops, sets[0], sets[1], cfg.edge_norm, cfg.alpha_init_std)
+        self.head = Head(self.plan[-1].C_out, num_classes)
+        sets = (3, 2) if structure.multi_level else (1, 1)
+        self.arch = ArchParams(space.num_ops, sets[0], sets[1], structure.edge_norm, net.alpha_init_std)
         self.normalize: Callable[[torch.Tensor], torch.Tensor] = lambda a: torch.softmax(a, dim=-1)
         self.aux_beta = 0.0
 
@@ -208,8 +205,8 @@ class DartsSupernet(nn.Module):
         if not any(w.requires_grad for w in weights.values()):
             # constant weights (weight steps): to floats once per forward, not once per edge (a device sync each)
             weights = {k: w.tolist() for k, w in weights.items()}
-        s0 = s1 = self.stem(x)
+        s0, s1 = self.stem(x)
         for cell, (kind, idx) in zip(self.cells, self.alpha_index):
             edge_w = weights.get(f"edge_{kind}")
             s0, s1 = s1, cell(s0, s1, weights[kind][idx], None if edge_w is None else edge_w[idx], self.aux_beta)
-        return self.classifier(torch.flatten(self.pool(s1), 1))
+        return self.head(s1)

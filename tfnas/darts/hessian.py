@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from tfnas.search.darts.supernet import DartsSupernet
+from tfnas.darts.supernet import DartsSupernet
 
 
 def _power(

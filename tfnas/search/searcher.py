@@ -32,14 +32,14 @@ from tfnas.data import build_datasets, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, require_this_device, table_grid
 from tfnas.resources import shipped_file
-from tfnas.search.common import RunLoop, build_lr_schedule, build_optimizer, progress, set_lr
-from tfnas.search.tfnas.config import AUTOCAST_DTYPES
-from tfnas.search.tfnas.elastic import apply_widths, derive_choice, hit_target, scale_widths
-from tfnas.search.tfnas.latency import LatencyModel
-from tfnas.search.tfnas.report import arch_cost, plot_history, write_report
-from tfnas.search.tfnas.sampling import draw_paths, gumbel_softmax_weights, weight_paths
-from tfnas.search.tfnas.supernet import TFNASSupernet
+from tfnas.search.config import AUTOCAST_DTYPES, TfnasSearchConfig, resolve_config
+from tfnas.search.elastic import apply_widths, derive_choice, hit_target, scale_widths
+from tfnas.search.latency import LatencyModel
+from tfnas.search.report import arch_cost, plot_history, write_report
+from tfnas.search.sampling import draw_paths, gumbel_softmax_weights, weight_paths
+from tfnas.search.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import MBV2Space, load_space
+from tfnas.train.common import RunLoop, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.utils.memory_format import apply_memory_format
 
 _MIX = 1_000_003
@@ -88,12 +88,12 @@ def resolve_path(p: str | Path) -> Path:
     return shipped_file(path) or path
 
 
-def build_latency_model(cfg: dict[str, Any], space: MBV2Space) -> LatencyModel:
-    if not cfg["lut"]:
+def build_latency_model(cfg: TfnasSearchConfig, space: MBV2Space) -> LatencyModel:
+    if not cfg.lut:
         raise ConfigError("no latency table: set 'lut' in the search config (e.g. latency_tables/<table>.json)")
-    table = load_table(resolve_path(cfg["lut"]), space, resolution=cfg["lut_resolution"], warn_fingerprint=False)
-    align = cfg["search"]["width_align"] or table_grid(table).align
-    return LatencyModel(space, table, cfg["lut_resolution"], cfg["calibrated"], align)
+    table = load_table(resolve_path(cfg.lut), space, resolution=cfg.lut_resolution, warn_fingerprint=False)
+    align = cfg.search.width_align or table_grid(table).align
+    return LatencyModel(space, table, cfg.lut_resolution, cfg.calibrated, align)
 
 
 def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tensor | None = None) -> None:
@@ -114,15 +114,17 @@ def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tens
 class TFNASSearch:
     """One search run in ``out_dir``: ``run()`` trains, scales, derives and writes the results."""
 
-    def __init__(self, cfg: dict[str, Any], out_dir: str | Path, resume: bool = False, dist_info: Any = None):
+    def __init__(self, cfg: TfnasSearchConfig | dict, out_dir: str | Path, resume: bool = False, dist_info: Any = None):
+        """``cfg``: a search config (a raw mapping is validated first, as a file would be)."""
+        cfg = cfg if isinstance(cfg, TfnasSearchConfig) else resolve_config(cfg)
         self.cfg, self.out = cfg, Path(out_dir)
         self.resume = resume
         self.dist = dist_info
         self.rank = getattr(dist_info, "rank", 0)
         self.world = getattr(dist_info, "world_size", 1)
         self.is_main = self.rank == 0
-        if cfg["runtime"]["threads"]:
-            torch.set_num_threads(int(cfg["runtime"]["threads"]))
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
         self._build_latency()  # first: an unreachable target fails before any data is read
         self._build_data()
         self._build_model()
@@ -137,74 +139,74 @@ class TFNASSearch:
     def _build_latency(self) -> None:
         """Space, latency model and target; the target must be reachable with the searched ops."""
         cfg = self.cfg
-        self.space = load_space(cfg["space"])
+        self.space = load_space(cfg.space)
         self.lat = build_latency_model(cfg, self.space)
-        if cfg["search"]["measure_final"]:  # the closed loop times here: the table must describe this machine
+        if cfg.search.measure_final:  # the closed loop times here: the table must describe this machine
             require_this_device(self.lat.lookup.table, "search.measure_final (re-aiming on timings of this machine)")
-        self.target = float(cfg["target_ms"]) if cfg["target_ms"] is not None else None
-        self.paths = weight_paths(cfg["search"]["sampling"])
-        check_target(self.lat, self.target, TFNASSupernet.op_mask_for(self.space, cfg["search"]["ops"]))
+        self.target = cfg.target_ms
+        self.paths = weight_paths(cfg.search.sampling)
+        check_target(self.lat, self.target, TFNASSupernet.op_mask_for(self.space, cfg.search.ops))
 
     def _build_data(self) -> None:
-        d, rt = self.cfg["data"], self.cfg["runtime"]
+        d, rt = self.cfg.data, self.cfg.runtime
         self.device = getattr(self.dist, "device", None) or torch.device(
-            "cuda" if rt["device"] in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+            "cuda" if rt.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         )
         self.data = build_datasets(
-            str(d["source"]) if str(d["source"]) == "generated" else resolve_path(d["source"]),
-            resolution=d["resolution"],
-            num_classes=d["num_classes"],
-            held_out_fraction=d["held_out_fraction"],
-            num_samples=d["num_samples"],
-            seed=self.cfg["seed"],
-            max_samples=d["max_samples"],
+            str(d.source) if str(d.source) == "generated" else resolve_path(d.source),
+            resolution=d.resolution,
+            num_classes=d.num_classes,
+            held_out_fraction=d.held_out_fraction,
+            num_samples=d.num_samples,
+            seed=self.cfg.seed,
+            max_samples=d.max_samples,
         )
         if self.data.held_out is None:
             raise ConfigError("data.held_out_fraction must be > 0: the architecture steps need a held-out split")
 
     def _build_model(self) -> None:
         """Supernet (seeded), memory format, autocast and the two optimizers."""
-        cfg, rt = self.cfg, self.cfg["runtime"]
-        torch.manual_seed(cfg["seed"])
-        self.model = TFNASSupernet(self.space, self.data.num_classes, cfg["search"]["ops"]).to(self.device)
-        self.model.set_mixed_impl(rt["mixed_op"])
-        self.memory_format = torch.channels_last if rt["channels_last"] else torch.contiguous_format
-        cast = AUTOCAST_DTYPES[rt["autocast"]]
+        cfg, rt = self.cfg, self.cfg.runtime
+        torch.manual_seed(cfg.seed)
+        self.model = TFNASSupernet(self.space, self.data.num_classes, cfg.search.ops).to(self.device)
+        self.model.set_mixed_impl(rt.mixed_op)
+        self.memory_format = torch.channels_last if rt.channels_last else torch.contiguous_format
+        cast = AUTOCAST_DTYPES[rt.autocast]
         self.autocast_dtype = getattr(torch, cast) if cast else None
-        self.model = apply_memory_format(self.model, rt["channels_last"])
+        self.model = apply_memory_format(self.model, rt.channels_last)
         self.weights = list(self.model.weight_parameters())  # fixed set: built once, not every step
-        self.w_opt = build_optimizer(self.weights, cfg["optim"]["weights"])
-        self.a_opt = build_optimizer(self.model.arch_parameters(), cfg["optim"]["arch"])
+        self.w_opt = build_optimizer(self.weights, cfg.optim.weights)
+        self.a_opt = build_optimizer(self.model.arch_parameters(), cfg.optim.arch)
 
     def _plan_steps(self) -> None:
         """Per-process batch, steps per epoch, held-out batches, the lr schedule and the run loop."""
-        s = self.cfg["search"]
-        self.batch = s["batch_size"] // self.world
-        if self.batch < 1 or s["batch_size"] % self.world:
-            raise ConfigError(f"search.batch_size {s['batch_size']} must be a multiple of the {self.world} processes")
+        s = self.cfg.search
+        self.batch = s.batch_size // self.world
+        if self.batch < 1 or s.batch_size % self.world:
+            raise ConfigError(f"search.batch_size {s.batch_size} must be a multiple of the {self.world} processes")
         full = (len(self.data.train) // self.world) // self.batch
         if full < 1:
             raise ConfigError(f"the training split has {len(self.data.train)} samples: less than one batch")
-        self.steps_per_epoch = min(full, s["steps_per_epoch"] or full)
-        if self.steps_per_epoch < s["arch_every"] and s["epochs"] > s["warmup_epochs"]:
-            raise ConfigError(f"steps_per_epoch {self.steps_per_epoch} < arch_every {s['arch_every']}: no arch steps")
+        self.steps_per_epoch = min(full, s.steps_per_epoch or full)
+        if self.steps_per_epoch < s.arch_every and s.epochs > s.warmup_epochs:
+            raise ConfigError(f"steps_per_epoch {self.steps_per_epoch} < arch_every {s.arch_every}: no arch steps")
         self.held_batches = (len(self.data.held_out) // self.world) // self.batch
         if self.held_batches < 1:
             raise ConfigError(f"the held-out split has {len(self.data.held_out)} samples: less than one batch")
-        self.total_steps = s["epochs"] * self.steps_per_epoch
-        base_lr = float(self.cfg["optim"]["weights"].get("lr", 0.025))
-        self.lr_at = build_lr_schedule(self.cfg["optim"]["schedule"], base_lr, self.total_steps)
+        self.total_steps = s.epochs * self.steps_per_epoch
+        self.lr_at = build_lr_schedule(self.cfg.optim.schedule, self.cfg.optim.weights.lr, self.total_steps,
+                                       self.steps_per_epoch)  # fmt: skip
         modules = {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt}
-        self.loop = RunLoop(self.out, modules, s["epochs"], self.steps_per_epoch, is_main=self.is_main)
+        self.loop = RunLoop(self.out, modules, s.epochs, self.steps_per_epoch, is_main=self.is_main)
 
     # ---- reproducible randomness and data ----------------------------------------------------------------
     def _generator(self, gstep: int, salt: int = 0) -> torch.Generator:
-        seed = (self.cfg["seed"] * _MIX + gstep) * 4 + salt
+        seed = (self.cfg.seed * _MIX + gstep) * 4 + salt
         torch.manual_seed(seed)  # dropout and any other draw of the step
         return torch.Generator().manual_seed(seed)
 
     def _order(self, n: int, key: int) -> list[int]:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg["seed"] * _MIX + key)).tolist()
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * _MIX + key)).tolist()
         per = n // self.world
         return idx[self.rank * per : (self.rank + 1) * per]
 
@@ -215,8 +217,8 @@ class TFNASSearch:
             self.data.train,
             self.batch,
             shuffle=False,
-            seed=self.cfg["seed"] + epoch,
-            workers=self.cfg["data"]["workers"],
+            seed=self.cfg.seed + epoch,
+            workers=self.cfg.data.workers,
             sampler=sampler,
         )
 
@@ -262,8 +264,8 @@ class TFNASSearch:
         epoch, then x ``temperature_decay`` after each architecture epoch (the reference decays only once
         architecture steps run; warm-up steps use the Gumbel argmax, which no temperature changes).
         """
-        s = self.cfg["search"]
-        return s["temperature"] * s["temperature_decay"] ** max(0, epoch - s["warmup_epochs"])
+        s = self.cfg.search
+        return s.temperature * s.temperature_decay ** max(0, epoch - s.warmup_epochs)
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, warm: bool) -> dict[str, float]:
         model, opt = self.model, self.w_opt
@@ -288,7 +290,7 @@ class TFNASSearch:
         features.backward(shared.grad)
         params = self.weights
         self._all_reduce(params)
-        clip = self.cfg["optim"]["grad_clip"]
+        clip = self.cfg.optim.grad_clip
         if clip:
             torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
@@ -308,10 +310,10 @@ class TFNASSearch:
                 out = model.forward_mixed(x, gw)
             ce = F.cross_entropy(out.float(), y)
             lat_ms = self.lat.expected(gw, model.sink_probs(), self._op_table)
-            lat_loss = self.cfg["search"]["latency_lambda"] * (lat_ms / self.target - 1.0).abs()
+            lat_loss = self.cfg.search.latency_lambda * (lat_ms / self.target - 1.0).abs()
             (ce + lat_loss).backward()
             self._all_reduce(model.arch_parameters())
-            clip = self.cfg["optim"]["grad_clip"]
+            clip = self.cfg.optim.grad_clip
             if clip:  # the reference clips the architecture gradients with the same bound as the weights'
                 torch.nn.utils.clip_grad_norm_(model.arch_parameters(), clip)
             self.a_opt.step()
@@ -328,8 +330,8 @@ class TFNASSearch:
 
     # ---- epochs -------------------------------------------------------------------------------------------
     def _epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
-        s = self.cfg["search"]
-        warm = epoch < s["warmup_epochs"]
+        s = self.cfg.search
+        warm = epoch < s.warmup_epochs
         model = self.model
         ops, widths, depths = derive_choice(model)
         with torch.no_grad():
@@ -349,8 +351,8 @@ class TFNASSearch:
             "ops": [model.op_names[o] for o in ops],
             **stats,
         }
-        if not warm and s["elastic"]:
-            new = scale_widths(self.lat, ops, widths, depths, self.target, s["elastic_step"])
+        if not warm and s.elastic:
+            new = scale_widths(self.lat, ops, widths, depths, self.target, s.elastic_step)
             record["widths_changed"] = apply_widths(model, ops, new, self.w_opt)
             self._op_table = self.lat.op_table(model.widths())
             record["scaled_ms"] = self.lat.arch_ms(ops, new, depths)
@@ -359,8 +361,8 @@ class TFNASSearch:
 
     def _checkpoint_due(self, epochs_done: int, budget: _StepBudget) -> bool:
         """At an epoch end: the last epoch, a requested stop, or ``runtime.checkpoint_min_interval_s`` passed."""
-        last = epochs_done == self.cfg["search"]["epochs"] or budget.spent()
-        due = time.monotonic() - self._last_save >= self.cfg["runtime"]["checkpoint_min_interval_s"]
+        last = epochs_done == self.cfg.search.epochs or budget.spent()
+        due = time.monotonic() - self._last_save >= self.cfg.runtime.checkpoint_min_interval_s
         return last or due
 
     def _save(self, epochs_done: int, step: int) -> None:
@@ -370,14 +372,14 @@ class TFNASSearch:
         self._last_save = time.monotonic()
 
     def run(self) -> SearchResult:
-        metrics = self.loop.start(self.resume, self.cfg, ("runtime.", "out:"))
+        metrics = self.loop.start(self.resume, self.cfg.to_dict(), ("runtime.", "out:"))
         if self.resume:
             extra = self.loop.extra
             self.history = list(extra.get("history", []))
             self._sums = dict(extra.get("epoch_sums", {}))
             self._counts = dict(extra.get("epoch_counts", {}))
             self._op_table = self.lat.op_table(self.model.widths())
-        budget = _StepBudget(self.cfg["runtime"]["stop_after_steps"])
+        budget = _StepBudget(self.cfg.runtime.stop_after_steps)
         self._last_save = time.monotonic()
         try:
             for epoch in self.loop.epochs():
@@ -391,31 +393,30 @@ class TFNASSearch:
                 self._epoch_end(epoch, stats)
                 if self._checkpoint_due(epoch + 1, budget):
                     self._save(epoch + 1, 0)
-                if budget.spent() and epoch + 1 < self.cfg["search"]["epochs"]:
+                if budget.spent() and epoch + 1 < self.cfg.search.epochs:
                     raise SearchInterrupted(f"stopped after {budget.done} steps (runtime.stop_after_steps)")
+            return self.derive()
         finally:
-            if metrics is not None:
-                metrics.close()
-        return self.derive()
+            self.loop.finish(metrics)
 
     def _run_steps(self, epoch: int, start: int, metrics: Any, budget: _StepBudget) -> None:
         """Steps ``start`` .. ``steps_per_epoch - 1`` of ``epoch``: a weight step each, an architecture step
         every ``arch_every`` after the warm-up; a checkpoint when ``checkpoint_every_steps`` or the budget says."""
-        s, rt = self.cfg["search"], self.cfg["runtime"]
-        warm = epoch < s["warmup_epochs"]
-        arch_every, every = s["arch_every"], rt["checkpoint_every_steps"]
+        s, rt = self.cfg.search, self.cfg.runtime
+        warm = epoch < s.warmup_epochs
+        arch_every, every = s.arch_every, rt.checkpoint_every_steps
         bar = progress(
             self._train_loader(epoch, start),
             total=self.steps_per_epoch - start,
-            desc=f"search {epoch + 1}/{s['epochs']}",
-            enabled=rt["progress"] if self.is_main else False,
+            desc=f"search {epoch + 1}/{s.epochs}",
+            enabled=rt.progress if self.is_main else False,
         )
         for step, (x, y) in enumerate(bar, start):
             gstep = epoch * self.steps_per_epoch + step
             x, y = self._to(x, y)
             row = self.weight_step(x, y, gstep, warm)
             if not warm and (step + 1) % arch_every == 0:
-                j = (epoch - s["warmup_epochs"]) * (self.steps_per_epoch // arch_every) + step // arch_every
+                j = (epoch - s.warmup_epochs) * (self.steps_per_epoch // arch_every) + step // arch_every
                 row.update(self.arch_step(*self._held_batch(j), gstep, epoch))
             for k, v in row.items():
                 self._sums[k] = self._sums.get(k, 0.0) + v
@@ -438,14 +439,14 @@ class TFNASSearch:
         predicted = self.lat.arch_ms(ops, widths, depths)
         meta = {
             "search": "tfnas",
-            "name": self.cfg["name"],
+            "name": self.cfg.name,
             "target_ms": self.target,
             "predicted_ms": predicted,
             "relative_error": predicted / self.target - 1.0,
-            "lut": str(self.cfg["lut"]),
+            "lut": str(self.cfg.lut),
             "calibrated": self.lat.calibration is not None,
-            "seed": self.cfg["seed"],
-            "epochs": self.cfg["search"]["epochs"],
+            "seed": self.cfg.seed,
+            "epochs": self.cfg.search.epochs,
         }
         if loop:
             meta["measured_ms"] = loop[-1]["measured_ms"]
@@ -461,17 +462,15 @@ class TFNASSearch:
     def _final_choice(self) -> tuple[list[int], list[int], list[int], list, list]:
         """(ops, widths, depths, structural moves, measured loop): the most probable choice, moved to the
         predicted target, then re-aimed on the real runtime when ``measure_final``."""
-        s = self.cfg["search"]
+        s = self.cfg.search
         ops, widths, depths = derive_choice(self.model)
         with torch.no_grad():
             op_logp = torch.log_softmax(self.model.masked_logits(), -1).cpu()
             sink_logp = [torch.log_softmax(b, 0).cpu() for b in self.model.betas]
         prior = (op_logp, sink_logp, self.model.widths())
-        ops, widths, depths, moves = hit_target(
-            self.lat, ops, widths, depths, self.target, s["final_tolerance"], *prior
-        )
+        ops, widths, depths, moves = hit_target(self.lat, ops, widths, depths, self.target, s.final_tolerance, *prior)
         loop: list = []
-        if s["measure_final"] and self.is_main:
+        if s.measure_final and self.is_main:
             ops, widths, depths, loop = self._measured_loop(ops, widths, depths, prior)
         return ops, widths, depths, moves, loop
 
@@ -482,14 +481,14 @@ class TFNASSearch:
             "target_ms": self.target,
             "predicted_ms": predicted,
             "relative_error": err,
-            "target_hit": abs(err) <= self.cfg["search"]["final_tolerance"] + 1e-12,
+            "target_hit": abs(err) <= self.cfg.search.final_tolerance + 1e-12,
             "raw_sum_ms": self.lat.arch_ms(*choice, calibrated=False),
             "structural_adjustments": moves,
             "measured_loop": loop,
             "calibration": self.lat.calibration,
-            "lut": str(self.cfg["lut"]),
+            "lut": str(self.cfg.lut),
             "lut_resolution": self.lat.resolution,
-            "train_resolution": self.cfg["data"]["resolution"],
+            "train_resolution": self.cfg.data.resolution,
             "feasible_range_ms": list(self.lat.feasible_range(self.model.op_mask)),
             **arch_cost(arch),
             "arch": arch.to_dict(),
@@ -510,15 +509,15 @@ class TFNASSearch:
         """
         from tfnas.latency.measure import measure_archs, protocol_for
 
-        s = self.cfg["search"]
+        s = self.cfg.search
         fp = self.lat.lookup.table.fingerprint
         protocol = protocol_for(self.lat.lookup.table.protocol)
         backend = "ort" if fp.get("runtime") == "onnxruntime" else str(self.lat.lookup.table.meta.get("backend", "ort"))
         loop, best = [], None
-        for it in range(s["measure_iterations"] + 1):
+        for it in range(s.measure_iterations + 1):
             arch = self.lat.to_arch(ops, widths, depths)
             threads, batch = int(fp.get("threads", 1)), int(fp.get("batch", 1))
-            runs = measure_archs([arch], backend, threads, batch, protocol, rounds=s["measure_rounds"])[0]
+            runs = measure_archs([arch], backend, threads, batch, protocol, rounds=s.measure_rounds)[0]
             rounds = [m.latency_ms for m in runs]  # one export and session, several timing rounds
             measured = statistics.median(rounds)
             predicted = self.lat.arch_ms(ops, widths, depths)
@@ -526,11 +525,11 @@ class TFNASSearch:
             miss = abs(measured / self.target - 1.0)
             if best is None or miss < best[0]:
                 best = (miss, list(ops), list(widths), list(depths), it)
-            if miss <= s["measure_tolerance"] or it == s["measure_iterations"]:
+            if miss <= s.measure_tolerance or it == s.measure_iterations:
                 break
             goal = predicted * self.target / measured
             # widths first; ops or depths change only when widths alone cannot reach the goal
-            ops, new, depths, _ = hit_target(self.lat, ops, widths, depths, goal, s["final_tolerance"], *prior)
+            ops, new, depths, _ = hit_target(self.lat, ops, widths, depths, goal, s.final_tolerance, *prior)
             if new == widths and loop[-1]["predicted_ms"] == self.lat.arch_ms(ops, new, depths):
                 break  # nothing left to move
             widths = new

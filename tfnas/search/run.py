@@ -1,0 +1,105 @@
+"""A whole TF-NAS search as the CLI runs it: choose the table, search, derive, measure here.
+
+``run_search`` is what ``tfnas search`` does, callable from Python: with ``lut: auto`` it takes
+(or builds) a table of this machine, runs the search in ``cfg.out`` (torchrun: one process per
+GPU), and, when this machine is the table's device, times the derived network and writes
+``measured.json`` beside ``arch.json``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from profilers.lut import LatencyTable
+from tfnas.errors import ConfigError
+from tfnas.latency.measure import measure_on_table_device
+from tfnas.latency.select import choose_table
+from tfnas.latency.table import device_match, table_device
+from tfnas.search.config import TfnasSearchConfig
+from tfnas.search.latency import LatencyModel
+from tfnas.search.searcher import SearchResult, TFNASSearch
+from tfnas.spaces.mbv2 import load_space
+from tfnas.train.common import claim_run_dir
+from tfnas.utils.distributed import cleanup, init_distributed
+from tfnas.utils.io import atomic_write_json, read_json
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class SearchOutcome:
+    result: SearchResult | None  # None off rank 0 of a multi-process run
+    config: TfnasSearchConfig
+    shape: str  # what the budget refers to: deployment shape and device
+    device: str  # the table's device
+    measured: dict[str, Any] | None = None  # measured.json, when this machine is the table's device
+
+
+def with_auto_table(cfg: TfnasSearchConfig, show_progress: bool = True, say: Say = print) -> TfnasSearchConfig:
+    """``lut: auto``: the config with a table of this machine (shipped, cached, or profiled now)."""
+    if str(cfg.lut) != "auto":
+        return cfg
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("lut: auto profiles this machine; in a multi-process run name the table (lut: PATH)")
+    space = load_space(cfg.space)
+    choice = choose_table(space, cfg.lut_resolution or space.resolution, progress=show_progress, say=say)
+    say(f"latency table: {choice.path} ({choice.note})")
+    return cfg.model_copy(update={"lut": str(choice.path)})
+
+
+def deployment_shape(lat: LatencyModel) -> str:
+    """What a latency budget refers to: the table's input shape and the device it was measured on."""
+    table = lat.lookup.table
+    match = device_match(table)
+    here = "this machine" if match.same_device else "NOT this machine" if match.verifiable else "unverified device"
+    return f"{lat.resolution}x{lat.resolution} on {table_device(table)} ({here}; table {table.source})"
+
+
+def measure_result(result: SearchResult, table: LatencyTable) -> dict[str, Any] | None:
+    """Time the derived network here when this machine is the table's device; write ``measured.json``."""
+    m = measure_on_table_device(result.arch, table)
+    if m is None:
+        return None
+    doc = {"target_ms": result.target_ms, "predicted_ms": result.predicted_ms, "device": table_device(table), **m}
+    atomic_write_json(result.arch_path.parent / "measured.json", doc)
+    return doc
+
+
+def run_search(cfg: TfnasSearchConfig, resume: bool = False, force: bool = False, say: Say = print) -> SearchOutcome:
+    """Search under ``cfg`` into ``cfg.out`` (default ``runs/search/<name>``) and measure the result here."""
+    if cfg.out is None:
+        cfg = cfg.model_copy(update={"out": str(Path("runs") / "search" / cfg.name)})
+    cfg = with_auto_table(cfg, show_progress=cfg.runtime.progress is not False, say=say)
+    device = cfg.runtime.device
+    info = init_distributed(None if device == "auto" else device)
+    try:
+        if info.is_main:
+            claim_run_dir(cfg.out, resume, force)
+        search = TFNASSearch(cfg, cfg.out, resume=resume, dist_info=info)
+        shape = deployment_shape(search.lat)
+        if info.is_main:
+            say(f"search: target {search.target:g} ms at {shape} -> {cfg.out}")
+        result = search.run()
+    finally:
+        cleanup(info)
+    table = search.lat.lookup.table
+    if not info.is_main:
+        return SearchOutcome(None, cfg, shape, table_device(table))
+    return SearchOutcome(result, cfg, shape, table_device(table), measure_result(result, table))
+
+
+def explain_loop(report_path: str | Path) -> str:
+    """Why the prediction may sit off the target after the closed loop (``search.measure_final``); '' if it did not re-aim."""
+    loop = [row for row in read_json(report_path, "search report").get("measured_loop", []) if "iteration" in row]
+    if len(loop) < 2:
+        return ""
+    ratio = loop[0]["measured_ms"] / loop[0]["predicted_ms"]
+    return (
+        f"closed loop: the first derived net measured {ratio:.3f}x its prediction on this machine now (the host's"
+        f" drift since calibration, and the ops a search favours), so the widths were re-aimed {len(loop) - 1}"
+        " time(s) until the measurement hit the target"
+    )
