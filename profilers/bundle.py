@@ -6,10 +6,16 @@ Manifest (``version`` 2; version 1 manifests, with embedded weights, still load)
 
     {"format": "tfnas.bundle", "version": 2, "space": str, "batch": int,
      "resolution": int, "precision": "fp32", "input_layout": "NCHW",
+     "profile_precision": "fp32" | "int8",   (optional; default fp32)
      "weights": "generated" | "embedded",
      "entries": [{"key": str, "width": int|null, "file": "graphs/x.onnx",
                   "input_shape": [n, c, h, w]}, ...],
      "meta": {...free...}}
+
+``precision`` is the graphs' own (fp32; weights generated on the device). ``profile_precision`` is
+the precision the bundle is to be profiled at, the default of ``python -m profilers run``: for
+int8 the device quantizes each fp32 graph itself (``profilers.quantize``), so an int8 bundle is the
+same few MB as an fp32 one.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ BUNDLE_VERSION = 2
 READABLE_BUNDLE_VERSIONS = (1, 2)
 MANIFEST_NAME = "manifest.json"
 WEIGHTS_MODES = ("embedded", "generated")  # generated: see profilers.weights
-SUPPORTED_PRECISIONS = ("fp32",)
+SUPPORTED_PRECISIONS = ("fp32",)  # of the graphs
+PROFILE_PRECISIONS = ("fp32", "int8")  # what a device may make of them
 SUPPORTED_LAYOUTS = ("NCHW",)
 
 
@@ -55,6 +62,7 @@ class Manifest:
     entries: tuple[ManifestEntry, ...]
     meta: dict[str, Any] = field(default_factory=dict)
     weights: str = "embedded"
+    profile_precision: str = "fp32"
 
     def keys_widths(self) -> list[tuple[str, int | None]]:
         return [(e.key, e.width) for e in self.entries]
@@ -110,6 +118,9 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
     res = need("resolution", _is_int(data.get("resolution")) and data.get("resolution", 0) >= 1, "an integer >= 1")
     precision = need("precision", data.get("precision") in SUPPORTED_PRECISIONS, f"one of {SUPPORTED_PRECISIONS}")
     layout = need("input_layout", data.get("input_layout") in SUPPORTED_LAYOUTS, f"one of {SUPPORTED_LAYOUTS}")
+    profile_precision = data.get("profile_precision", "fp32")
+    if profile_precision not in PROFILE_PRECISIONS:
+        raise ProfilerError(f"{src}: profile_precision={profile_precision!r}, expected one of {PROFILE_PRECISIONS}")
     raw_entries = need(
         "entries", isinstance(data.get("entries"), list) and bool(data.get("entries")), "a non-empty list"
     )
@@ -159,7 +170,9 @@ def load_manifest(bundle_dir: str | Path) -> Manifest:
         shown = ", ".join(missing_files[:20])
         more = f" (and {len(missing_files) - 20} more)" if len(missing_files) > 20 else ""
         raise ProfilerError(f"{src}: {len(missing_files)} graph file(s) missing from {root}: {shown}{more}")
-    return Manifest(root.resolve(), space, batch, res, precision, layout, tuple(entries), meta, weights)
+    return Manifest(
+        root.resolve(), space, batch, res, precision, layout, tuple(entries), meta, weights, profile_precision
+    )
 
 
 def manifest_document(
@@ -169,10 +182,13 @@ def manifest_document(
     entries: list[dict[str, Any]],
     meta: dict[str, Any] | None = None,
     weights: str = "generated",
+    profile_precision: str = "fp32",
 ) -> dict[str, Any]:
     """The manifest every bundle writer writes (``entries``: key, width, file, input_shape)."""
     if weights not in WEIGHTS_MODES:
         raise ProfilerError(f"bundle weights={weights!r}, expected one of {WEIGHTS_MODES}")
+    if profile_precision not in PROFILE_PRECISIONS:
+        raise ProfilerError(f"bundle profile_precision={profile_precision!r}, expected one of {PROFILE_PRECISIONS}")
     return {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
@@ -180,8 +196,34 @@ def manifest_document(
         "batch": batch,
         "resolution": resolution,
         "precision": "fp32",
+        "profile_precision": profile_precision,
         "input_layout": "NCHW",
         "weights": weights,
         "entries": entries,
         "meta": dict(meta or {}),
     }
+
+
+def set_manifest_precision(bundle_dir: str | Path, precision: str) -> Path:
+    """Mark a written bundle for profiling at ``precision`` (``profile_precision``; its graphs stay the fp32
+    sources); atomic."""
+    import os
+    import tempfile
+
+    if precision not in PROFILE_PRECISIONS:
+        raise ProfilerError(f"bundle profile_precision={precision!r}, expected one of {PROFILE_PRECISIONS}")
+    manifest = load_manifest(bundle_dir)  # validates first
+    path = manifest.root / MANIFEST_NAME
+    data = strict_json.loads(path.read_text(encoding="utf-8"))
+    if data.get("profile_precision", "fp32") == precision:
+        return path
+    data["profile_precision"] = precision
+    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=str(manifest.root))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

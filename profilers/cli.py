@@ -30,7 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="LUT JSON file to write (resumed if it exists)")
     r.add_argument("--backend", default="ort", choices=sorted(BACKENDS))
     r.add_argument("--threads", type=int, default=1, help="intra-op threads (ort)")
-    r.add_argument("--precision", default="fp32", help="fp32, or fp16 with --backend tensorrt")
+    r.add_argument(
+        "--precision",
+        default=None,
+        choices=("fp32", "int8", "fp16"),
+        help="default: the bundle's (fp32 unless `tfnas bundle --precision int8`); int8: --backend ort quantizes"
+        " each graph statically (QDQ, per-channel int8 weights, uint8 activations) before timing it;"
+        " fp16: --backend tensorrt",
+    )
+    r.add_argument(
+        "--quantize-workers",
+        type=int,
+        default=None,
+        help="int8: processes quantizing the bundle before timing starts (default: the usable cores)",
+    )
     r.add_argument("--no-resume", action="store_true", help="start over even if --out exists")
     r.add_argument("--no-progress", action="store_true")
     r.add_argument("--warmup", type=int, default=_DEFAULT.warmup, help="warm-up runs per attempt")
@@ -71,9 +84,15 @@ def _run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         resume=not args.no_resume,
         precision=args.precision,
+        quantize_workers=args.quantize_workers,
     )
     noisy = sum(sum(table.entry(k)["noisy"]) for k in table.keys())
-    print(f"wrote {args.out}: {len(table)} keys, {table.n_points()} points, {noisy} noisy, complete={table.complete}")
+    quant = table.meta.get("quantize") if table.fingerprint.get("precision") == "int8" else None
+    extra = f"; int8: {quant['graphs']} graphs quantized in {quant['seconds']:.0f} s" if quant else ""
+    print(
+        f"wrote {args.out}: {len(table)} keys, {table.n_points()} points, {noisy} noisy, complete={table.complete}"
+        f" ({table.fingerprint.get('precision')}{extra})"
+    )
     return 0
 
 

@@ -13,6 +13,11 @@ interruption loses at most the entry in progress; only a hard kill can lose the
 last couple of seconds. Re-running with the same ``out_path`` loads the partial LUT, checks it
 was made for the same bundle shape, device, runtime and protocol, and measures only
 what is missing.
+
+Precision: ``fp32`` times the bundle's graphs; ``int8`` first quantizes every graph still to be
+timed (``profilers.quantize``: ONNX Runtime's static QDQ quantization, generated weights and
+calibration tensors), in parallel processes and before any timing, then times the quantized
+graphs. The recipe is recorded in the table's fingerprint (``quantization``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from profilers.errors import ProfilerError
 from profilers.fingerprint import DEFAULT_MATCH_FIELDS, current_fingerprint
 from profilers.lut import LatencyTable, sig
 from profilers.progress import Progress
+from profilers.quantize import QuantJob, claim_folder, default_workers, quantize_jobs
 from profilers.timing import Clock, Measurement, TimingProtocol, measure
 from profilers.weights import materialize
 
@@ -68,6 +74,11 @@ def _open_table(
         if table.space != manifest.space:
             problems.append(f"space: LUT has {table.space!r}, bundle is {manifest.space!r}")
         problems += table.fingerprint_mismatch(fingerprint, DEFAULT_MATCH_FIELDS)
+        if table.fingerprint.get("quantization") != fingerprint.get("quantization"):
+            problems.append(
+                f"quantization: LUT has {table.fingerprint.get('quantization')!r},"
+                f" requested {fingerprint.get('quantization')!r}"
+            )
         wanted = protocol.to_dict()
         for name in sorted(set(table.protocol) | set(wanted)):
             if table.protocol.get(name) != wanted.get(name):
@@ -146,10 +157,20 @@ class _Saver:
 
 
 def _prepare(
-    be: Backend, manifest: Manifest, i: int, entry: ManifestEntry, workdir: Path, table: LatencyTable, out: Path
+    be: Backend,
+    manifest: Manifest,
+    i: int,
+    entry: ManifestEntry,
+    workdir: Path,
+    table: LatencyTable,
+    out: Path,
+    converted: dict[int, Path] | None = None,
 ) -> Callable[[], None]:
-    """The backend's runner of entry ``i``'s graph (weights materialized into ``workdir`` when stripped)."""
+    """The backend's runner of entry ``i``'s graph (weights materialized into ``workdir`` when stripped;
+    ``converted[i]``, when given, is the graph already quantized)."""
     try:
+        if converted and i in converted:
+            return be.prepare(converted[i], entry.input_shape)
         graph = entry.path if manifest.weights == "embedded" else materialize(entry.path, workdir)
         fn = be.prepare(graph, entry.input_shape)
         if graph != entry.path:
@@ -211,15 +232,21 @@ def profile_bundle(
     progress: bool = True,
     resume: bool = True,
     *,
-    precision: str = "fp32",
+    precision: str | None = None,
     save_every: int = 20,
     save_interval_s: float = 2.0,
     clock: Clock | None = None,
     on_entry: EntryCallback | None = None,
+    quantize_workers: int | None = None,
+    quantized_dir: str | Path | None = None,
 ) -> LatencyTable:
     """Measure every manifest entry (``protocol.passes`` times) not yet in ``out_path``; return the LUT.
 
-    ``backend`` is a registry name or a ready ``Backend`` instance. The LUT is saved after
+    ``backend`` is a registry name or a ready ``Backend`` instance. ``precision`` (fp32 | int8;
+    default: the bundle manifest's) is passed to a backend named by its registry name; an int8
+    bundle is quantized in ``quantize_workers`` processes (default: the usable cores) first, into
+    ``quantized_dir`` (graphs already there, quantized with the same settings, are reused; default: a
+    temporary folder). The LUT is saved after
     ``save_every`` entries or ``save_interval_s`` seconds, whichever comes first, and on any
     exit (exception, Ctrl-C); ``on_entry`` is called after each measured entry (tests use it
     to inject interruptions). A second process profiling into the same ``out_path`` is refused
@@ -227,7 +254,49 @@ def profile_bundle(
     """
     with lock.exclusive(table_lock(out_path), f"latency table {out_path}"):
         return _profile_bundle(bundle_dir, out_path, backend, threads, protocol, progress, resume, precision,
-                               save_every, save_interval_s, clock, on_entry)  # fmt: skip
+                               save_every, save_interval_s, clock, on_entry, quantize_workers,
+                               quantized_dir)  # fmt: skip
+
+
+def _quantize_bundle(
+    be: Backend,
+    manifest: Manifest,
+    entries: list[tuple[int, ManifestEntry]],
+    table: LatencyTable,
+    protocol: TimingProtocol,
+    qdir: Path,
+    progress: bool,
+    workers: int | None,
+) -> dict[int, Path]:
+    """INT8: quantize every graph that still has passes to time into ``qdir`` (before any timing; graphs
+    already there with the same settings are kept); entry index -> quantized graph. Nothing for fp32."""
+    settings = getattr(be, "quantization", None)
+    if settings is None:
+        return {}
+    todo = [(i, e) for i, e in entries if _passes_done(table, e) < protocol.passes]
+    if not todo:
+        return {}
+    claim_folder(qdir, settings)
+    workers = default_workers() if workers is None else max(1, int(workers))
+    jobs = {
+        i: QuantJob(str(e.path), tuple(e.input_shape), str(qdir / e.path.name), manifest.weights == "generated")
+        for i, e in todo
+    }
+    missing = [job for job in jobs.values() if not Path(job.out).is_file()]
+    bar = Progress(len(jobs), len(jobs) - len(missing), enabled=None if progress else False, desc="quantize")
+    t0 = time.perf_counter()
+    try:
+        quantize_jobs(missing, settings, workers, on_done=lambda job: bar.update(Path(job.src).name))
+    finally:
+        bar.close()
+    table.meta["quantize"] = {
+        "graphs": len(jobs),
+        "quantized_before": len(jobs) - len(missing),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "workers": workers,
+        "settings": settings.describe(),
+    }
+    return {i: Path(job.out) for i, job in jobs.items()}
 
 
 def table_lock(out_path: str | Path) -> Path:
@@ -243,14 +312,17 @@ def _profile_bundle(
     protocol: TimingProtocol | None,
     progress: bool,
     resume: bool,
-    precision: str,
+    precision: str | None,
     save_every: int,
     save_interval_s: float,
     clock: Clock | None,
     on_entry: EntryCallback | None,
+    quantize_workers: int | None = None,
+    quantized_dir: str | Path | None = None,
 ) -> LatencyTable:
     protocol = protocol or TimingProtocol()
     manifest = load_manifest(bundle_dir)
+    precision = precision or manifest.profile_precision  # each backend checks the precisions it supports
     be = backend if isinstance(backend, Backend) else get_backend(backend, threads=threads, precision=precision)
     out = Path(out_path)
     fingerprint = build_fingerprint(be, manifest)
@@ -260,16 +332,24 @@ def _profile_bundle(
     total = len(entries) * protocol.passes
     done = sum(min(_passes_done(table, e), protocol.passes) for _, e in entries)
     table.save(out)  # fail early on an unwritable path, before any measuring
-    bar = Progress(total, done, enabled=None if progress else False)
-    saver = _Saver(table, out, save_every, save_interval_s)
     scratch = contextlib.ExitStack()
     workdir = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="tfnas-graph-")))
+    try:  # int8: every graph still to time is quantized first, in parallel, while nothing is being timed
+        converted = _quantize_bundle(
+            be, manifest, entries, table, protocol, Path(quantized_dir) if quantized_dir else workdir / "int8",
+            progress, quantize_workers,
+        )  # fmt: skip
+    except BaseException:
+        scratch.close()
+        raise
+    bar = Progress(total, done, enabled=None if progress else False)
+    saver = _Saver(table, out, save_every, save_interval_s)
     try:
         for pass_no in range(1, protocol.passes + 1):
             for i, entry in entries:
                 if _passes_done(table, entry) >= pass_no:
                     continue
-                fn = _prepare(be, manifest, i, entry, workdir, table, out)
+                fn = _prepare(be, manifest, i, entry, workdir, table, out, converted)
                 m = measure(fn, protocol) if clock is None else measure(fn, protocol, clock)
                 del fn
                 _record(table, records, entry, m, protocol)

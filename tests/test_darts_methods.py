@@ -103,21 +103,29 @@ def test_darts_minus_beta_decays_to_zero(kind):
         assert math.isclose(f(0.5), 0.5)
 
 
-def test_darts_minus_trainer_reaches_zero(tmp_path):
+@pytest.mark.parametrize(
+    "per, expected",
+    [
+        # the official code: beta moves once per epoch, start * (1 - epoch / epochs) (linear), never quite 0
+        ("epoch", [1.0] * 3 + [2 / 3] * 3 + [1 / 3] * 3),
+        ("step", [1 - i / 8 for i in range(9)]),  # the option: every step, exactly 0 at the last
+    ],
+)
+def test_darts_minus_beta_decays_per_epoch_as_the_official_code(tmp_path, per, expected):
     from tfnas.darts.search import DartsSearch
     from tfnas.utils.metrics import read_metrics
 
     cfg = {
-        "method": {"name": "darts_minus", "beta_schedule": "cosine"},
+        "method": {"name": "darts_minus", "beta_schedule": "linear", "beta_per": per},
         "supernet": {"C": 8, "num_cells": 3},
         "data": {"resolution": 8, "num_samples": 64, "batch_size": 8},
-        "search": {"epochs": 2, "max_steps_per_epoch": 3},
+        "search": {"epochs": 3, "max_steps_per_epoch": 3},
     }
     s = DartsSearch(cfg, tmp_path, show_progress=False)
     assert all(e.aux is not None for c in s.model.cells for e in c.edges)
     s.run()
     betas = [r["aux_beta"] for r in read_metrics(tmp_path)]
-    assert betas[0] == 1.0 and betas[-1] == 0.0 and len(betas) == 6
+    assert betas == pytest.approx(expected)
 
 
 def _entropy(model) -> float:

@@ -115,12 +115,16 @@ def test_first_block_has_the_reference_se_width_everywhere():
     arch = Architecture.random(space, random.Random(0))
     net = MBV2Net(arch)
     profiled = build_signature_module(space, fixed_signatures(space)["first"], None)
+
     # reference: MBInvertedResBlock(in 32, mid 32, se 8, out 16), no expansion conv
+    def conv_shapes(block: nn.Module) -> dict:
+        return {k: tuple(m.weight.shape) for k, m in block.named_modules() if isinstance(m, nn.Conv2d)}
+
     for block in (supernet.first_block, net.first_block, profiled):
         assert _se_widths(block) == [8]
-        shapes = {k: tuple(v.shape) for k, v in block.state_dict().items() if "num_batches" not in k}
-        assert shapes == {k: tuple(v.shape) for k, v in net.first_block.state_dict().items() if "num_batches" not in k}
-    assert shapes["depthwise.0.weight"] == (32, 1, 3, 3) and shapes["project.0.weight"] == (16, 32, 1, 1)
+        assert conv_shapes(block) == conv_shapes(net.first_block)
+    shapes = conv_shapes(net.first_block)
+    assert shapes["depthwise.0"] == (32, 1, 3, 3) and shapes["project.0"] == (16, 32, 1, 1)
 
 
 def test_searchable_layer_se_width_matches_reference_and_derived_net():

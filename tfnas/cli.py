@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("tfnas.commands.calibrate", "fit a latency table to end-to-end measurements"),
     "validate": ("tfnas.commands.validate", "check that a latency table describes this machine (verdict + plot)"),
     "export": ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"),
+    "compare": ("tfnas.commands.compare", "a searched network vs random and uniform ones at the same latency"),
+    "import-lut": ("tfnas.commands.import_lut", "convert an official TF-NAS latency pickle into a tfnas table"),
 }
 
 

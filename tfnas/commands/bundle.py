@@ -30,15 +30,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=1, help="deployment batch size")
     p.add_argument("--resolution", type=int, default=None, help="deployment resolution (default: the space's)")
     p.add_argument("--out", required=True, help="bundle folder (re-running completes it)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="the precision the device profiles the bundle at (the graphs stay fp32 sources: for int8 the"
+        " device quantizes each one itself, so the bundle stays a few MB)",
+    )
     add_grid_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from profilers.bundle import set_manifest_precision
+
     space = load_space(args.space)
     out = write_bundle(space, args.out, args.batch, args.resolution, grid_from_args(args), progress=not args.quiet)
+    set_manifest_precision(out, args.precision)
+    name = "LUT.json" if args.precision == "fp32" else f"LUT-{args.precision}.json"
     print(
-        f"bundle written: {out} (profile it with: python -m profilers run {out} --backend ort --threads 1"
-        " --out LUT.json)"
+        f"bundle written ({args.precision}): {out} (profile it with: python -m profilers run {out} --backend ort"
+        f" --threads 1 --out {name})"
     )
     return 0

@@ -1,11 +1,15 @@
-"""``tfnas calibrate --lut LUT.json``: fit the table to end-to-end measurements of random architectures."""
+"""``tfnas calibrate --lut LUT.json``: fit the table to end-to-end measurements of random architectures.
+
+The networks are timed with the table's runtime and precision: for an int8 table each one is exported
+and quantized exactly as the table's per-op graphs were (the recipe in its fingerprint) before timing.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from tfnas.latency.calibrate import calibrate
-from tfnas.latency.table import load_table, require_this_device
+from tfnas.latency.table import load_table, require_this_device, table_precision
 from tfnas.spaces.mbv2 import load_space
 
 
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     )
     out = table.save(args.lut if args.in_place else args.out)
     print(
-        f"{out}: measured = {cal['scale']:.4f} x sum + {cal['ms_per_mweight']:.3f} ms x Mweights"
+        f"{out} ({table_precision(table)}): measured = {cal['scale']:.4f} x sum + {cal['ms_per_mweight']:.3f} ms x Mweights"
         f" + {cal['offset_ms']:.3f} ms over {cal['samples']}"
         f" architectures; MAPE {cal['mape_before']:.2f}% -> {cal['mape_after']:.2f}%"
     )

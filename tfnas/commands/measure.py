@@ -17,6 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("arch", help="derived-architecture JSON file")
     p.add_argument("--backend", default="ort", choices=sorted(PREPARERS), help="runtime to time on")
     p.add_argument("--threads", type=int, default=1, help="runtime threads (CPU backends)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "int8"),
+        default=None,
+        help="int8: quantize the exported network statically before timing it (default: the --lut's, else fp32)",
+    )
     p.add_argument("--batch", type=int, default=1, help="batch size")
     p.add_argument(
         "--rounds",
@@ -42,17 +48,23 @@ def run(args: argparse.Namespace) -> int:
         raise TfnasError(f"--rounds {args.rounds}: expected an integer >= 1")
     arch = load_arch(args.arch)
     table, protocol = None, DEFAULT_PROTOCOL
+    precision, quantization = args.precision or "fp32", None
     if args.lut:  # checked before any timing: a foreign table's numbers must not be compared with ours
-        from tfnas.latency.table import load_table, require_this_device, table_device
+        from tfnas.latency.measure import table_quantization
+        from tfnas.latency.table import load_table, require_this_device, table_device, table_precision
 
         table = load_table(
             args.lut, arch.space, batch=args.batch, resolution=arch.resolution, threads=args.threads,
-            warn_fingerprint=False,
+            warn_fingerprint=False, precision=args.precision,
         )  # fmt: skip
         require_this_device(table, "measuring", args.allow_foreign_table, threads=args.threads)
         protocol = protocol_for(table.protocol)
+        precision, quantization = table_precision(table), table_quantization(table)  # quantized as the table was
         print(f"table device: {table_device(table)}")
-    rounds = measure_archs([arch], args.backend, args.threads, args.batch, protocol, rounds=args.rounds)[0]
+    rounds = measure_archs(
+        [arch], args.backend, args.threads, args.batch, protocol, rounds=args.rounds, precision=precision,
+        quantization=quantization,
+    )[0]  # fmt: skip
     latency = round_latency(rounds)
     median = float(statistics.median(m.median_ms for m in rounds))
     noisy = any(m.noisy for m in rounds)
@@ -60,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     per_round = ", ".join(f"{m.latency_ms:.3f}" for m in rounds)
     print(
         f"measured latency: {latency:.3f} ms ({protocol.statistic} of each round, median of {len(rounds)} rounds:"
-        f" {per_round}; median of samples {median:.3f} ms; {args.backend}, {args.threads} thread(s),"
+        f" {per_round}; median of samples {median:.3f} ms; {args.backend} {precision}, {args.threads} thread(s),"
         f" batch {args.batch}, {arch.resolution}x{arch.resolution}){flag}"
     )
     result = {
@@ -69,11 +81,13 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "batch": args.batch,
         "resolution": arch.resolution,
+        "precision": precision,
+        "quantization": quantization.to_dict() if quantization is not None else None,
         "latency_ms": latency,
         "median_ms": median,
         "statistic": f"median over rounds of each round's {protocol.statistic}",
         "noisy": noisy,
-        "device": current_fingerprint(args.threads, batch=args.batch, resolution=arch.resolution),
+        "device": current_fingerprint(args.threads, batch=args.batch, resolution=arch.resolution, precision=precision),
         "rounds": [dataclasses.asdict(m) for m in rounds],
     }
     if table is not None:

@@ -7,7 +7,7 @@ import argparse
 from tfnas.arch import load_arch
 from tfnas.latency.predict import apply_calibration, predict_breakdown, table_calibration
 from tfnas.latency.signatures import arch_mweights
-from tfnas.latency.table import Lookup, device_match, load_table, table_device
+from tfnas.latency.table import Lookup, device_match, load_table, table_device, table_precision
 from tfnas.utils.io import atomic_write_json
 
 
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
             f"{'calibrated':<{width}}  {'':>5}  {total:8.3f}   ({cal['scale']:.4f} x sum"
             f" + {float(cal.get('ms_per_mweight', 0.0)):.3f} ms x {mweights:.2f} Mweights + {cal['offset_ms']:.3f} ms)"
         )
-    print(f"predicted latency: {total:.2f} ms on the table's device: {table_device(table)}")
+    print(f"predicted latency: {total:.2f} ms ({table_precision(table)}) on the table's device: {table_device(table)}")
     match = device_match(table)
     if not match.same_device:
         print(f"  (this machine is not that device: {match.describe()})")
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 "sum_ms": raw,
                 "mweights": mweights,
                 "predicted_ms": total,
+                "precision": table_precision(table),
                 "calibration": cal,
                 "layers": [{"key": k, "width": w, "ms": ms} for k, w, ms in rows],
             },

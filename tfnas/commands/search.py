@@ -64,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     print(f"derived architecture: {result.arch_path}")
     print(f"predicted latency {result.predicted_ms:.3f} ms, target {result.target_ms:g} ms ({err:+.2f}%)")
     print(f"  at {outcome.shape}")
+    if result.held_out_acc is not None:
+        print(
+            f"supernet held-out top-1 {result.held_out_acc:.1%} (chance {result.chance_acc:.1%}): "
+            + ("the choice is informed by the data" if result.held_out_acc > 2 * result.chance_acc else
+               "near chance: the architecture was chosen by latency alone; search longer")
+        )  # fmt: skip
     note = explain_loop(result.report_path)
     if note:
         print(f"  {note}")

@@ -1,4 +1,7 @@
-"""``tfnas validate --lut T``: does the table describe this machine? Verdict beside the host's noise floor."""
+"""``tfnas validate --lut T``: does the table describe this machine? Verdict beside the host's noise floor.
+
+Networks are timed at the table's precision (an int8 table's are quantized as its graphs were).
+"""
 
 from __future__ import annotations
 

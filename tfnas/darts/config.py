@@ -32,9 +32,9 @@ class DartsData(Schema):
     num_samples: int = Field(2000, ge=2)  # generated data only
     max_samples: int | None = Field(None, ge=1)
     held_out_fraction: float = Field(0.5, gt=0, lt=1)
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(64, ge=1)  # the official search's
     workers: int = Field(0, ge=0)
-    augment: bool = False
+    augment: bool = True  # real data: pad-crop + flip on both search splits (the official search); not generated
 
 
 class DartsRuntime(Schema):
@@ -132,6 +132,7 @@ def load_search_config(path: str | Path, overrides: Mapping[str, Any] | None = N
 
 class DartsTrainData(DartsData):
     held_out_fraction: float = Field(0.0, ge=0, lt=1)  # not used: training takes the whole training split
+    cutout: int = Field(0, ge=0)  # side of DARTS's cutout square on training images (CIFAR setting: 16; 0: off)
 
 
 class DartsTrainRecipe(TrainRecipe):

@@ -11,7 +11,7 @@ bundle of choices the shared bilevel trainer consults:
 * ``regularizers``: extra terms on the architecture (validation) loss:
   entropy, zero-one, latency, composable with any method;
 * ``perturb``: SDARTS perturbation of the op weights during the weight step;
-* ``aux_beta``: DARTS- auxiliary-skip weight as a function of search progress;
+* ``aux_beta``: DARTS- auxiliary-skip weight as a function of search progress (per epoch or step);
 * ``derive`` / ``derive_options``: the genotype derivation rule (``derive.DERIVE_RULES``);
 * ``arch_warmup_epochs``: first epochs train the weights only (PC-DARTS: 15).
 
@@ -75,6 +75,7 @@ class SearchMethod:
     regularizers: list[ArchRegularizer] = field(default_factory=list)
     perturb: Perturbation | None = None
     aux_beta: Callable[[float], float] | None = None
+    aux_beta_per: str = "epoch"  # its progress: epoch / epochs, or step / (steps - 1)
     derive: str = "top2"
     derive_options: dict[str, float] = field(default_factory=dict)
     arch_warmup_epochs: int = 0
@@ -269,17 +270,24 @@ class DartsSecondOrder(MethodOptions):
 
 @register_method
 class DartsMinus(MethodOptions):
-    """DARTS-: an auxiliary skip on every edge, its weight decaying from ``beta_start`` to 0."""
+    """DARTS-: an auxiliary skip on every edge, its weight decaying from ``beta_start`` towards 0.
+
+    As the official code: the weight moves once per epoch, ``beta_start * (1 - epoch / epochs)`` (linear),
+    so the last epoch still has ``beta_start / epochs``; ``beta_per: step`` (an option) decays it every step
+    to exactly 0 at the end.
+    """
 
     name: Literal["darts_minus"] = "darts_minus"
     beta_schedule: Literal["linear", "cosine"] = "linear"
     beta_start: float = Field(1.0, ge=0)
+    beta_per: Literal["epoch", "step"] = "epoch"
 
     def structure(self) -> SupernetStructure:
         return SupernetStructure(aux_skip=True)
 
     def method(self) -> SearchMethod:
-        return SearchMethod(self.name, aux_beta=beta_schedule(self.beta_schedule, self.beta_start))
+        sched = beta_schedule(self.beta_schedule, self.beta_start)
+        return SearchMethod(self.name, aux_beta=sched, aux_beta_per=self.beta_per)
 
 
 @register_method

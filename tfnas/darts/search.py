@@ -105,7 +105,7 @@ class DartsSearch:
         d, seed = self.cfg.data, self.cfg.search.seed
         self.data = build_datasets(d.source, resolution=d.resolution, num_classes=d.num_classes,
                                    held_out_fraction=d.held_out_fraction, num_samples=d.num_samples, seed=seed,
-                                   augment=d.augment, max_samples=d.max_samples)  # fmt: skip
+                                   augment="all" if d.augment else "none", max_samples=d.max_samples)  # fmt: skip
         if self.data.held_out is None:
             raise ConfigError("DARTS search needs a held-out split: set data.held_out_fraction > 0")
         self.train_loader = make_loader(self.data.train, d.batch_size, shuffle=True, seed=seed, workers=d.workers)
@@ -220,7 +220,9 @@ class DartsSearch:
         set_lr(self.w_opt, lr)
         self.virtual.lr = lr
         if self.method.aux_beta is not None:
-            self.model.aux_beta = self.method.aux_beta(p)
+            self.model.aux_beta = self.method.aux_beta(
+                epoch / self.epochs if self.method.aux_beta_per == "epoch" else p
+            )
         parts: dict[str, float] = {}
         if epoch >= self.method.arch_warmup_epochs:  # warm-up epochs (PC-DARTS) train the weights only
             with self.timer("arch_step"):

@@ -53,7 +53,7 @@ class DartsNet(CellNet):
 SETTINGS: dict[str, dict[str, Any]] = {
     "cifar": {
         "net": {"C": 36, "num_cells": 20, "stem": "cifar", "auxiliary": True, "drop_path_prob": 0.2},
-        "data": {"resolution": 32, "batch_size": 96, "augment": True},
+        "data": {"resolution": 32, "batch_size": 96, "augment": True, "cutout": 16},
         "train": {
             "epochs": 600,
             "optimizer": {"name": "sgd", "lr": 0.025, "momentum": 0.9, "weight_decay": 3e-4},

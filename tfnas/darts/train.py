@@ -9,7 +9,7 @@ import torch
 
 from tfnas.darts.config import DartsTrainConfig
 from tfnas.darts.network import build_eval_net, count_params_without_aux
-from tfnas.data import build_datasets
+from tfnas.data import build_datasets, is_builtin_source
 from tfnas.spaces.darts import Genotype
 from tfnas.train.loop import train_network
 from tfnas.utils.seed import seed_everything
@@ -26,9 +26,10 @@ def train_eval_net(
     d, rt = cfg.data, cfg.runtime
     if rt.threads:
         torch.set_num_threads(rt.threads)
+    real = not is_builtin_source(d.source)  # generated data keeps its own variation
     data = build_datasets(d.source, resolution=d.resolution, num_classes=d.num_classes, held_out_fraction=0.0,
-                          num_samples=d.num_samples, seed=cfg.train.seed, augment=d.augment,
-                          max_samples=d.max_samples)  # fmt: skip
+                          num_samples=d.num_samples, seed=cfg.train.seed, augment=d.augment and real,
+                          max_samples=d.max_samples, cutout_length=d.cutout if real else 0)  # fmt: skip
     seed_everything(cfg.train.seed)
     net = cfg.net.model_dump()
     model = build_eval_net(genotype, cfg.setting, data.num_classes, data.in_channels, **net)

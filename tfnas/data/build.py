@@ -14,7 +14,52 @@ from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 from tfnas.data.cifar import Cifar10Folder, find_cifar10_dir
 from tfnas.data.folder import ImageFolderDataset, looks_like_image_folder
 from tfnas.data.generated import GeneratedImages
+from tfnas.data.tasks import Digits, ShapesTask
+from tfnas.data.transforms import cutout
 from tfnas.errors import ConfigError
+
+AUGMENT = ("none", "train", "all")  # no augmentation | the weights' split only | every training split
+
+
+def _generated(name: str, arg: str | None, num_samples: int, num_classes: int | None, resolution: int, seed: int):
+    """(train, test, classes) of a built-in source; ``arg``: the part after ``name:`` (shapes: difficulty)."""
+    if name == "digits":
+        return Digits(True, resolution), Digits(False, resolution), 10
+    test_n = max(10, num_samples // 4)
+    if name == "shapes":
+        try:
+            difficulty = 0.5 if arg is None else float(arg)
+        except ValueError:
+            raise ConfigError(f"data source 'shapes:{arg}': the difficulty must be a number in [0, 1]") from None
+        return (ShapesTask(num_samples, resolution, seed, difficulty),
+                ShapesTask(test_n, resolution, seed + 1_000_003, difficulty), ShapesTask.num_classes)  # fmt: skip
+    k = 10 if num_classes is None else int(num_classes)
+    if k < 2:
+        raise ConfigError(f"num_classes must be >= 2 for generated data, got {k}")
+    return GeneratedImages(num_samples, k, resolution, 3, seed), GeneratedImages(max(k, test_n), k, resolution, 3,
+                                                                                 seed + 1_000_003), k  # fmt: skip
+
+
+BUILTIN_SOURCES = ("generated", "shapes", "digits")  # shapes takes a difficulty: "shapes:0.7"
+
+
+def is_builtin_source(source: object) -> bool:
+    """``generated``, ``shapes[:difficulty]`` or ``digits``: data made or shipped by the code, no folder."""
+    return str(source).split(":")[0] in BUILTIN_SOURCES
+
+
+class _Cutout(Dataset):
+    """A view of a dataset with DARTS's cutout (one random square of side ``length`` zeroed) on each image."""
+
+    def __init__(self, base: Dataset, length: int):
+        self.base, self.length = base, length
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        x, y = self.base[index]
+        return cutout(x, self.length), y
 
 
 @dataclass
@@ -78,31 +123,37 @@ def build_datasets(
     held_out_fraction: float = 0.5,
     num_samples: int = 2000,
     seed: int = 0,
-    augment: bool = False,
+    augment: bool | str = False,
     max_samples: int | None = None,
+    cutout_length: int = 0,
 ) -> DataBundle:
-    """Build train / held-out / test datasets from ``"generated"`` or a folder.
+    """Build train / held-out / test datasets from a built-in source or a folder.
 
-    A folder is auto-detected as CIFAR-10 (binary or python batches, possibly in
-    ``cifar-10-batches-*/``) or as an ImageFolder tree: either ``train/`` (+
-    optional ``val/`` or ``test/``) with class sub-folders, or class sub-folders
-    directly (no test split). ``num_samples`` sizes generated data only (its
-    test set has ``num_samples // 4`` items); ``max_samples`` caps the training
-    set of real data for quick runs. ``augment`` applies to the training
-    split (and therefore to ``held_out``, which is carved from it).
+    Built-in: ``generated`` (learnable synthetic images), ``shapes[:difficulty]`` (a task where the
+    architecture matters, ``tfnas.data.tasks``), ``digits`` (scikit-learn's). A folder is
+    auto-detected as CIFAR-10 (binary or python batches, possibly in ``cifar-10-batches-*/``) or as
+    an ImageFolder tree: either ``train/`` (+ optional ``val/`` or ``test/``) with class
+    sub-folders, or class sub-folders directly (no test split). ``num_samples`` sizes generated data
+    (its test set has ``num_samples // 4`` items); ``max_samples`` caps the training set of real data.
+    ``augment`` (real data; built-in sources carry their own variation): ``"train"`` augments the
+    weights' split only (TF-NAS), ``"all"`` or ``True`` the held-out split as well (DARTS);
+    ``cutout_length`` > 0 adds DARTS's cutout to the training split.
     """
     if resolution < 4:
         raise ConfigError(f"resolution must be >= 4, got {resolution}")
-    if str(source) == "generated":
-        k = 10 if num_classes is None else int(num_classes)
-        if k < 2:
-            raise ConfigError(f"num_classes must be >= 2 for generated data, got {k}")
+    augment = {True: "all", False: "none"}.get(augment, augment)  # type: ignore[call-overload]
+    if augment not in AUGMENT:
+        raise ConfigError(f"augment = {augment!r}: choose from {', '.join(AUGMENT)}")
+    if is_builtin_source(source):
         if num_samples < 2:
             raise ConfigError(f"num_samples must be >= 2, got {num_samples}")
-        full = GeneratedImages(num_samples, k, resolution, 3, seed)
-        test: Dataset | None = GeneratedImages(max(k, num_samples // 4), k, resolution, 3, seed + 1_000_003)
+        name, _, arg = str(source).partition(":")
+        full, test, k = _generated(name, arg or None, num_samples, num_classes, resolution, seed)
+        if name != "generated":
+            _check_classes(k, num_classes, f"data source {name!r}")
         train, held = split_train_held_out(full, held_out_fraction, seed)
-        return DataBundle(train, held, test, k, 3, resolution, "generated")
+        return DataBundle(_Cutout(train, cutout_length) if cutout_length else train, held, test, k, 3, resolution,
+                          str(source))  # fmt: skip
 
     root = Path(source).expanduser()
     if not root.is_dir():
@@ -111,7 +162,8 @@ def build_datasets(
             "folder (data_batch_1.bin ... or data_batch_1 ...), or an ImageFolder tree (class sub-folders)"
         )
     if find_cifar10_dir(root) is not None:
-        train_full: Dataset = Cifar10Folder(root, train=True, resolution=resolution, augment=augment)
+        train_full: Dataset = Cifar10Folder(root, train=True, resolution=resolution, augment=augment != "none")
+        plain: Dataset = Cifar10Folder(root, train=True, resolution=resolution) if augment == "train" else train_full
         try:
             test = Cifar10Folder(root, train=False, resolution=resolution)
         except ConfigError:
@@ -131,15 +183,28 @@ def build_datasets(
                 "test_batch[.bin]) nor an ImageFolder tree (one sub-folder per class with images, "
                 "optionally under train/ and val/ or test/)"
             )
-        tr = ImageFolderDataset(train_dir, resolution, augment=augment)
+        tr = ImageFolderDataset(train_dir, resolution, augment=augment != "none")
         train_full = tr
+        plain = ImageFolderDataset(train_dir, resolution) if augment == "train" else tr
         test = ImageFolderDataset(test_dir, resolution) if test_dir is not None else None
         if test is not None and test.classes != tr.classes:
             raise ConfigError(f"class folders of {test_dir} differ from those of {train_dir}")
         k = _check_classes(tr.num_classes, num_classes, f"image folder {train_dir}")
-    train_full = _limit(train_full, max_samples, seed)
+    train_full, plain = _limit(train_full, max_samples, seed), _limit(plain, max_samples, seed)
     train, held = split_train_held_out(train_full, held_out_fraction, seed)
+    if held is not None and plain is not train_full:  # the same held-out items, without augmentation
+        held = Subset(plain if not isinstance(plain, Subset) else plain.dataset, _indices(held))
+    if cutout_length:
+        train = _Cutout(train, cutout_length)
     return DataBundle(train, held, test, k, 3, resolution, str(root))
+
+
+def _indices(subset: Subset) -> list[int]:
+    """The indices of ``subset`` in the dataset under all its Subset layers."""
+    idx, ds = list(subset.indices), subset.dataset
+    while isinstance(ds, Subset):
+        idx, ds = [ds.indices[i] for i in idx], ds.dataset
+    return idx
 
 
 class SeededRandomSampler(Sampler[int]):

@@ -68,7 +68,8 @@ class ImageFolderDataset(Dataset):
         from torchvision import transforms as T
 
         if augment:
-            tf = [T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip()]
+            # the TF-NAS search and DARTS ImageNet recipes: random-resized crop, flip and colour jitter
+            tf = [T.RandomResizedCrop(self.resolution), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4, 0.2)]
         else:
             tf = [T.Resize(max(1, round(self.resolution / 0.875))), T.CenterCrop(self.resolution)]
         tf += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]

@@ -41,3 +41,12 @@ def random_crop_flip(img: torch.Tensor, padding: int = 4) -> torch.Tensor:
     if bool(torch.rand(()) < 0.5):
         img = img.flip(-1)
     return img
+
+
+def cutout(img: torch.Tensor, length: int) -> torch.Tensor:
+    """DARTS's cutout: a ``length x length`` square (clipped at the border) set to 0, centred at a random pixel."""
+    _, h, w = img.shape
+    cy, cx = int(torch.randint(0, h, (1,))), int(torch.randint(0, w, (1,)))
+    out = img.clone()
+    out[:, max(0, cy - length // 2) : min(h, cy + length // 2), max(0, cx - length // 2) : min(w, cx + length // 2)] = 0
+    return out

@@ -28,7 +28,7 @@ from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol
 from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import TfnasError
-from tfnas.latency.measure import measure_archs, protocol_for, round_latency
+from tfnas.latency.measure import measure_archs, protocol_for, round_latency, table_runtime
 from tfnas.latency.predict import Calibration, predict
 from tfnas.latency.signatures import arch_mweights
 from tfnas.latency.table import Lookup, table_grid
@@ -128,8 +128,9 @@ def calibrate(
         raise TfnasError(f"calibration needs at least 2 samples, got {n}")
     fp = table.fingerprint
     res, batch = int(fp["resolution"]), int(fp["batch"])
-    threads = threads or int(fp["threads"])
-    backend = backend or ("ort" if fp.get("runtime") == "onnxruntime" else str(table.meta.get("backend", "ort")))
+    rt = table_runtime(table, threads)  # int8 tables: every network is quantized as the table's graphs were
+    threads = rt["threads"]
+    backend = backend or rt["backend"]
     lookup = Lookup(table)
     align = table_grid(table).align if align is None else max(1, align)
     archs = sample_archs(space, n, seed, res, align)
@@ -138,7 +139,10 @@ def calibrate(
     mweights = [arch_mweights(arch, lookup.grid.runtime_width) for arch in archs]
     if measure_fn is None:
         protocol = protocol or protocol_for(table.protocol)  # the statistic the table's latencies are
-        runs = measure_archs(archs, backend, threads, batch, protocol, rounds, seed, progress)
+        runs = measure_archs(
+            archs, backend, threads, batch, protocol, rounds, seed, progress, precision=rt["precision"],
+            quantization=rt["quantization"],
+        )  # fmt: skip
         measured = [round_latency(r) for r in runs]
     else:
         measured = [measure_fn(arch) for arch in archs]
@@ -155,7 +159,7 @@ def calibrate(
         "method": "least squares on relative errors, measured = scale*sum + ms_per_mweight*Mweights + offset;"
         f" {n} random archs"
         f" (seed {seed}, widths aligned to {align}), {rounds} interleaved rounds each, backend {backend}, {threads} thread(s), batch {batch},"
-        f" {res}x{res}",
+        f" {res}x{res}" + (" int8 (each network quantized as the table's graphs)" if rt["precision"] == "int8" else ""),
     }
     table.replace_calibration(cal)
     table.meta["calibration_detail"] = {

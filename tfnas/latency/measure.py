@@ -7,6 +7,12 @@ module directly with CUDA events (GPUs without TensorRT).
 A backend's *preparer* turns an architecture into a timer (protocol -> Measurement)
 so several architectures can be timed in interleaved rounds: on a shared machine a
 burst of load then hits one round of one architecture instead of all its samples.
+
+Precision: with ``precision="int8"`` each exported network is quantized statically before it
+is timed (``profilers.quantize``: ONNX Runtime's QDQ format, with the recipe ``quantization``
+an INT8 table records in its fingerprint, calibrated on generated tensors), exactly as the
+table's per-op graphs were; ``table_runtime`` reads all of that from a table, so timings that
+are compared with a table (calibrate, validate, the search's closed loop) time what it describes.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from profilers.backends import BACKENDS, get_backend
+from profilers.quantize import QuantSettings, check_precision, default_settings
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
 from tfnas.arch import Architecture
 from tfnas.errors import TfnasError
+from tfnas.latency.table import table_precision
 from tfnas.models.mbv2_net import build_model
 
 Timer = Callable[[TimingProtocol], Measurement]
-Preparer = Callable[[Architecture, str, int, int, Path], Timer]
+Preparer = Callable[..., Timer]  # (arch, backend, threads, batch, workdir, precision=, quantization=)
 
 # End-to-end timing of one round: a fixed 20 runs (a low quantile needs no convergence of the median's CI),
 # capped at 1 s for big networks; rounds, interleaved across networks, do the rest.
@@ -45,15 +53,40 @@ def export_arch(arch: Architecture, path: str | Path, batch: int = 1) -> Path:
     return export_onnx(build_model(arch).eval(), path, input_shape(arch, batch))
 
 
-def onnx_timer(path: str | Path, shape: tuple[int, ...], backend: str = "ort", threads: int = 1) -> Timer:
-    """A timer of an exported ONNX graph on a ``profilers`` backend."""
-    fn = get_backend(backend, threads=threads).prepare(path, shape)
+def _backend_options(backend: str, threads: int, precision: str, quantization: QuantSettings | dict | None) -> dict:
+    check_precision(precision)
+    if precision == "fp32":
+        return {"threads": threads}
+    if backend != "ort":
+        raise TfnasError(f"precision {precision} is timed with ONNX Runtime (backend ort), not {backend!r}")
+    return {"threads": threads, "precision": precision, "quantization": quantization}
+
+
+def onnx_timer(
+    path: str | Path,
+    shape: tuple[int, ...],
+    backend: str = "ort",
+    threads: int = 1,
+    precision: str = "fp32",
+    quantization: QuantSettings | dict | None = None,
+) -> Timer:
+    """A timer of an exported ONNX graph on a ``profilers`` backend (int8: an fp32 graph is quantized first,
+    with generated calibration tensors; an already quantized graph is timed as it is)."""
+    fn = get_backend(backend, **_backend_options(backend, threads, precision, quantization)).prepare(path, shape)
     return lambda protocol: measure(fn, protocol)
 
 
-def _prepare_onnx(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
+def _prepare_onnx(
+    arch: Architecture,
+    backend: str,
+    threads: int,
+    batch: int,
+    workdir: Path,
+    precision: str = "fp32",
+    quantization: QuantSettings | dict | None = None,
+) -> Timer:
     path = export_arch(arch, workdir / "net.onnx", batch)
-    return onnx_timer(path, input_shape(arch, batch), backend, threads)
+    return onnx_timer(path, input_shape(arch, batch), backend, threads, precision, quantization)
 
 
 def measure_onnx(
@@ -62,16 +95,28 @@ def measure_onnx(
     backend: str = "ort",
     threads: int = 1,
     protocol: TimingProtocol | None = None,
+    precision: str = "fp32",
+    quantization: QuantSettings | dict | None = None,
 ) -> Measurement:
     """End-to-end latency of an already exported ONNX graph (``tfnas export``, ``tfnas darts eval``)."""
     if backend not in BACKENDS:
         raise TfnasError(f"backend {backend!r} does not take ONNX; choose from {', '.join(BACKENDS)}")
-    return onnx_timer(path, shape, backend, threads)(protocol or DEFAULT_PROTOCOL)
+    return onnx_timer(path, shape, backend, threads, precision, quantization)(protocol or DEFAULT_PROTOCOL)
 
 
-def _prepare_torch_cuda(arch: Architecture, backend: str, threads: int, batch: int, workdir: Path) -> Timer:
+def _prepare_torch_cuda(
+    arch: Architecture,
+    backend: str,
+    threads: int,
+    batch: int,
+    workdir: Path,
+    precision: str = "fp32",
+    quantization: QuantSettings | dict | None = None,
+) -> Timer:
     from tfnas.latency.torch_cuda import measure_module, require_cuda
 
+    if precision != "fp32":
+        raise TfnasError(f"backend torch-cuda times fp32 only, not {precision}; use --backend ort for int8")
     require_cuda()
     model = build_model(arch).eval().cuda()
     return lambda protocol: measure_module(model, input_shape(arch, batch), protocol)
@@ -97,13 +142,21 @@ def measure_archs(
     rounds: int = 1,
     seed: int = 0,
     progress: bool = False,
+    precision: str = "fp32",
+    quantization: QuantSettings | dict | None = None,
 ) -> list[list[Measurement]]:
-    """Per architecture, one measurement per round; rounds visit the architectures in shuffled order."""
+    """Per architecture, one measurement per round; rounds visit the architectures in shuffled order.
+
+    ``precision="int8"``: each exported network is quantized (``quantization``: the recipe; default this
+    machine's) before it is timed."""
     _check(backend, threads, batch)
     protocol = protocol or DEFAULT_PROTOCOL
     with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
         dirs = [Path(tmp) / str(i) for i in range(len(archs))]
-        timers = [PREPARERS[backend](a, backend, threads, batch, d) for a, d in zip(archs, dirs)]
+        timers = [
+            PREPARERS[backend](a, backend, threads, batch, d, precision=precision, quantization=quantization)
+            for a, d in zip(archs, dirs)
+        ]
         return interleave(timers, protocol, rounds, seed, progress)
 
 
@@ -143,25 +196,66 @@ def measure_arch(
     threads: int = 1,
     batch: int = 1,
     protocol: TimingProtocol | None = None,
+    precision: str = "fp32",
+    quantization: QuantSettings | dict | None = None,
 ) -> Measurement:
     """End-to-end latency of ``arch`` at its resolution and ``batch``."""
-    return measure_archs([arch], backend, threads, batch, protocol)[0][0]
+    runs = measure_archs([arch], backend, threads, batch, protocol, precision=precision, quantization=quantization)
+    return runs[0][0]
+
+
+def table_quantization(table) -> QuantSettings | None:
+    """The quantization recipe of an INT8 table (None for fp32): the one it recorded, else its device's default."""
+    if table_precision(table) != "int8":
+        return None
+    recorded = table.fingerprint.get("quantization")
+    return QuantSettings.from_dict(recorded) if recorded else default_settings(table.fingerprint)
+
+
+def table_runtime(table, threads: int | None = None) -> dict:
+    """How to time networks so they compare with ``table``: backend, threads, batch, precision, quantization."""
+    fp = table.fingerprint
+    backend = "ort" if fp.get("runtime") == "onnxruntime" else str(table.meta.get("backend", "ort"))
+    return {
+        "backend": backend,
+        "threads": int(threads or fp.get("threads", 1)),
+        "batch": int(fp.get("batch", 1)),
+        "precision": table_precision(table),
+        "quantization": table_quantization(table),
+    }
+
+
+def measure_for_table(
+    archs: Sequence[Architecture],
+    table,
+    rounds: int,
+    seed: int = 0,
+    progress: bool = False,
+    threads: int | None = None,
+    protocol: TimingProtocol | None = None,
+) -> list[list[Measurement]]:
+    """``measure_archs`` with the table's runtime, shape, precision (int8: quantized as the table was) and statistic."""
+    rt = table_runtime(table, threads)
+    return measure_archs(
+        archs, rt["backend"], rt["threads"], rt["batch"], protocol or protocol_for(table.protocol), rounds, seed,
+        progress, precision=rt["precision"], quantization=rt["quantization"],
+    )  # fmt: skip
 
 
 def measure_on_table_device(arch: Architecture, table, rounds: int = 7, progress: bool = False) -> dict | None:
-    """Time ``arch`` here with the table's runtime, shape and statistic when this machine is the table's
-    device (None otherwise: a timing here would say nothing about the budget)."""
+    """Time ``arch`` here with the table's runtime, shape, precision and statistic when this machine is the
+    table's device (None otherwise: a timing here would say nothing about the budget). An INT8 table's
+    network is quantized the way the table's graphs were before it is timed."""
     from tfnas.latency.table import device_match
 
     if not device_match(table).same_device:  # another device, or one that cannot be verified
         return None
-    fp = table.fingerprint
-    threads, batch = int(fp.get("threads", 1)), int(fp.get("batch", 1))
     protocol = protocol_for(table.protocol)
-    runs = measure_archs([arch], "ort", threads, batch, protocol, rounds, progress=progress)[0]
+    runs = measure_for_table([arch], table, rounds, progress=progress, protocol=protocol)[0]
     return {
         "measured_ms": round_latency(runs),
         "median_ms": float(statistics.median(m.median_ms for m in runs)),
         "rounds_ms": [m.latency_ms for m in runs],
         "statistic": f"median over {rounds} rounds of each round's {protocol.statistic}",
+        "precision": table_precision(table),
     }

@@ -1,10 +1,11 @@
 """Which latency table describes this machine: a shipped or cached one of the same device, or a fresh one.
 
-``lut: auto`` in a search config asks for this. A budget is only true on the device that
-measured the table, and two VMs that call their CPU the same name can differ 2-3x, so the
-choice goes by device identity (``profilers.device``), then a quick validation on this
-machine; when neither a shipped nor a cached table passes, this machine is profiled and
-calibrated (a couple of minutes) into the cache, where the next run finds it.
+``lut: auto`` in a search config asks for this (with the config's ``precision``: an int8 budget
+takes only int8 tables). A budget is only true on the device that measured the table, and two
+VMs that call their CPU the same name can differ 2-3x, so the choice goes by device identity
+(``profilers.device``), then a quick validation on this machine; when neither a shipped nor a
+cached table passes, this machine is profiled and calibrated (a couple of minutes) into the
+cache, where the next run finds it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from profilers.device import IDENTITY_FIELDS, isa_class
 from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
+from profilers.quantize import check_precision
 from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
 from tfnas.latency.table import device_match, here_fingerprint
@@ -70,9 +72,11 @@ def _candidates(folders: Iterable[Path]) -> list[Path]:
 
 
 def matching_tables(
-    space: MBV2Space, resolution: int, batch: int, threads: int, folders: Iterable[Path]
+    space: MBV2Space, resolution: int, batch: int, threads: int, folders: Iterable[Path], precision: str = "fp32"
 ) -> list[LatencyTable]:
-    """Complete, calibrated tables of ``space`` at this shape whose device identity is this machine's."""
+    """Complete, calibrated tables of ``space`` at this shape and ``precision`` whose device identity is this
+    machine's. The precision is checked here, not by the identity comparison (which asks what this machine
+    would record *for that table's* precision): an fp32 table is never chosen for an int8 budget."""
     found = []
     for path in _candidates(folders):
         try:
@@ -83,6 +87,8 @@ def matching_tables(
         if table.space != space.name or (fp.get("resolution"), fp.get("batch")) != (resolution, batch):
             continue
         if fp.get("threads") != threads or not table.complete or table.calibration is None:
+            continue
+        if (fp.get("precision") or "fp32") != precision:
             continue
         if device_match(table, threads).same_device:
             found.append(table)
@@ -100,18 +106,21 @@ def choose_table(
     validate_fn: Callable[[LatencyTable], Validation] | None = None,
     build_fn: Callable[[Path], LatencyTable] | None = None,
     say: Callable[[str], None] = print,
+    precision: str = "fp32",
 ) -> TableChoice:
-    """A table that describes this machine: a matching shipped/cached one that passes a quick validation,
-    else one profiled and calibrated here now. ``validate_fn`` / ``build_fn`` replace the timing (tests)."""
+    """A table that describes this machine at ``precision``: a matching shipped/cached one that passes a quick
+    validation, else one profiled and calibrated here now. ``validate_fn`` / ``build_fn`` replace the timing
+    (tests)."""
     from tfnas.resources import shipped_dir
 
+    check_precision(precision)
     shipped = shipped if shipped is not None else shipped_dir("latency_tables")
     cache = cache if cache is not None else cache_dir()
     validate_fn = validate_fn or (
         lambda t: validate_table(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
     )
     for folder, how in ((shipped, "shipped"), (cache, "cached")):
-        for table in matching_tables(space, resolution, batch, threads, [folder]):
+        for table in matching_tables(space, resolution, batch, threads, [folder], precision):
             check = validate_fn(table)
             summary = f"quick validation: {check.verdict}" + (
                 f" (MAPE {check.table['mape']:.1f}%, noise floor {check.noise_floor['mape']:.1f}%)"
@@ -129,10 +138,14 @@ def choose_table(
                     note += f"; its calibration x{ratio:.3f} for this machine's speed now, in {path}"
                 return TableChoice(path, how, note, check)
             say(f"{how} table {table.source} has this machine's identity but {summary}: not used")
-    here = here_fingerprint({"batch": batch, "resolution": resolution}, threads)
-    path = cache / f"{space.name}-{device_tag(here)}-ort-{threads}t-b{batch}-{resolution}.json"
-    say(f"no latency table describes this machine ({isa_class(here)}); profiling it into {path} (a few minutes)")
-    build_fn = build_fn or (lambda p: build_table(space, p, resolution, batch, threads, progress))
+    here = here_fingerprint({"batch": batch, "resolution": resolution, "precision": precision}, threads)
+    suffix = "" if precision == "fp32" else f"-{precision}"
+    path = cache / f"{space.name}-{device_tag(here)}-ort-{threads}t-b{batch}-{resolution}{suffix}.json"
+    say(
+        f"no {precision} latency table describes this machine ({isa_class(here)}); profiling it into {path}"
+        " (a few minutes)"
+    )
+    build_fn = build_fn or (lambda p: build_table(space, p, resolution, batch, threads, progress, precision))
     build_fn(path)
     return TableChoice(path, "profiled", "profiled and calibrated on this machine now")
 
@@ -165,12 +178,19 @@ _SCALED = ("scale", "offset_ms", "ms_per_mweight")  # every term of the fit is i
 
 
 def build_table(
-    space: MBV2Space, path: Path, resolution: int, batch: int = 1, threads: int = 1, progress: bool = True
+    space: MBV2Space,
+    path: Path,
+    resolution: int,
+    batch: int = 1,
+    threads: int = 1,
+    progress: bool = True,
+    precision: str = "fp32",
 ) -> LatencyTable:
-    """Profile and calibrate this machine into ``path`` (resumes an interrupted build)."""
+    """Profile and calibrate this machine into ``path`` at ``precision`` (resumes an interrupted build). The
+    bundle (fp32 graphs) is shared by both precisions: an int8 build quantizes it on the fly."""
     table = profile_table(
         space, path, batch, resolution, threads, work=path.parent / "bundles" / f"{space.name}-b{batch}-{resolution}",
-        progress=progress,
+        progress=progress, precision=precision,
     )  # fmt: skip
     if table.calibration is None:
         calibrate(table, space, CALIBRATION_NETWORKS, threads=threads, rounds=CALIBRATION_ROUNDS, progress=progress)

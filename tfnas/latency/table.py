@@ -218,9 +218,26 @@ def here_fingerprint(fp: dict[str, Any], threads: int | None = None) -> dict[str
         resolution=fp.get("resolution", 224),
         precision=fp.get("precision", "fp32"),
         runtime=runtime,
-        runtime_version=onnxruntime_version() if runtime == "onnxruntime" else fp.get("runtime_version"),
+        runtime_version=_runtime_version(runtime, fp.get("runtime_version")),
         **extra,
     )
+
+
+def _runtime_version(runtime: str, table_version: Any) -> Any:
+    """The version of ``runtime`` on this machine; a runtime tfnas does not know keeps the table's (unverifiable)."""
+    if runtime == "onnxruntime":
+        return onnxruntime_version()
+    if runtime == "torch":
+        import torch
+
+        return torch.__version__.split("+")[0]
+    if runtime == "tensorrt":
+        try:
+            import tensorrt  # optional extra; absent here means no TensorRT timing could match the table
+        except ImportError:
+            return "not installed"
+        return tensorrt.__version__
+    return table_version
 
 
 def _gpu_identity() -> dict[str, Any]:
@@ -241,6 +258,11 @@ def _gpu_identity() -> dict[str, Any]:
 def device_match(table: LatencyTable, threads: int | None = None) -> DeviceMatch:
     """How the table's device compares with this machine (identity and informational differences)."""
     return compare(table.fingerprint, here_fingerprint(table.fingerprint, threads))
+
+
+def table_precision(table: LatencyTable) -> str:
+    """The precision of a table's latencies (fp32 for tables written before the field mattered)."""
+    return str(table.fingerprint.get("precision") or "fp32")
 
 
 def table_device(table: LatencyTable) -> str:
@@ -276,14 +298,22 @@ def load_table(
     resolution: int | None = None,
     threads: int | None = None,
     warn_fingerprint: bool = True,
+    precision: str | None = None,
 ) -> LatencyTable:
     """Load a LUT and check it can serve ``space`` at this deployment shape on this device.
 
-    Shape mismatch and missing entries are errors (listing what is missing); a
+    Shape mismatch, another ``precision`` than the one asked for (an fp32 table never stands for an
+    int8 deployment, nor the reverse) and missing entries are errors (listing what is missing); a
     fingerprint that differs from the current machine is a ``FingerprintWarning``.
     """
     table = LatencyTable.load(find_table(path))
     fp = table.fingerprint
+    if precision is not None and table_precision(table) != precision:
+        raise LatencyTableError(
+            f"LUT {path} holds {table_precision(table)} latencies, but {precision} was asked for: a table of"
+            f" one precision says nothing about the other (int8 ran 0.8x fp32 on an AVX-512 VNNI host, 0.85-1.2x on"
+            f" an AVX2 one, depending on the network); profile one with `tfnas profile --precision {precision}`"
+        )
     if batch is not None or resolution is not None:
         want_b = batch if batch is not None else fp.get("batch")
         want_r = resolution if resolution is not None else fp.get("resolution")

@@ -22,9 +22,9 @@ from profilers.lut import LatencyTable
 from profilers.timing import Measurement
 from tfnas.arch import Architecture
 from tfnas.latency.calibrate import error_stats, sample_archs
-from tfnas.latency.measure import measure_archs, protocol_for, round_latency
+from tfnas.latency.measure import measure_for_table, protocol_for, round_latency
 from tfnas.latency.predict import predict
-from tfnas.latency.table import Lookup, device_match, table_device, table_grid
+from tfnas.latency.table import Lookup, device_match, table_device, table_grid, table_precision
 from tfnas.spaces.mbv2 import MBV2Space
 from tfnas.utils.io import atomic_write_json, save_figure
 
@@ -71,6 +71,7 @@ class Validation:
     verdict: str = "not-timed"
     reason: str = ""
     statistic: str = ""
+    precision: str = "fp32"
     networks: int = 0
     rounds: int = 0
     predicted_ms: list[float] = field(default_factory=list)
@@ -89,8 +90,8 @@ class Validation:
         if self.table:
             t, nf = self.table, self.noise_floor
             lines += [
-                f"  {self.networks} search-like networks, {self.rounds} interleaved rounds each ({self.statistic}),"
-                f" {self.seconds:.0f} s",
+                f"  {self.networks} search-like networks ({self.precision}), {self.rounds} interleaved rounds each"
+                f" ({self.statistic}), {self.seconds:.0f} s",
                 f"  predicted vs measured: MAPE {t['mape']:.2f}%, worst {t['worst']:.1f}%, bias {t['bias']:+.2f}%,"
                 f" ratio {t['ratio']:.3f}, within 5% {t['within_5']:.0%}, within 10% {t['within_10']:.0%},"
                 f" Kendall tau {t['kendall_tau']:.2f}",
@@ -131,7 +132,8 @@ def validate_table(
     """Compare ``table`` with ``n`` networks timed here in ``rounds`` interleaved rounds (split in two passes).
 
     ``rounds_fn(archs, rounds)`` replaces the runtime (tests); by default ``measure_archs`` with the
-    table's backend, threads, batch and statistic.
+    table's backend, threads, batch, precision (int8: each network quantized as the table's graphs
+    were) and statistic.
     """
     fp = table.fingerprint
     match = device_match(table, threads)
@@ -141,14 +143,14 @@ def validate_table(
         result.reason = "the table was measured on another device; nothing was timed (--allow-foreign-table times it)"
         return result
     rounds = max(2, rounds - rounds % 2)
-    res, batch = int(fp["resolution"]), int(fp["batch"])
+    res = int(fp["resolution"])
     threads = threads or int(fp["threads"])
     protocol = protocol_for(table.protocol)
     lookup = Lookup(table)
     archs = sample_archs(space, n, seed, res, table_grid(table).align)
     t0 = time.perf_counter()
-    if rounds_fn is None:
-        runs = measure_archs(archs, "ort", threads, batch, protocol, rounds, seed, progress)
+    if rounds_fn is None:  # the table's runtime and precision: an int8 table's networks are quantized first
+        runs = measure_for_table(archs, table, rounds, seed, progress, threads, protocol)
     else:
         runs = rounds_fn(archs, rounds)
     half = rounds // 2
@@ -157,6 +159,7 @@ def validate_table(
     result.pass_a_ms = [round_latency(r[:half]) for r in runs]
     result.pass_b_ms = [round_latency(r[half:]) for r in runs]
     result.statistic = f"median over rounds of each round's {protocol.statistic}"
+    result.precision = table_precision(table)
     result.networks, result.rounds = len(archs), rounds
     result.table = error_report(result.predicted_ms, result.measured_ms)
     result.noise_floor = error_report(result.pass_a_ms, result.pass_b_ms)

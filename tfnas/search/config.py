@@ -32,12 +32,15 @@ def _run_name(value: str) -> str:
 
 
 class TfnasData(Schema):
-    source: str = "generated"  # 'generated', a CIFAR-10 folder or an ImageFolder tree
-    resolution: int = Field(64, ge=4)  # proxy training resolution (independent of lut_resolution)
+    source: str = "generated"  # 'generated', 'generated:<task>', 'digits', a CIFAR-10 folder or an ImageFolder tree
+    resolution: int = Field(224, ge=4)  # training resolution (the reference: 224; independent of lut_resolution)
     num_classes: int | None = Field(None, ge=2)
     num_samples: int = Field(2000, ge=2)  # generated data only
     max_samples: int | None = Field(None, ge=1)  # cap on real training data
-    held_out_fraction: float = Field(0.5, gt=0, lt=1)  # the architecture steps' split
+    held_out_fraction: float = Field(0.2, gt=0, lt=1)  # the architecture steps' split (the reference: 80/20)
+    # real data: the reference's RandomResizedCrop + flip + colour jitter on the weights' split (a CIFAR folder:
+    # pad-crop + flip); the architecture's split is never augmented; generated data has its own variation
+    augment: bool = True
     workers: int = Field(0, ge=0)
 
 
@@ -52,8 +55,11 @@ class TfnasSearch(Schema):
     temperature: float = Field(5.0, gt=0)
     temperature_decay: float = Field(0.96, gt=0)  # per epoch
     latency_lambda: float = Field(0.1, ge=0)
+    bn: Literal["plain", "affine"] = "plain"  # the reference: supernet BNs without affine parameters
+    optimizer_reset: Literal["epoch", "never"] = "epoch"  # the reference builds both optimisers anew each epoch
     elastic: bool = True  # width scaling after each post-warm-up epoch
-    elastic_step: float = Field(0.1, gt=0, lt=1)  # relative width step of the scaling
+    elastic_rule: Literal["tfnas", "grid"] = "tfnas"  # tfnas: the reference's; grid: 10% steps on the table's grid
+    elastic_step: float = Field(0.1, gt=0, lt=1)  # relative width step of the grid rule
     width_align: int | None = Field(None, ge=1)  # allowed widths are multiples of this (None: the table's)
     final_tolerance: float = Field(0.003, gt=0, lt=0.5)  # derived predicted latency within this fraction
     measure_final: bool = False  # measure the derived net end to end and re-aim until it hits the target
@@ -73,7 +79,7 @@ class TfnasSearch(Schema):
 
 class TfnasOptim(Schema):
     weights: OptimizerSpec = sgd(0.025, 0.9, 1.0e-5)
-    schedule: ScheduleSpec = cosine(0.0)
+    schedule: ScheduleSpec = cosine(0.0, per="epoch")  # the reference steps its cosine once per epoch
     grad_clip: float | None = Field(5.0, ge=0)
     arch: OptimizerSpec = adam(0.01, 5.0e-4)
 
@@ -99,6 +105,9 @@ class TfnasSearchConfig(Schema):
     space: str = "tfnas_imagenet"
     lut: str | None = None  # path to a latency table (required to run)
     lut_resolution: int | None = Field(None, ge=8)  # deployment resolution; default: the table's
+    # deployment precision: lut: auto takes (or profiles) a table of it; a named table must be of it.
+    # None: the named table's own, fp32 with lut: auto
+    precision: Literal["fp32", "int8"] | None = None
     calibrated: bool = True  # apply the table's calibration to the latency term
     target_ms: float | None = Field(None, gt=0)
     seed: int = Field(0, ge=0)

@@ -1,11 +1,15 @@
 """Elastic width scaling: move a derived architecture's latency toward the target by its mid widths.
 
-``scale_widths`` is the per-epoch, coarse-to-fine step of TF-NAS: scale the
-chosen ops' widths of all stages together, in steps proportional to each
-width, until one more step would cross the target; then do the same on stages
-2..N, 3..N, ..., N..N (fewer layers, smaller latency steps: finer). Widths stay
-on the allowed grid (multiples of the table's alignment within
-[bound/2, bound]).
+Two per-epoch rules (``ELASTIC_RULES``), both coarse to fine over stage groups (all stages, then
+stages 2..N, 3..N, ..., N..N: fewer layers, smaller latency steps):
+
+* ``tfnas`` (the official code's rule): every layer of a group moves by ``round(w / w_min)`` channels
+  per step (about one step of the group's narrowest layer), within [bound/2, bound]. Above the target
+  the whole network shrinks until it is *below* the target, then the finer groups expand back up
+  to it without crossing; below the target every group expands without crossing. The kept channels
+  are the top-k by the L1 norm of their depthwise kernels among *all* of the op's channels.
+* ``grid`` (ours): steps of ``step`` (10%) of each width, snapped to the table's alignment grid, never
+  crossing the target; the kept channels are the active ones ranked by that norm.
 
 ``hit_target`` is the final, fine adjustment at derivation: single-layer width
 moves picked greedily until the predicted latency is within a tolerance of the
@@ -21,7 +25,8 @@ consistently, so training just continues).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -54,6 +59,45 @@ def snap_widths(lat: LatencyModel, ops: Sequence[int], widths: Sequence[int]) ->
         j = bisect.bisect_right(allowed, w) - 1
         out.append(allowed[max(j, 0)])
     return out
+
+
+def _official_group_step(
+    lat: LatencyModel, ops: Sequence[int], widths: list[int], depths: Sequence[int], group: list[int], target_ms: float,
+    sign: int,
+) -> list[int]:  # fmt: skip
+    """One of the reference's fits over ``group``: grow (sign +1) while the latency stays at most the target,
+    or shrink (sign -1) until it falls below it; each layer moves ``round(w / min w)`` channels a step."""
+    if not group:
+        return widths
+    w_min = min(widths[i] for i in group)
+    ratio = {i: int(round(widths[i] / w_min)) for i in group}
+    movable = {i: True for i in group}
+    cur, new = list(widths), list(widths)
+    new_ms = lat.arch_ms(ops, new, depths)
+    while any(movable.values()) and sign * new_ms <= sign * target_ms:
+        cur = list(new)
+        for i in group:
+            lo, hi = lat.space.width_bounds(lat.op_names[ops[i]], lat.geometry[i].in_ch)
+            w = cur[i] + sign * ratio[i]
+            new[i] = min(max(w, lo), hi)
+            movable[i] = lo < w < hi
+        new_ms = lat.arch_ms(ops, new, depths)
+    return new if sign < 0 else cur
+
+
+def scale_widths_official(
+    lat: LatencyModel, ops: Sequence[int], widths: Sequence[int], depths: Sequence[int], target_ms: float
+) -> list[int]:
+    """The reference's per-epoch width scaling (``ELASTIC_RULES['tfnas']``)."""
+    cur = list(widths)
+    groups = [active_layers(lat, depths, first) for first in range(len(lat.stage_slices))]
+    now = lat.arch_ms(ops, cur, depths)
+    if now == target_ms:
+        return cur
+    cur = _official_group_step(lat, ops, cur, depths, groups[0], target_ms, -1 if now > target_ms else 1)
+    for group in groups[1:]:
+        cur = _official_group_step(lat, ops, cur, depths, group, target_ms, 1)
+    return cur
 
 
 def scale_widths(
@@ -203,8 +247,14 @@ def hit_target(
 
 
 @torch.no_grad()
-def keep_order(importance: torch.Tensor, width: int) -> torch.Tensor:
-    """Channel permutation: current channels by importance (desc), then the inactive ones by importance."""
+def keep_order(importance: torch.Tensor, width: int, among: str = "active") -> torch.Tensor:
+    """Channel permutation; the first ``new width`` channels are the ones kept.
+
+    ``among="active"``: the current channels by importance (desc), then the inactive ones by importance;
+    ``"all"`` (the reference): every channel by importance, active or not.
+    """
+    if among == "all":
+        return torch.argsort(importance, descending=True, stable=True)
     n = importance.numel()
     active = torch.argsort(importance[:width], descending=True, stable=True)
     inactive = width + torch.argsort(importance[width:], descending=True, stable=True)
@@ -213,11 +263,15 @@ def keep_order(importance: torch.Tensor, width: int) -> torch.Tensor:
 
 @torch.no_grad()
 def apply_widths(
-    model: TFNASSupernet, ops: Sequence[int], widths: Sequence[int], optimizer: torch.optim.Optimizer | None = None
+    model: TFNASSupernet,
+    ops: Sequence[int],
+    widths: Sequence[int],
+    optimizer: torch.optim.Optimizer | None = None,
+    among: str = "active",
 ) -> int:
     """Set the width of op ``ops[i]`` of layer ``i`` to ``widths[i]`` where it changed; return how many changed.
 
-    Channels are reordered so the kept ones (largest depthwise L1 norm) come
+    Channels are reordered so the kept ones (largest depthwise L1 norm, ``keep_order(among=...)``) come
     first; optimizer state tensors shaped like a parameter follow the same permutation.
     """
     changed = 0
@@ -227,7 +281,7 @@ def apply_widths(
         if w == old:
             continue
         op = layer.ops[o]
-        perm = keep_order(op.importance(), old).to(op.dw.device)
+        perm = keep_order(op.importance(), old, among).to(op.dw.device)
         for p, dim in op.channel_params():
             p.copy_(p.index_select(dim, perm))
             if optimizer is not None:
@@ -245,3 +299,15 @@ def derive_choice(model: TFNASSupernet) -> tuple[list[int], list[int], list[int]
     widths = [layer._w[o] for layer, o in zip(model.layers, ops)]
     depths = [md + int(torch.argmax(b.detach())) for md, b in zip(model.min_depths, model.betas)]
     return ops, widths, depths
+
+
+@dataclass(frozen=True)
+class ElasticRule:
+    scale: Callable[..., list[int]]  # (lat, ops, widths, depths, target_ms, step) -> new widths
+    keep_among: str  # keep_order's ``among``
+
+
+ELASTIC_RULES: dict[str, ElasticRule] = {
+    "tfnas": ElasticRule(lambda lat, o, w, d, t, step: scale_widths_official(lat, o, w, d, t), "all"),
+    "grid": ElasticRule(scale_widths, "active"),
+}

@@ -11,7 +11,10 @@ on CPU), or 'fused' (one expansion conv and one depthwise conv for all ops).
 
 BN in the supernet always uses batch statistics (no running stats): every
 forward of a search is a training-mode forward, and no buffers need to be
-reordered or checkpointed when widths change.
+reordered or checkpointed when widths change. As in the official supernet its BNs
+have no affine parameters (``affine=False``): a learnable scale could rescale an
+op's output against its architecture weight. ``affine=True`` (an option) gives
+every BN a learnable scale and shift, the last scale of a residual op starting at 0.
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ from torch import nn
 from tfnas.ops.mbconv import make_act
 
 
-def _bn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def _bn(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
     return F.batch_norm(x, None, None, weight, bias, training=True, momentum=0.0, eps=1e-5)
+
+
+def _sliced(p: torch.Tensor | None, w: int) -> torch.Tensor | None:
+    return None if p is None else p[:w]
 
 
 class ElasticInvertedResidual(nn.Module):
@@ -34,23 +41,29 @@ class ElasticInvertedResidual(nn.Module):
     channels: elastic scaling permutes exactly these.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, bound: int, kernel: int, stride: int, se_ch: int, act: str):
+    def __init__(
+        self, in_ch: int, out_ch: int, bound: int, kernel: int, stride: int, se_ch: int, act: str, affine: bool = False
+    ):
         super().__init__()
         self.in_ch, self.out_ch, self.bound = in_ch, out_ch, bound
-        self.kernel, self.stride, self.se_ch, self.act = kernel, stride, se_ch, act
+        self.kernel, self.stride, self.se_ch, self.act, self.affine = kernel, stride, se_ch, act, affine
         self.act_layer = make_act(act)  # on fresh BN outputs: in place
         self.se_act_layer = make_act(act, inplace=False)
+
+        def bn(n: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+            return (nn.Parameter(torch.ones(n)), nn.Parameter(torch.zeros(n))) if affine else (None, None)
+
         self.expand = nn.Parameter(torch.empty(bound, in_ch, 1, 1))
-        self.bn1_w, self.bn1_b = nn.Parameter(torch.ones(bound)), nn.Parameter(torch.zeros(bound))
+        self.bn1_w, self.bn1_b = bn(bound)
         self.dw = nn.Parameter(torch.empty(bound, 1, kernel, kernel))
-        self.bn2_w, self.bn2_b = nn.Parameter(torch.ones(bound)), nn.Parameter(torch.zeros(bound))
+        self.bn2_w, self.bn2_b = bn(bound)
         if se_ch:
             self.se_reduce = nn.Parameter(torch.empty(se_ch, bound, 1, 1))
             self.se_reduce_b = nn.Parameter(torch.zeros(se_ch))
             self.se_expand = nn.Parameter(torch.empty(bound, se_ch, 1, 1))
             self.se_expand_b = nn.Parameter(torch.zeros(bound))
         self.project = nn.Parameter(torch.empty(out_ch, bound, 1, 1))
-        self.bn3_w, self.bn3_b = nn.Parameter(torch.ones(out_ch)), nn.Parameter(torch.zeros(out_ch))
+        self.bn3_w, self.bn3_b = bn(out_ch)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -65,7 +78,7 @@ class ElasticInvertedResidual(nn.Module):
         if self.se_ch:
             out += [(self.se_reduce, 1), (self.se_expand, 0), (self.se_expand_b, 0)]
         out.append((self.project, 1))
-        return out
+        return [(p, dim) for p, dim in out if p is not None]
 
     def importance(self, width: int | None = None) -> torch.Tensor:
         """L1 norm of each mid channel's depthwise kernel (the channel-keeping criterion)."""
@@ -83,9 +96,9 @@ class ElasticInvertedResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, w: int) -> torch.Tensor:
         act = self.act_layer
-        h = act(_bn(F.conv2d(x, self.expand[:w]), self.bn1_w[:w], self.bn1_b[:w]))
+        h = act(_bn(F.conv2d(x, self.expand[:w]), _sliced(self.bn1_w, w), _sliced(self.bn1_b, w)))
         h = F.conv2d(h, self.dw[:w], None, self.stride, self.kernel // 2, 1, w)
-        h = act(_bn(h, self.bn2_w[:w], self.bn2_b[:w]))
+        h = act(_bn(h, _sliced(self.bn2_w, w), _sliced(self.bn2_b, w)))
         return self.se_and_project(h, w)
 
 
@@ -93,18 +106,25 @@ class MixedLayer(nn.Module):
     """One searchable layer: all candidate ops, their current widths, a single-path and a mixed forward."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, stride: int, act: str, specs: list[tuple[str, int, int, int]], widths: list[int]
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        act: str,
+        specs: list[tuple[str, int, int, int]],
+        widths: list[int],
+        affine: bool = False,
     ):
         """``specs``: per op (name, kernel, bound, se_ch), in the space's op order."""
         super().__init__()
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.op_names = [s[0] for s in specs]
         self.ops = nn.ModuleList(
-            ElasticInvertedResidual(in_ch, out_ch, bound, k, stride, se, act) for _, k, bound, se in specs
+            ElasticInvertedResidual(in_ch, out_ch, bound, k, stride, se, act, affine) for _, k, bound, se in specs
         )
         self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
         self.has_residual = stride == 1 and in_ch == out_ch
-        if self.has_residual:  # residual layers start as identity: a deep supernet of random paths trains stably
+        if self.has_residual and affine:  # residual ops start as identity (the option of learnable BNs)
             for op in self.ops:
                 nn.init.zeros_(op.bn3_w)
         kernels = sorted({s[1] for s in specs})
@@ -149,13 +169,16 @@ class MixedLayer(nn.Module):
         act = ops[order[0]].act_layer
         widths = [ws[i] for i in order]
         total = sum(widths)
-        g1 = cat([ops[i].bn1_w[: ws[i]] for i in order])
-        b1 = cat([ops[i].bn1_b[: ws[i]] for i in order])
-        h = act(_bn(F.conv2d(x, cat([ops[i].expand[: ws[i]] for i in order])), g1, b1))
+
+        def joined(name: str) -> torch.Tensor | None:
+            parts = [getattr(ops[i], name) for i in order]
+            return None if parts[0] is None else cat([p[: ws[i]] for i, p in zip(order, parts)])
+
+        h = act(_bn(F.conv2d(x, cat([ops[i].expand[: ws[i]] for i in order])), joined("bn1_w"), joined("bn1_b")))
         k = max(ops[i].kernel for i in order)
         dw = cat([_pad_kernel(ops[i].dw[: ws[i]], k) for i in order])
         d = F.conv2d(h, dw, None, self.stride, k // 2, 1, total)
-        d = act(_bn(d, cat([ops[i].bn2_w[: ws[i]] for i in order]), cat([ops[i].bn2_b[: ws[i]] for i in order])))
+        d = act(_bn(d, joined("bn2_w"), joined("bn2_b")))
         out = None
         for i, di in zip(order, d.split(widths, dim=1)):
             y = ops[i].se_and_project(di, ws[i]) * weights[i]

@@ -40,13 +40,17 @@ class SearchOutcome:
 
 
 def with_auto_table(cfg: TfnasSearchConfig, show_progress: bool = True, say: Say = print) -> TfnasSearchConfig:
-    """``lut: auto``: the config with a table of this machine (shipped, cached, or profiled now)."""
+    """``lut: auto``: the config with a table of this machine at the config's ``precision`` (fp32 unless it
+    says int8; shipped, cached, or profiled now)."""
     if str(cfg.lut) != "auto":
         return cfg
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("lut: auto profiles this machine; in a multi-process run name the table (lut: PATH)")
     space = load_space(cfg.space)
-    choice = choose_table(space, cfg.lut_resolution or space.resolution, progress=show_progress, say=say)
+    precision = cfg.precision or "fp32"
+    choice = choose_table(
+        space, cfg.lut_resolution or space.resolution, progress=show_progress, say=say, precision=precision
+    )
     say(f"latency table: {choice.path} ({choice.note})")
     return cfg.model_copy(update={"lut": str(choice.path)})
 
@@ -60,7 +64,8 @@ def deployment_shape(lat: LatencyModel) -> str:
 
 
 def measure_result(result: SearchResult, table: LatencyTable) -> dict[str, Any] | None:
-    """Time the derived network here when this machine is the table's device; write ``measured.json``."""
+    """Time the derived network here when this machine is the table's device (an int8 table's network quantized
+    as the table's graphs were); write ``measured.json``."""
     m = measure_on_table_device(result.arch, table)
     if m is None:
         return None
@@ -69,8 +74,11 @@ def measure_result(result: SearchResult, table: LatencyTable) -> dict[str, Any] 
     return doc
 
 
-def run_search(cfg: TfnasSearchConfig, resume: bool = False, force: bool = False, say: Say = print) -> SearchOutcome:
-    """Search under ``cfg`` into ``cfg.out`` (default ``runs/search/<name>``) and measure the result here."""
+def run_search(
+    cfg: TfnasSearchConfig, resume: bool = False, force: bool = False, say: Say = print, measure: bool = True
+) -> SearchOutcome:
+    """Search under ``cfg`` into ``cfg.out`` (default ``runs/search/<name>``) and, with ``measure`` and when this
+    machine is the table's device, time the result here."""
     if cfg.out is None:
         cfg = cfg.model_copy(update={"out": str(Path("runs") / "search" / cfg.name)})
     cfg = with_auto_table(cfg, show_progress=cfg.runtime.progress is not False, say=say)
@@ -89,7 +97,7 @@ def run_search(cfg: TfnasSearchConfig, resume: bool = False, force: bool = False
     table = search.lat.lookup.table
     if not info.is_main:
         return SearchOutcome(None, cfg, shape, table_device(table))
-    return SearchOutcome(result, cfg, shape, table_device(table), measure_result(result, table))
+    return SearchOutcome(result, cfg, shape, table_device(table), measure_result(result, table) if measure else None)
 
 
 def explain_loop(report_path: str | Path) -> str:

@@ -28,12 +28,12 @@ from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from tfnas.arch import Architecture
-from tfnas.data import build_datasets, make_loader
+from tfnas.data import build_datasets, is_builtin_source, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, require_this_device, table_grid
 from tfnas.resources import shipped_file
 from tfnas.search.config import AUTOCAST_DTYPES, TfnasSearchConfig, resolve_config
-from tfnas.search.elastic import apply_widths, derive_choice, hit_target, scale_widths
+from tfnas.search.elastic import ELASTIC_RULES, apply_widths, derive_choice, hit_target
 from tfnas.search.latency import LatencyModel
 from tfnas.search.report import arch_cost, plot_history, write_report
 from tfnas.search.sampling import draw_paths, gumbel_softmax_weights, weight_paths
@@ -78,6 +78,8 @@ class SearchResult:
     report_path: Path
     predicted_ms: float
     target_ms: float
+    held_out_acc: float | None = None  # the supernet's most probable path on the held-out split
+    chance_acc: float | None = None
 
 
 def resolve_path(p: str | Path) -> Path:
@@ -91,7 +93,10 @@ def resolve_path(p: str | Path) -> Path:
 def build_latency_model(cfg: TfnasSearchConfig, space: MBV2Space) -> LatencyModel:
     if not cfg.lut:
         raise ConfigError("no latency table: set 'lut' in the search config (e.g. latency_tables/<table>.json)")
-    table = load_table(resolve_path(cfg.lut), space, resolution=cfg.lut_resolution, warn_fingerprint=False)
+    # a named table must be of the config's precision, when it states one (an fp32 table is no int8 budget)
+    table = load_table(
+        resolve_path(cfg.lut), space, resolution=cfg.lut_resolution, warn_fingerprint=False, precision=cfg.precision
+    )
     align = cfg.search.width_align or table_grid(table).align
     return LatencyModel(space, table, cfg.lut_resolution, cfg.calibrated, align)
 
@@ -153,12 +158,13 @@ class TFNASSearch:
             "cuda" if rt.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         )
         self.data = build_datasets(
-            str(d.source) if str(d.source) == "generated" else resolve_path(d.source),
+            d.source if is_builtin_source(d.source) else resolve_path(d.source),
             resolution=d.resolution,
             num_classes=d.num_classes,
             held_out_fraction=d.held_out_fraction,
             num_samples=d.num_samples,
             seed=self.cfg.seed,
+            augment="train" if d.augment else "none",  # the architecture's split: never (the reference)
             max_samples=d.max_samples,
         )
         if self.data.held_out is None:
@@ -168,15 +174,22 @@ class TFNASSearch:
         """Supernet (seeded), memory format, autocast and the two optimizers."""
         cfg, rt = self.cfg, self.cfg.runtime
         torch.manual_seed(cfg.seed)
-        self.model = TFNASSupernet(self.space, self.data.num_classes, cfg.search.ops).to(self.device)
+        self.model = TFNASSupernet(self.space, self.data.num_classes, cfg.search.ops, cfg.search.bn).to(self.device)
         self.model.set_mixed_impl(rt.mixed_op)
         self.memory_format = torch.channels_last if rt.channels_last else torch.contiguous_format
         cast = AUTOCAST_DTYPES[rt.autocast]
         self.autocast_dtype = getattr(torch, cast) if cast else None
         self.model = apply_memory_format(self.model, rt.channels_last)
         self.weights = list(self.model.weight_parameters())  # fixed set: built once, not every step
-        self.w_opt = build_optimizer(self.weights, cfg.optim.weights)
-        self.a_opt = build_optimizer(self.model.arch_parameters(), cfg.optim.arch)
+        self._new_optimizers()
+
+    def _new_optimizers(self) -> None:
+        """Fresh weight (SGD) and architecture (Adam) optimisers: at the start, and each epoch with
+        ``search.optimizer_reset: epoch`` (the reference rebuilds both every epoch: no momentum carries over)."""
+        self.w_opt = build_optimizer(self.weights, self.cfg.optim.weights)
+        self.a_opt = build_optimizer(self.model.arch_parameters(), self.cfg.optim.arch)
+        if hasattr(self, "loop"):
+            self.loop.modules.update(w_opt=self.w_opt, a_opt=self.a_opt)
 
     def _plan_steps(self) -> None:
         """Per-process batch, steps per epoch, held-out batches, the lr schedule and the run loop."""
@@ -352,8 +365,9 @@ class TFNASSearch:
             **stats,
         }
         if not warm and s.elastic:
-            new = scale_widths(self.lat, ops, widths, depths, self.target, s.elastic_step)
-            record["widths_changed"] = apply_widths(model, ops, new, self.w_opt)
+            rule = ELASTIC_RULES[s.elastic_rule]
+            new = rule.scale(self.lat, ops, widths, depths, self.target, s.elastic_step)
+            record["widths_changed"] = apply_widths(model, ops, new, self.w_opt, rule.keep_among)
             self._op_table = self.lat.op_table(model.widths())
             record["scaled_ms"] = self.lat.arch_ms(ops, new, depths)
         record["widths"] = [model.layers[i]._w[o] for i, o in enumerate(ops)]
@@ -386,6 +400,8 @@ class TFNASSearch:
                 start = self.loop.first_step(epoch)
                 if not start:
                     self._sums, self._counts = {}, {}
+                    if self.cfg.search.optimizer_reset == "epoch" and epoch > 0:
+                        self._new_optimizers()
                 t0 = time.perf_counter()
                 self._run_steps(epoch, start, metrics, budget)
                 stats = {k: self._sums[k] / self._counts[k] for k in self._sums}
@@ -433,8 +449,24 @@ class TFNASSearch:
                 raise SearchInterrupted(f"stopped after {budget.done} steps (runtime.stop_after_steps)")
 
     # ---- derivation ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def held_out_accuracy(self) -> float:
+        """Top-1 of the supernet's most probable path on the whole held-out split (batch statistics, as the
+        search trains): a supernet near chance level here chose its architecture by latency alone."""
+        ops = derive_choice(self.model)[0]
+        loader = make_loader(self.data.held_out, self.batch, shuffle=False, drop_last=False)
+        correct = total = 0
+        for x, y in loader:
+            x, y = self._to(x, y)
+            with self._autocast():
+                out = self.model.forward_paths(x, ops)
+            correct += int((out.argmax(1) == y).sum())
+            total += len(y)
+        return correct / max(total, 1)
+
     def derive(self) -> SearchResult:
         """The final architecture: derived, moved to the target (and measured when asked), then written."""
+        held_acc = self.held_out_accuracy() if self.is_main else None
         ops, widths, depths, moves, loop = self._final_choice()
         predicted = self.lat.arch_ms(ops, widths, depths)
         meta = {
@@ -447,6 +479,8 @@ class TFNASSearch:
             "calibrated": self.lat.calibration is not None,
             "seed": self.cfg.seed,
             "epochs": self.cfg.search.epochs,
+            "supernet_held_out_acc": held_acc,
+            "chance_acc": 1.0 / self.data.num_classes,
         }
         if loop:
             meta["measured_ms"] = loop[-1]["measured_ms"]
@@ -457,7 +491,7 @@ class TFNASSearch:
             self._write_report(report_path, arch, (ops, widths, depths), moves, loop)
         if not math.isfinite(predicted):
             raise TfnasError("derived latency is not finite")
-        return SearchResult(arch, arch_path, report_path, predicted, self.target)
+        return SearchResult(arch, arch_path, report_path, predicted, self.target, held_acc, 1.0 / self.data.num_classes)
 
     def _final_choice(self) -> tuple[list[int], list[int], list[int], list, list]:
         """(ops, widths, depths, structural moves, measured loop): the most probable choice, moved to the
@@ -482,6 +516,8 @@ class TFNASSearch:
             "predicted_ms": predicted,
             "relative_error": err,
             "target_hit": abs(err) <= self.cfg.search.final_tolerance + 1e-12,
+            "supernet_held_out_acc": arch.meta.get("supernet_held_out_acc"),
+            "chance_acc": arch.meta.get("chance_acc"),
             "raw_sum_ms": self.lat.arch_ms(*choice, calibrated=False),
             "structural_adjustments": moves,
             "measured_loop": loop,
@@ -507,17 +543,15 @@ class TFNASSearch:
         the network-level ratio being corrected stays that of the same network; the iteration measured
         closest to the target is kept.
         """
-        from tfnas.latency.measure import measure_archs, protocol_for
+        from tfnas.latency.measure import measure_for_table
 
         s = self.cfg.search
-        fp = self.lat.lookup.table.fingerprint
-        protocol = protocol_for(self.lat.lookup.table.protocol)
-        backend = "ort" if fp.get("runtime") == "onnxruntime" else str(self.lat.lookup.table.meta.get("backend", "ort"))
+        table = self.lat.lookup.table
         loop, best = [], None
         for it in range(s.measure_iterations + 1):
             arch = self.lat.to_arch(ops, widths, depths)
-            threads, batch = int(fp.get("threads", 1)), int(fp.get("batch", 1))
-            runs = measure_archs([arch], backend, threads, batch, protocol, rounds=s.measure_rounds)[0]
+            # the table's runtime, shape, statistic and precision (int8: quantized as the table's graphs were)
+            runs = measure_for_table([arch], table, s.measure_rounds)[0]
             rounds = [m.latency_ms for m in runs]  # one export and session, several timing rounds
             measured = statistics.median(rounds)
             predicted = self.lat.arch_ms(ops, widths, depths)

@@ -6,7 +6,9 @@ of op logits, kept as log-probabilities. Per stage: betas over the sink points
 when the first layer keeps the shape). A stage's output is the softmax(beta)
 mix of its sink points, so depth is searched without a skip op competing with
 real ops. Stem, first block and head are the derived network's own modules (the head without
-dropout: the reference searches without it).
+dropout: the reference searches without it). As in the reference supernet every BN, there and in
+the candidate ops, has no affine parameters and normalises with batch statistics (``bn="plain"``);
+``bn="affine"`` (an option) keeps learnable BNs, with running statistics in the fixed parts.
 """
 
 from __future__ import annotations
@@ -20,14 +22,29 @@ from tfnas.search.elastic_ops import MixedLayer
 from tfnas.spaces.mbv2 import MBV2Space
 
 
+def batch_statistics_only(module: nn.Module) -> nn.Module:
+    """Every BatchNorm2d of ``module`` replaced by one without affine parameters or running statistics."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            setattr(module, name, nn.BatchNorm2d(child.num_features, affine=False, track_running_stats=False))
+        else:
+            batch_statistics_only(child)
+    return module
+
+
 class TFNASSupernet(nn.Module):
     """Supernet of an ``MBV2Space``; ``forward_paths`` (one op per layer) and ``forward_mixed`` (all ops)."""
 
-    def __init__(self, space: MBV2Space, num_classes: int | None = None, ops: list[str] | None = None):
+    def __init__(
+        self, space: MBV2Space, num_classes: int | None = None, ops: list[str] | None = None, bn: str = "plain"
+    ):
         super().__init__()
+        if bn not in ("plain", "affine"):
+            raise ConfigError(f"supernet bn {bn!r}: choose 'plain' (the reference) or 'affine'")
         self.space = space
         self.op_names = list(space.ops)
         enabled = self.op_names if ops is None else list(ops)
+        affine = bn == "affine"
         self.stem = build_stem(space)
         self.first_block = build_first_block(space)
         self.geometry = space.layers()
@@ -38,11 +55,14 @@ class TFNASSupernet(nn.Module):
                 spec = space.ops[name]
                 specs.append((name, spec.kernel, space.width_bounds(name, g.in_ch)[1], space.se_width(name, g.in_ch)))
                 widths.append(space.default_width(name, g.in_ch))
-            layers.append(MixedLayer(g.in_ch, g.out_ch, g.stride, g.act, specs, widths))
+            layers.append(MixedLayer(g.in_ch, g.out_ch, g.stride, g.act, specs, widths, affine))
         self.layers = nn.ModuleList(layers)
         # no dropout while searching (as in the reference supernet): the space's head dropout is a
         # regulariser of the derived network's training, and it would add noise to every arch gradient
         self.head = build_head(space, num_classes, dropout=0.0)
+        if not affine:
+            for part in (self.stem, self.first_block, self.head):
+                batch_statistics_only(part)
         self.stage_slices = space.stage_slices()
         self.min_depths = space.min_depths()
         n_layers, n_ops = len(layers), len(self.op_names)
