@@ -163,6 +163,29 @@ def test_shapes_task_has_no_cue_a_linear_model_can_use():
     assert acc < 0.2, acc
 
 
+def test_digits_task_is_a_fixed_split_of_the_shipped_digits():
+    """The digits task: 1,437 train / 360 test images, disjoint, every class present, upsampled to R x R x 3."""
+    pytest.importorskip("sklearn", reason="the digits task needs scikit-learn (pip install 'tfnas[bench]')")
+    from tfnas.data.tasks import Digits
+
+    train, test = Digits(True, 16), Digits(False, 16)
+    assert (len(train), len(test)) == (1437, 360)
+    assert train[0][0].shape == (3, 16, 16) and sorted(set(test.targets)) == list(range(10))
+    flat = {tuple(train.images[i, 0].flatten().tolist()) for i in range(len(train))}
+    assert sum(tuple(test.images[i, 0].flatten().tolist()) in flat for i in range(len(test))) < 5  # near-disjoint
+
+
+def test_digits_without_scikit_learn_says_what_to_install(monkeypatch):
+    import sys
+
+    from tfnas.data.tasks import Digits
+    from tfnas.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"scikit-learn: pip install 'tfnas\[bench\]'"):
+        Digits(True)
+
+
 def _bench():
     path = repo_root() / "benchmarks" / "search" / "bench_quality.py"
     spec = importlib.util.spec_from_file_location("bench_quality", path)
