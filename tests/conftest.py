@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,19 @@ def tiny_space():
     from tfnas.spaces.mbv2 import space_from_dict
 
     return space_from_dict(TINY_SPACE, "tiny.yaml")
+
+
+@pytest.fixture
+def files(tiny_space, tiny_space_dict, tmp_path):
+    """A tiny space file, a uniform architecture of it and a synthetic table (CLI journeys)."""
+    from tests.test_latency_table import make_table
+    from tfnas.arch import Architecture
+
+    space_yaml = tmp_path / "tiny.yaml"
+    space_yaml.write_text(yaml.safe_dump(tiny_space_dict))
+    arch = Architecture.uniform(tiny_space, "k3_e6_se").to_dict()
+    arch["space"] = str(space_yaml)
+    arch_path = tmp_path / "arch.json"
+    arch_path.write_text(json.dumps(arch))
+    lut = make_table(tiny_space).save(tmp_path / "lut.json")
+    return {"space": space_yaml, "arch": arch_path, "arch_doc": arch, "lut": lut, "dir": tmp_path}

@@ -18,7 +18,6 @@ from profilers.quantize import (
     quantize_graph,
     quantized_summary,
 )
-from tests.test_latency_cli import files  # noqa: F401  (a fixture)
 from tests.test_latency_table import make_table
 from tfnas.arch import Architecture
 from tfnas.cli import main

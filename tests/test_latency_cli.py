@@ -6,23 +6,9 @@ import argparse
 import json
 
 import pytest
-import yaml
 
 from tests.test_latency_table import make_table
-from tfnas.arch import Architecture
 from tfnas.cli import main
-
-
-@pytest.fixture
-def files(tiny_space, tiny_space_dict, tmp_path):
-    space_yaml = tmp_path / "tiny.yaml"
-    space_yaml.write_text(yaml.safe_dump(tiny_space_dict))
-    arch = Architecture.uniform(tiny_space, "k3_e6_se").to_dict()
-    arch["space"] = str(space_yaml)
-    arch_path = tmp_path / "arch.json"
-    arch_path.write_text(json.dumps(arch))
-    lut = make_table(tiny_space).save(tmp_path / "lut.json")
-    return {"space": space_yaml, "arch": arch_path, "arch_doc": arch, "lut": lut, "dir": tmp_path}
 
 
 def run_cli(capsys, *argv):

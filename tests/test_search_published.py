@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from tests.test_data import _fake_cifar_arrays, _write_bin
@@ -33,7 +34,7 @@ def test_supernet_batch_norms_are_plain_as_the_reference(tiny_space):
     assert not any("running" in k for k in net.state_dict())
     affine = TFNASSupernet(tiny_space, bn="affine")  # the option: learnable BNs, residual ops starting at zero
     residual = [layer for layer in affine.layers if layer.has_residual]
-    assert residual and all(float(op.bn3_w.abs().sum()) == 0 for layer in residual for op in layer.ops)
+    assert residual and all(float(op.bn3_w.detach().abs().sum()) == 0 for layer in residual for op in layer.ops)
     assert DEFAULTS.search.bn == "plain"
 
 
@@ -229,3 +230,23 @@ def test_random_architectures_depend_on_the_seed_only(tiny_space):
     assert a == b and len(a) == 5
     drawn = draw_entries(tiny_space, lat, searched, 1.0, cfg)[1:]  # random and uniform: moved to the budget
     assert np.allclose([lat.arch_ms(*_choice(lat, e.arch)) for e in drawn], 1.0, rtol=0.01)
+
+
+def test_tfnas_compare_cli_ranks_an_architecture_file_and_names_a_missing_table(files, tmp_path, capsys):
+    """The user's journey: an architecture file, a table, generated data; plan first, a rank per searched net."""
+    from tfnas.cli import main
+
+    cfg = tmp_path / "compare.yaml"
+    cfg.write_text(yaml.safe_dump({"num_samples": 32, "batch_size": 16, "uniform": ["k3_e3"],
+                                   "recipe": {"epochs": 1, "max_steps_per_epoch": 1}}))  # fmt: skip
+    out = tmp_path / "cmp"
+    rc = main(["compare", str(files["arch"]), "--lut", str(files["lut"]), "--config", str(cfg), "--data", "shapes",
+               "--resolution", "8", "--random", "2", "--jobs", "1", "--no-measure", "--out", str(out)])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and "beats" in text and "of 2 random networks" in text
+    result = json.loads((out / "results.json").read_text())
+    assert [n["kind"] for n in result["networks"]] == ["searched", "random", "random", "uniform"]
+    assert (out / "plan.json").exists() and (out / "accuracy_vs_latency.png").stat().st_size > 0
+    # an architecture that names no table, and no --lut: the error names the file
+    rc = main(["compare", str(files["arch"]), "--out", str(tmp_path / "c2")])
+    assert rc == 2 and str(files["arch"]) in capsys.readouterr().err

@@ -60,6 +60,10 @@ TRAIN = {  # every compared network of a task: the same recipe
 }
 TRAIN_EPOCHS = {"digits": 10}  # 1,437 training digits: the same number of steps as ~4 epochs of 4,000 samples
 TASKS = ("shapes:0.0", "digits")
+# Added after the first full run: trained for 4 epochs, every network of shapes:0.0 reached 98.4-99.9% (a ceiling
+# where 1,000 test images cannot rank them), so the same networks (same searches, same random draws) are also
+# trained on a harder variant of the task, at which networks of the space differ (35-59% in an earlier probe).
+HARDER = {"shapes:0.0": "shapes:0.3"}
 
 
 def quick_setup(out: Path) -> tuple[dict, dict, dict, tuple[str, ...], list[int]]:
@@ -172,6 +176,19 @@ def run(args: argparse.Namespace) -> dict:
             "networks": result["networks"],
         }
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        if task in HARDER and not args.quick:
+            hard = HARDER[task]
+            cfg = CompareConfig.model_validate({**train, "recipe": recipe, "data": hard, "jobs": args.jobs, "seed": 1})
+            t0 = time.perf_counter()
+            result = compare(searched, search["lut"], tdir / f"compare_{hard.replace(':', '_')}", cfg,
+                             target_ms=search["target_ms"])  # fmt: skip
+            summary["tasks"][f"{task} searched, trained on {hard}"] = {
+                **summary["tasks"][task],
+                "compare_seconds": round(time.perf_counter() - t0, 1),
+                "random_median_acc": result["random_median_acc"],
+                "networks": result["networks"],
+            }
+            (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(markdown(summary))
     return summary
 
