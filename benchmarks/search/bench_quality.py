@@ -9,7 +9,7 @@ For each task (the generated ``shapes`` task, where the architecture matters, an
 The search protocol below was fixed from the supernets' held-out accuracy alone (they must learn the
 task), never from a comparison's outcome. Everything is resumable: rerun the same command to continue.
 
-    python benchmarks/search/bench_quality.py --out benchmarks/search/results/quality      # ~85 min, 2 cores
+    python benchmarks/search/bench_quality.py --out benchmarks/search/results/quality      # ~105 min, 2 cores
     python benchmarks/search/bench_quality.py --quick --out /tmp/q                          # seconds
 """
 
