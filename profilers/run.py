@@ -62,6 +62,10 @@ def point_id(key: str, width: int | None) -> str:
     return f"{key}@{'null' if width is None else width}"
 
 
+# A partial table resumes only with the same device identity and the same int8 recipe (absent for fp32).
+RESUME_MATCH_FIELDS: tuple[str, ...] = (*DEFAULT_MATCH_FIELDS, "quantization")
+
+
 def _open_table(
     out: Path, manifest: Manifest, fingerprint: dict[str, Any], protocol: TimingProtocol, resume: bool, backend: str
 ) -> LatencyTable:
@@ -73,12 +77,7 @@ def _open_table(
         problems = []
         if table.space != manifest.space:
             problems.append(f"space: LUT has {table.space!r}, bundle is {manifest.space!r}")
-        problems += table.fingerprint_mismatch(fingerprint, DEFAULT_MATCH_FIELDS)
-        if table.fingerprint.get("quantization") != fingerprint.get("quantization"):
-            problems.append(
-                f"quantization: LUT has {table.fingerprint.get('quantization')!r},"
-                f" requested {fingerprint.get('quantization')!r}"
-            )
+        problems += table.fingerprint_mismatch(fingerprint, RESUME_MATCH_FIELDS)
         wanted = protocol.to_dict()
         for name in sorted(set(table.protocol) | set(wanted)):
             if table.protocol.get(name) != wanted.get(name):

@@ -42,6 +42,7 @@ from tfnas.errors import ConfigError, LatencyTableError
 from tfnas.latency.signatures import Signature, fixed_signatures, space_signatures
 from tfnas.models.mbv2_net import first_block_se_width
 from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.utils.io import read_bytes
 
 OFFICIAL_REPO = "https://github.com/AberHu/TF-NAS"
 OFFICIAL_LICENCE = "MIT License, Copyright (c) 2020 Aber Hu"
@@ -263,23 +264,8 @@ def parse_official(data: Any, source: str, sha256: str = "") -> OfficialTable:
 def read_official(path: str | Path, max_bytes: int = MAX_BYTES) -> OfficialTable:
     """Read an official TF-NAS latency pickle safely (size cap, ``OrderedDict`` and plain data only)."""
     p = Path(path)
-    try:
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise LatencyTableError(
-                f"{p}: {size} bytes; an official latency table is under {max_bytes} bytes (the published ones are"
-                " 427 kB), so this file is refused unread"
-            )
-        with p.open("rb") as fh:
-            raw = fh.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise LatencyTableError(f"official latency table {p} does not exist") from None
-    except IsADirectoryError:
-        raise LatencyTableError(f"{p} is a folder, not an official latency table (a .pkl file)") from None
-    except OSError as exc:
-        raise LatencyTableError(f"cannot read {p}: {exc.strerror or exc}") from None
-    if len(raw) > max_bytes:
-        raise LatencyTableError(f"{p}: larger than {max_bytes} bytes; refused")
+    raw = read_bytes(p, "official latency table", "pickle (.pkl, the published ones are 427 kB)", max_bytes,
+                     LatencyTableError)  # fmt: skip
     if not raw:
         raise LatencyTableError(f"{p} is empty; not an official latency table")
     if raw.lstrip()[:1] == b"{":

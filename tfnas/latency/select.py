@@ -24,7 +24,7 @@ from profilers.lut import LatencyTable
 from profilers.quantize import check_precision
 from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
-from tfnas.latency.table import device_match, here_fingerprint
+from tfnas.latency.table import device_match, here_fingerprint, table_precision
 from tfnas.latency.validate import Validation, error_report, judge, validate_table
 from tfnas.spaces.mbv2 import MBV2Space
 
@@ -88,7 +88,7 @@ def matching_tables(
             continue
         if fp.get("threads") != threads or not table.complete or table.calibration is None:
             continue
-        if (fp.get("precision") or "fp32") != precision:
+        if table_precision(table) != precision:
             continue
         if device_match(table, threads).same_device:
             found.append(table)

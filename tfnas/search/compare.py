@@ -33,7 +33,7 @@ from tfnas.arch import Architecture, load_arch
 from tfnas.config.loader import Schema
 from tfnas.data import build_datasets
 from tfnas.errors import ConfigError
-from tfnas.latency.measure import measure_archs, protocol_for
+from tfnas.latency.measure import measure_for_table
 from tfnas.latency.table import device_match, load_table, table_grid
 from tfnas.models.mbv2_net import build_model
 from tfnas.search.elastic import hit_target
@@ -114,17 +114,12 @@ def draw_entries(
     return entries
 
 
-def _space_of(source: str) -> MBV2Space:
-    """The space of a plan: its YAML file (a space of one's own) or its shipped name."""
-    return load_space(source)
-
-
 def _train_one(name: str, arch_doc: dict, cfg_doc: dict, out: str, threads: int, space: str) -> dict[str, Any]:
     """Train one network in its own resumable run folder (a worker process, or in-process with one job)."""
     if threads:
         torch.set_num_threads(threads)
     cfg = CompareConfig.model_validate(cfg_doc)
-    arch = Architecture.from_dict(arch_doc, name, _space_of(space))
+    arch = Architecture.from_dict(arch_doc, name, load_space(space))  # a YAML file or a shipped name
     run = Path(out)
     report = run / "train_report.json"
     if report.exists():
@@ -143,11 +138,10 @@ def _train_one(name: str, arch_doc: dict, cfg_doc: dict, out: str, threads: int,
 
 
 def _measure(entries: list[Entry], table: Any, rounds: int, say: Say) -> dict[str, float]:
-    """Measured latency (the table's statistic) of every network here, in interleaved rounds."""
-    fp = table.fingerprint
+    """Measured latency of every network here, timed as the table's graphs were (runtime, shape, precision,
+    statistic), in interleaved rounds."""
     say(f"timing {len(entries)} networks here ({rounds} interleaved rounds)")
-    runs = measure_archs([e.arch for e in entries], "ort", int(fp.get("threads", 1)), int(fp.get("batch", 1)),
-                         protocol_for(table.protocol), rounds=rounds)  # fmt: skip
+    runs = measure_for_table([e.arch for e in entries], table, rounds)
     return {e.name: statistics.median(m.latency_ms for m in r) for e, r in zip(entries, runs)}
 
 

@@ -71,13 +71,14 @@ def _official_group_step(
         return widths
     w_min = min(widths[i] for i in group)
     ratio = {i: int(round(widths[i] / w_min)) for i in group}
+    bounds = {i: lat.space.width_bounds(lat.op_names[ops[i]], lat.geometry[i].in_ch) for i in group}
     movable = {i: True for i in group}
     cur, new = list(widths), list(widths)
     new_ms = lat.arch_ms(ops, new, depths)
     while any(movable.values()) and sign * new_ms <= sign * target_ms:
         cur = list(new)
         for i in group:
-            lo, hi = lat.space.width_bounds(lat.op_names[ops[i]], lat.geometry[i].in_ch)
+            lo, hi = bounds[i]
             w = cur[i] + sign * ratio[i]
             new[i] = min(max(w, lo), hi)
             movable[i] = lo < w < hi

@@ -84,23 +84,43 @@ def binary_kind(head: bytes) -> str:
     return "it is a binary file"
 
 
-def read_text(path: str | os.PathLike, what: str, kind: str, max_bytes: int | None = MAX_FILE_BYTES) -> str:
-    """A UTF-8 text file; a missing, unreadable, binary or oversized file is a ``ConfigError`` naming it."""
+def _mb(n: int, digits: int) -> str:
+    return f"{n / 2**20:.{digits}f} MB" if n >= 2**20 else f"{n} bytes"
+
+
+def read_bytes(
+    path: str | os.PathLike,
+    what: str,
+    kind: str,
+    max_bytes: int | None = MAX_FILE_BYTES,
+    error: type[Exception] = ConfigError,
+) -> bytes:
+    """A file's bytes, at most ``max_bytes`` (checked before and while reading); a missing, unreadable or
+    oversized file is an ``error`` naming it and ``what`` it should have been."""
     path = Path(path)
     try:
         size = path.stat().st_size
         if max_bytes is not None and size > max_bytes:
-            raise ConfigError(
-                f"{what} {path} is {size / 2**20:.1f} MB; a {kind} file tfnas reads is at most"
-                f" {max_bytes / 2**20:.0f} MB (is it the right file?)"
+            raise error(
+                f"{what} {path} is {_mb(size, 1)}; a {kind} file tfnas reads is at most {_mb(max_bytes, 0)}"
+                " (is it the right file?); refused unread"
             )
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
     except FileNotFoundError:
-        raise ConfigError(f"{what} not found: {path}") from None
+        raise error(f"{what} not found: {path} does not exist") from None
     except IsADirectoryError:
-        raise ConfigError(f"{what} {path} is a folder, not a {kind} file") from None
+        raise error(f"{what} {path} is a folder, not a {kind} file") from None
     except OSError as e:
-        raise ConfigError(f"cannot read {what} {path}: {e.strerror}") from None
+        raise error(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if max_bytes is not None and len(data) > max_bytes:  # it grew after the size check
+        raise error(f"{what} {path} is larger than {_mb(max_bytes, 0)}; refused")
+    return data
+
+
+def read_text(path: str | os.PathLike, what: str, kind: str, max_bytes: int | None = MAX_FILE_BYTES) -> str:
+    """A UTF-8 text file; a missing, unreadable, binary or oversized file is a ``ConfigError`` naming it."""
+    data = read_bytes(path, what, kind, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
