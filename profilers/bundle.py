@@ -27,6 +27,7 @@ from typing import Any
 
 from profilers import strict_json
 from profilers.errors import ProfilerError
+from profilers.lut import write_text_atomic
 
 BUNDLE_FORMAT = "tfnas.bundle"
 BUNDLE_VERSION = 2
@@ -207,9 +208,6 @@ def manifest_document(
 def set_manifest_precision(bundle_dir: str | Path, precision: str) -> Path:
     """Mark a written bundle for profiling at ``precision`` (``profile_precision``; its graphs stay the fp32
     sources); atomic."""
-    import os
-    import tempfile
-
     if precision not in PROFILE_PRECISIONS:
         raise ProfilerError(f"bundle profile_precision={precision!r}, expected one of {PROFILE_PRECISIONS}")
     manifest = load_manifest(bundle_dir)  # validates first
@@ -218,12 +216,4 @@ def set_manifest_precision(bundle_dir: str | Path, precision: str) -> Path:
     if data.get("profile_precision", "fp32") == precision:
         return path
     data["profile_precision"] = precision
-    fd, tmp = tempfile.mkstemp(prefix=".manifest-", suffix=".json", dir=str(manifest.root))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomic(path, json.dumps(data, indent=1), "bundle manifest")

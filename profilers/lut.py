@@ -300,25 +300,7 @@ class LatencyTable:
             text = _dumps(self.to_dict())
         except (TypeError, ValueError) as exc:
             raise ProfilerError(f"cannot serialise LUT for {p}: {exc}") from None
-        tmp_name: str | None = None
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-            os.chmod(tmp_name, _file_mode(p))  # mkstemp makes 0600; a LUT is a shareable artefact
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-                fh.write("\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp_name, p)
-            tmp_name = None
-            _fsync_dir(p.parent)
-        except OSError as exc:
-            raise ProfilerError(f"cannot write LUT file {p}: {exc}") from None
-        finally:
-            if tmp_name is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp_name)
+        write_text_atomic(p, text + "\n", "LUT file")
         self.source = str(p)
         return p
 
@@ -512,6 +494,31 @@ def _dumps(doc: dict[str, Any]) -> str:
         return json.dumps(value, separators=(", ", ": "), allow_nan=False)
 
     return fmt(doc, (), 0)
+
+
+def write_text_atomic(path: str | Path, text: str, what: str) -> Path:
+    """Write ``text`` to ``path`` through a synced temporary file and a rename: on any failure the previous
+    file is left untouched; an ``OSError`` becomes a ``ProfilerError`` naming ``what`` and the path."""
+    p = Path(path)
+    tmp_name: str | None = None
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+        os.chmod(tmp_name, _file_mode(p))  # mkstemp makes 0600; tables and manifests are shareable artefacts
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, p)
+        tmp_name = None
+        _fsync_dir(p.parent)
+    except OSError as exc:
+        raise ProfilerError(f"cannot write {what} {p}: {exc}") from None
+    finally:
+        if tmp_name is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+    return p
 
 
 def sig(x: float, digits: int = 6) -> float:
