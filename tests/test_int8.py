@@ -244,4 +244,7 @@ def test_tfnas_profile_int8_quantizes_while_exporting_and_names_the_precision(sp
     assert 0 <= build["quantize"]["while_exporting"] <= build["quantize"]["graphs"]
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     assert manifest["precision"] == "fp32" and manifest["profile_precision"] == "int8"
+    # int8 kernels compute multiples of 16 fastest and pad nothing: the table's grid (and so the widths a search
+    # and a validation derive from it) is aligned to 16, not fp32's 4
+    assert doc["meta"]["bundle_meta"]["grid"] == {"name": "sparse", "align": 16, "block": 16, "intervals": 1}
     assert not list((tmp_path / "bundle").rglob("*.onnx.tmp.onnx"))

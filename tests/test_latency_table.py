@@ -55,6 +55,19 @@ def test_sparse_grid_covers_both_classes_and_bounds():
         make_grid("fancy")
 
 
+def test_grid_defaults_follow_the_precision_and_yield_to_explicit_options():
+    # fp32 pads a multiple of 4 to the 16-channel block; int8 runs multiples of 16 fastest and pads nothing
+    # (benchmarks/latency/results/int8_width_classes_avx2.json)
+    assert (make_grid("sparse").align, make_grid("sparse").block) == (4, 16)
+    int8 = make_grid("sparse", "int8")
+    assert (int8.align, int8.block) == (16, 16)
+    assert all(int8.runtime_width(w) == w for w in (32, 48, 1536))
+    assert make_grid("sparse", "int8", align=8).align == 8
+    assert make_grid("dense", "int8").align == 1
+    with pytest.raises(LatencyTableError, match="precision 'fp16'"):
+        make_grid("sparse", "fp16")
+
+
 def test_lookup_interpolates_within_alignment_class(tiny_space, lut_path):
     table = load_table(lut_path, tiny_space)
     look = Lookup(table)
@@ -114,3 +127,25 @@ def test_fingerprint_mismatch_warns_naming_fields(tiny_space, tmp_path, recwarn)
         load_table(path, tiny_space)
     with pytest.warns(FingerprintWarning, match="threads"):
         load_table(path, tiny_space, threads=2)
+
+
+def test_searches_and_validations_on_an_int8_table_derive_multiples_of_16(tiny_space):
+    from tfnas.latency.calibrate import sample_archs
+    from tfnas.latency.table import table_grid
+    from tfnas.search.latency import LatencyModel
+
+    table = make_table(tiny_space, grid=make_grid("sparse", "int8"))
+    align = table_grid(table).align
+    assert align == 16
+    lat = LatencyModel(tiny_space, table, None, True, align)
+    picked = {
+        w
+        for layer in range(len(lat.geometry))
+        for op in range(len(lat.op_names))
+        for w in lat.allowed_widths(layer, op)
+    }
+    assert picked and all(w % 16 == 0 for w in picked)
+    for arch in sample_archs(tiny_space, 8, 0, None, align):  # what `tfnas validate` times
+        for g, c in arch.active_layers():
+            lo, _ = tiny_space.width_bounds(c.op, g.in_ch)
+            assert c.width % 16 == 0 or c.width == lo

@@ -6,7 +6,8 @@ per op type, and ORT's per-node profile of a block (which parts of an MBConv blo
     python benchmarks/latency/bench_int8.py nodes --bundle BUNDLE/ --out R.json
     python benchmarks/latency/bench_int8.py compare --a runs/fp32/arch.json --b runs/int8/arch.json \
         --fp32 LUT.json --int8 LUT-int8.json --out R.json
-    python benchmarks/latency/bench_int8.py e2e --samples 8 --rounds 5 --out R.json
+    python benchmarks/latency/bench_int8.py e2e --samples 8 --rounds 5 --aligns 4 16 --out R.json
+    python benchmarks/latency/bench_int8.py widths --keys KEY [KEY ...] --step 4 --span 48 --out R.json
 
 ``tables`` needs no timing (medians over the tables' aligned widths); ``ops`` times the fp32 graph and
 its quantized twin of each op type (one layer per stage, at the widest aligned width of the grid) in
@@ -15,7 +16,10 @@ profile of each op type's block at both precisions and sums it by component (1x1
 activation, SE, 1x1 project, Q/DQ and layout). ``compare`` prints two searched networks side by side
 with their per-layer latencies in both tables. ``e2e`` times whole networks (random ones, and uniform
 ones at the width bound) exported and quantized as ``tfnas measure --precision int8`` does, at both
-precisions in the same interleaved rounds. See the README next to this file.
+precisions in the same interleaved rounds. ``widths`` times one layer signature at every ``step``-th width of a
+window, at both precisions in the same rounds, and sorts the widths into classes (multiple of 16, of 8, of 4,
+other): which widths a runtime computes fast decides a table's width grid (``tfnas.latency.table.GRID_DEFAULTS``).
+See the README next to this file.
 """
 
 from __future__ import annotations
@@ -67,7 +71,8 @@ def _entries(table: dict) -> dict:
 
 
 def bench_tables(args: argparse.Namespace) -> dict:
-    """int8/fp32 per signature and width (aligned widths, the ones a search derives), grouped by op type."""
+    """int8/fp32 per signature at the widths both tables hold that are multiples of 16 (fast at both
+    precisions; an int8 search derives only those), grouped by op type."""
     fp32, int8 = json.loads(Path(args.fp32).read_text()), json.loads(Path(args.int8).read_text())
     by_op: dict[str, list[float]] = defaultdict(list)
     by_sig: dict[str, float] = {}
@@ -75,10 +80,9 @@ def bench_tables(args: argparse.Namespace) -> dict:
         q = _entries(int8).get(key)
         if q is None:
             continue
+        q_at = dict(zip(q["widths"], q["latency_ms"]))
         ratios = [
-            qi / fi
-            for w, fi, wq, qi in zip(e["widths"], e["latency_ms"], q["widths"], q["latency_ms"])
-            if w == wq and (w is None or w % 4 == 0)
+            q_at[w] / fi for w, fi in zip(e["widths"], e["latency_ms"]) if w in q_at and (w is None or w % 16 == 0)
         ]
         if ratios:
             by_sig[key] = statistics.median(ratios)
@@ -268,8 +272,12 @@ def bench_e2e(args: argparse.Namespace) -> dict:
     from tfnas.spaces.mbv2 import load_space
 
     space = load_space(args.space)
-    archs = sample_archs(space, args.samples, args.seed, None, 4)
-    names = [f"random seed {args.seed} #{i}" for i in range(len(archs))]
+    archs, names, groups = [], [], []
+    for align in args.aligns:  # the same draws, widths rounded down to each alignment
+        archs += sample_archs(space, args.samples, args.seed, None, align)
+        names += [f"random seed {args.seed} #{i} align {align}" for i in range(args.samples)]
+        groups += [f"align {align}"] * args.samples
+    names_random = len(archs)
     for path in args.archs:
         archs.append(load_arch(path))
         names.append(path)
@@ -286,17 +294,82 @@ def bench_e2e(args: argparse.Namespace) -> dict:
     for i, (a, name) in enumerate(zip(archs, names)):
         f, q = round_latency(runs[2 * i]), round_latency(runs[2 * i + 1])
         layers = [c for _, c in a.active_layers()]
-        rows.append({"name": name, "fp32_ms": f, "int8_ms": q, "ratio": q / f,
+        rows.append({"name": name, "group": groups[i] if i < names_random else name, "fp32_ms": f, "int8_ms": q,
+                     "ratio": q / f,
                      "se_layers": sum("_se" in c.op for c in layers), "layers": len(layers),
                      "arch": a.to_dict()})  # fmt: skip
         print(
             f"{name[-40:]:40s} fp32 {f:7.3f} int8 {q:7.3f} x{q / f:.2f} (SE layers {rows[-1]['se_layers']}/{len(layers)})"
         )
-    ratios = [r["ratio"] for r in rows[: args.samples]]
-    summary = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)} if ratios else {}
-    print("random networks int8/fp32:", {k: round(v, 3) for k, v in summary.items()})
+    summary = {}
+    for group in dict.fromkeys(groups):
+        ratios = [r["ratio"] for r in rows[:names_random] if r["group"] == group]
+        summary[group] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+        print(f"random networks, widths {group}: int8/fp32", {k: round(v, 3) for k, v in summary[group].items()})
     return {"space": args.space, "rounds": args.rounds, "statistic": "median over rounds of each round's p10",
             "rows": rows, "random_summary": summary}  # fmt: skip
+
+
+def width_class(width: int) -> str:
+    return next((f"x{a}" for a in (16, 8, 4) if width % a == 0), "other")
+
+
+def bench_widths(args: argparse.Namespace) -> dict:
+    """Every ``step``-th width of a window of each signature, fp32 and int8 in the same interleaved rounds.
+
+    Per width: its class and its latency relative to the straight line through the multiples of 16 beside it
+    (1.0 = as fast as the fast class; fp32 pads a multiple of 4 to 16, so its 4-aligned widths sit at or above
+    the line; a class well above the line is one a search should not pick)."""
+    from tfnas.latency.bundle import export_graph
+    from tfnas.latency.measure import interleave, round_latency
+    from tfnas.latency.signatures import build_signature_module, space_signatures
+    from tfnas.spaces.mbv2 import load_space
+
+    space = load_space(args.space)
+    sigs = {s.key: s for s in space_signatures(space)}
+    unknown = [k for k in args.keys if k not in sigs]
+    if unknown:
+        raise SystemExit(f"unknown signature(s) {unknown}; the space's keys are e.g. {list(sigs)[3:6]}")
+    be = {"fp32": get_backend("ort", threads=1), "int8": get_backend("ort", threads=1, precision="int8")}
+    points, timers = [], []
+    with tempfile.TemporaryDirectory(prefix="bench-int8-widths-") as tmp:
+        for key in args.keys:
+            sig = sigs[key]
+            lo, hi = sig.width_range  # type: ignore[misc]
+            start = max(lo, ((lo + hi) // 2 - args.span // 2) // 16 * 16)
+            for w in range(start, min(hi, start + args.span) + 1, args.step):
+                path = Path(tmp) / f"{len(points)}.onnx"
+                export_graph(build_signature_module(space, sig, w), path, sig.input_shape(1), strip=False)
+                q = quantize_graph(path, sig.input_shape(1), Path(tmp) / f"{len(points)}-int8.onnx", default_settings())
+                points.append((key, w))
+                timers += [be["fp32"].prepare(path, sig.input_shape(1)), be["int8"].prepare(q, sig.input_shape(1))]
+        runs = interleave([lambda p, fn=fn: measure(fn, p) for fn in timers], PROTOCOL, args.rounds, 0)
+    rows = [{"key": k, "width": w, "class": width_class(w), "fp32_ms": round_latency(runs[2 * i]),
+             "int8_ms": round_latency(runs[2 * i + 1])} for i, (k, w) in enumerate(points)]  # fmt: skip
+    classes: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for key in args.keys:
+        mine = [r for r in rows if r["key"] == key]
+        fast = [r for r in mine if r["class"] == "x16"]
+        for r in mine:
+            below = [f for f in fast if f["width"] <= r["width"]]
+            above = [f for f in fast if f["width"] >= r["width"]]
+            if not below or not above:
+                continue
+            a, b = below[-1], above[0]
+            t = 0.0 if a is b else (r["width"] - a["width"]) / (b["width"] - a["width"])
+            for p in ("fp32", "int8"):
+                line = a[f"{p}_ms"] + t * (b[f"{p}_ms"] - a[f"{p}_ms"])
+                r[f"{p}_vs_x16_line"] = r[f"{p}_ms"] / line
+                classes[p][r["class"]].append(r[f"{p}_ms"] / line)
+        for r in mine:
+            print(f"{key:42s} {r['width']:5d} {r['class']:5s} fp32 {r['fp32_ms']:.4f} int8 {r['int8_ms']:.4f}")
+    summary = {p: {c: statistics.median(v) for c, v in sorted(cl.items())} for p, cl in classes.items()}
+    print(
+        "median latency / x16 line, by width class:",
+        {p: {c: round(v, 3) for c, v in d.items()} for p, d in summary.items()},
+    )
+    return {"space": args.space, "rounds": args.rounds, "step": args.step, "span": args.span,
+            "statistic": "median over rounds of each round's p10", "rows": rows, "by_class": summary}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,11 +395,18 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--rounds", type=int, default=5)
     e.add_argument("--uniform", nargs="*", default=["k3_e6", "k3_e6_se", "k5_e3"])
     e.add_argument("--archs", nargs="*", default=[], help="architecture files to time as well (searched nets)")
-    for sp in (t, o, n, c, e):
+    e.add_argument("--aligns", nargs="+", type=int, default=[4], help="width alignments of the random networks")
+    w = sub.add_parser("widths")
+    w.add_argument("--space", default="tfnas_imagenet")
+    w.add_argument("--keys", nargs="+", required=True, help="layer signatures (table keys)")
+    w.add_argument("--step", type=int, default=4)
+    w.add_argument("--span", type=int, default=48)
+    w.add_argument("--rounds", type=int, default=7)
+    for sp in (t, o, n, c, e, w):
         sp.add_argument("--out", required=True)
     args = p.parse_args(argv)
     fn = {"tables": bench_tables, "ops": bench_ops, "nodes": bench_nodes, "compare": bench_compare,
-          "e2e": bench_e2e}[args.cmd]  # fmt: skip
+          "e2e": bench_e2e, "widths": bench_widths}[args.cmd]  # fmt: skip
     result = {"machine": machine(), "command": " ".join(sys.argv), **fn(args)}
     result["loadavg_at_end"] = list(os.getloadavg())
     atomic_write_json(args.out, result)

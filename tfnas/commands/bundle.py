@@ -16,13 +16,18 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
         default="sparse",
         help="width grid: sparse (interpolated) or dense (every width; for validation)",
     )
-    p.add_argument("--align", type=int, default=None, help="sparse grid: alignment class of widths (default 4)")
+    p.add_argument(
+        "--align",
+        type=int,
+        default=None,
+        help="sparse grid: alignment class of widths (default 4 for fp32, 16 for int8)",
+    )
     p.add_argument("--block", type=int, default=None, help="sparse grid: padding block of aligned widths (default 16)")
     p.add_argument("--intervals", type=int, default=None, help="sparse grid: segments per class (default 8)")
 
 
 def grid_from_args(args: argparse.Namespace):
-    return make_grid(args.grid, align=args.align, block=args.block, intervals=args.intervals)
+    return make_grid(args.grid, args.precision, align=args.align, block=args.block, intervals=args.intervals)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -89,7 +89,7 @@ def profile_table(
     if resume and out.exists() and out.stat().st_size == 0:  # fail before the bundle export
         raise TfnasError(f"{out} is empty (an interrupted write?); use --no-resume to start over")
     with lock.exclusive(table_lock(out), f"latency table {out}"):
-        return _profile(space, out, batch, resolution, threads, backend, grid or make_grid("sparse"), protocol,
+        return _profile(space, out, batch, resolution, threads, backend, grid or make_grid("sparse", precision), protocol,
                         resume, work, progress, precision, quantize_workers)  # fmt: skip
 
 

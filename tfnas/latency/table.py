@@ -95,12 +95,25 @@ def _dense_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
 GRID_BUILDERS = {"sparse": _sparse_widths, "dense": _dense_widths}
 
 
-def make_grid(name: str = "sparse", **options: Any) -> WidthGrid:
+# Sparse-grid defaults per precision, from width scans on ONNX Runtime (benchmarks/latency/README.md, "Width
+# classes"). fp32 (NCHWc kernels): a width that is a multiple of 4 costs what its width padded to 16 costs.
+# int8 (QDQ, u8s8 kernels): nothing is padded; multiples of 16 run up to 1.7x faster than the 4-aligned widths
+# beside them (multiples of 8 in between), so 16 is the fast class a search should pick from.
+GRID_DEFAULTS: dict[str, dict[str, int]] = {"fp32": {"align": 4, "block": 16}, "int8": {"align": 16, "block": 16}}
+
+
+def make_grid(name: str = "sparse", precision: str = "fp32", **options: Any) -> WidthGrid:
+    """The width grid ``name``; options left None take the ``GRID_DEFAULTS`` of ``precision``."""
     if name not in GRID_BUILDERS:
         raise LatencyTableError(f"unknown width grid {name!r}; choose from {', '.join(GRID_BUILDERS)}")
+    if precision not in GRID_DEFAULTS:
+        raise LatencyTableError(
+            f"no width grid defaults for precision {precision!r}; choose from {', '.join(GRID_DEFAULTS)}"
+        )
     if name == "dense":
         return WidthGrid("dense", 1, 1, 1)
-    return WidthGrid(name, **{k: v for k, v in options.items() if v is not None})
+    given = {k: v for k, v in options.items() if v is not None}
+    return WidthGrid(name, **{**GRID_DEFAULTS[precision], **given})
 
 
 def table_grid(table: LatencyTable) -> WidthGrid:
