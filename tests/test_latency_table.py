@@ -12,7 +12,7 @@ from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
 from tfnas.latency.signatures import space_signatures
-from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, load_table, make_grid
+from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, load_table, make_grid, table_grid
 
 GRID = WidthGrid("sparse", align=4, block=16, intervals=4)
 
@@ -56,16 +56,39 @@ def test_sparse_grid_covers_both_classes_and_bounds():
 
 
 def test_grid_defaults_follow_the_precision_and_yield_to_explicit_options():
-    # fp32 pads a multiple of 4 to the 16-channel block; int8 runs multiples of 16 fastest and pads nothing
-    # (benchmarks/latency/results/int8_width_classes_avx2.json)
-    assert (make_grid("sparse").align, make_grid("sparse").block) == (4, 16)
+    # fp32 pads a multiple of 4 to the device's SIMD block (filled in from the table's fingerprint); int8 runs
+    # multiples of 16 fastest and pads nothing (benchmarks/latency/results/int8_width_classes_avx2.json)
+    fp32 = make_grid("sparse")
+    assert (fp32.align, fp32.block, fp32.plan_block) == (4, None, 16)
     int8 = make_grid("sparse", "int8")
     assert (int8.align, int8.block) == (16, 16)
     assert all(int8.runtime_width(w) == w for w in (32, 48, 1536))
     assert make_grid("sparse", "int8", align=8).align == 8
+    assert make_grid("sparse", block=8).block == 8
     assert make_grid("dense", "int8").align == 1
     with pytest.raises(LatencyTableError, match="precision 'fp16'"):
         make_grid("sparse", "fp16")
+
+
+AVX2 = ["avx", "avx2", "fma", "sse4.2"]
+AVX512 = AVX2 + ["avx512f", "avx512bw", "avx512vl"]
+
+
+@pytest.mark.parametrize(
+    "runtime, isa, block",
+    [("onnxruntime", AVX2, 8), ("onnxruntime", AVX512, 16), ("onnxruntime", ["neon"], 16), ("torch", AVX2, 16)],
+)
+def test_an_fp32_table_pads_aligned_widths_to_its_own_devices_simd_block(tiny_space, runtime, isa, block):
+    # measured on an AVX2 host: a multiple of 4 costs what its width padded to 8 costs (0.98-1.01x), not 16
+    table = make_table(tiny_space, grid=make_grid("sparse"))  # block left to the device, as `tfnas profile` does
+    table.fingerprint.update(runtime=runtime, cpu_isa=isa)
+    grid = table_grid(table)
+    assert grid.block == block
+    assert grid.runtime_width(52) == (56 if block == 8 else 64) and grid.runtime_width(51) == 51
+    assert Lookup(table).grid.block == block  # lookups and the weight-streaming term use the device's block
+    explicit = make_table(tiny_space)  # a table whose grid names its block keeps it
+    explicit.fingerprint.update(runtime=runtime, cpu_isa=isa)
+    assert table_grid(explicit).block == GRID.block
 
 
 def test_lookup_interpolates_within_alignment_class(tiny_space, lut_path):
@@ -131,7 +154,6 @@ def test_fingerprint_mismatch_warns_naming_fields(tiny_space, tmp_path, recwarn)
 
 def test_searches_and_validations_on_an_int8_table_derive_multiples_of_16(tiny_space):
     from tfnas.latency.calibrate import sample_archs
-    from tfnas.latency.table import table_grid
     from tfnas.search.latency import LatencyModel
 
     table = make_table(tiny_space, grid=make_grid("sparse", "int8"))

@@ -16,7 +16,7 @@ import logging
 import math
 import warnings
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +44,30 @@ class WidthGrid:
     """Which mid widths of [lo, hi] a profile measures, and how lookups between them interpolate.
 
     ``align``: widths that are multiples of it form their own latency class (1 disables classes).
-    ``block``: an aligned width costs as much as its width rounded up to ``block``.
+    ``block``: an aligned width costs as much as its width rounded up to ``block``; None: the SIMD block of
+    the table's device, known only from its fingerprint (``table_grid`` fills it in; a bundle written on one
+    machine may be profiled on another).
     ``intervals``: about how many segments each class's curve gets across [lo, hi].
     """
 
     name: str = "sparse"
     align: int = 4
-    block: int = 16
+    block: int | None = 16
     intervals: int = 8
 
     def widths(self, lo: int, hi: int) -> list[int]:
         return GRID_BUILDERS[self.name](self, lo, hi)
 
+    @property
+    def plan_block(self) -> int:
+        """The block the measured widths are laid out on; 16 when the device's is not known yet (its
+        multiples are multiples of 8 and 4 too, so the points serve any block that divides it)."""
+        return max(1, self.block or PLAN_BLOCK)
+
     def runtime_width(self, width: int) -> int:
         """The width the runtime computes with: an aligned width is padded up to ``block`` (zero channels
         whose weights are streamed like real ones), any other width runs as it is."""
-        a, b = max(1, self.align), max(1, self.block)
+        a, b = max(1, self.align), self.plan_block
         return int(math.ceil(width / b)) * b if a > 1 and width % a == 0 else int(width)
 
     def to_dict(self) -> dict[str, Any]:
@@ -76,7 +84,7 @@ class WidthGrid:
 def _sparse_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
     if hi - lo <= 2:
         return list(range(lo, hi + 1))
-    align, block = max(1, grid.align), max(1, grid.block)
+    align, block = max(1, grid.align), grid.plan_block
     step = max(block, int(math.ceil((hi - lo) / max(1, grid.intervals) / block)) * block)
     first = int(math.ceil(lo / block)) * block
     anchors = list(range(first, hi + 1, step))
@@ -96,10 +104,25 @@ GRID_BUILDERS = {"sparse": _sparse_widths, "dense": _dense_widths}
 
 
 # Sparse-grid defaults per precision, from width scans on ONNX Runtime (benchmarks/latency/README.md, "Width
-# classes"). fp32 (NCHWc kernels): a width that is a multiple of 4 costs what its width padded to 16 costs.
-# int8 (QDQ, u8s8 kernels): nothing is padded; multiples of 16 run up to 1.7x faster than the 4-aligned widths
-# beside them (multiples of 8 in between), so 16 is the fast class a search should pick from.
-GRID_DEFAULTS: dict[str, dict[str, int]] = {"fp32": {"align": 4, "block": 16}, "int8": {"align": 16, "block": 16}}
+# classes"). fp32 (NCHWc kernels): a width that is a multiple of 4 costs what its width padded to the device's
+# SIMD block costs (``device_block``: 8 floats with AVX2, 16 with AVX-512). int8 (QDQ, u8s8 kernels): nothing is
+# padded; multiples of 16 run up to 1.7x faster than the 4-aligned widths beside them (multiples of 8 in
+# between), so 16 is the fast class a search should pick from.
+GRID_DEFAULTS: dict[str, dict[str, int | None]] = {
+    "fp32": {"align": 4, "block": None},
+    "int8": {"align": 16, "block": 16},
+}
+PLAN_BLOCK = 16  # where the measured widths lie when the device's block is not known when the bundle is written
+
+
+def device_block(fingerprint: dict[str, Any]) -> int:
+    """Floats per SIMD register of an ONNX Runtime CPU table's device, the NCHWc block its convolutions pad
+    to: 16 with AVX-512, 8 with AVX2 (both measured). Other devices (GPUs, ARM) keep ``PLAN_BLOCK``:
+    not measured."""
+    isa = fingerprint.get("cpu_isa") or ()
+    if fingerprint.get("runtime") != "onnxruntime":
+        return PLAN_BLOCK
+    return 16 if "avx512f" in isa else 8 if "avx2" in isa else PLAN_BLOCK
 
 
 def make_grid(name: str = "sparse", precision: str = "fp32", **options: Any) -> WidthGrid:
@@ -117,9 +140,11 @@ def make_grid(name: str = "sparse", precision: str = "fp32", **options: Any) -> 
 
 
 def table_grid(table: LatencyTable) -> WidthGrid:
-    """The grid a table was profiled with (recorded in the bundle meta); dense when unknown."""
+    """The grid a table was profiled with (recorded in the bundle meta; dense when unknown), with the block of
+    the table's device where the grid left it to the device."""
     meta = table.meta.get("bundle_meta", {}) if isinstance(table.meta, dict) else {}
-    return WidthGrid.from_dict(meta.get("grid") if isinstance(meta, dict) else None)
+    grid = WidthGrid.from_dict(meta.get("grid") if isinstance(meta, dict) else None)
+    return grid if grid.block is not None else replace(grid, block=device_block(table.fingerprint))
 
 
 # ---- lookups ----------------------------------------------------------------------------------------------
