@@ -22,7 +22,13 @@ def add_grid_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="sparse grid: alignment class of widths (default 4 for fp32, 16 for int8)",
     )
-    p.add_argument("--block", type=int, default=None, help="sparse grid: padding block of aligned widths (default 16)")
+    p.add_argument(
+        "--block",
+        type=int,
+        default=None,
+        help="sparse grid: padding block of aligned widths (default: fp32 the device's SIMD block, read from the"
+        " table's fingerprint: 8 with AVX2, 16 with AVX-512; int8 16)",
+    )
     p.add_argument("--intervals", type=int, default=None, help="sparse grid: segments per class (default 8)")
 
 
