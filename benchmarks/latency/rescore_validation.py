@@ -24,9 +24,9 @@ from tfnas.utils.io import atomic_write_json
 
 
 def rescore(report: dict, seed: int, lut: str, align: int | None = None) -> dict:
-    table = load_table(lut, warn_fingerprint=False)
-    table = load_table(lut, load_space(table.space), warn_fingerprint=False)
-    space, grid = load_space(table.space), table_grid(table)
+    space = load_space(load_table(lut, warn_fingerprint=False).space)
+    table = load_table(lut, space, warn_fingerprint=False)  # checked against its space
+    grid = table_grid(table)
     align = align or grid.align  # the run's draws: the validated table's alignment
     archs = sample_archs(space, int(report["networks"]), seed, int(table.fingerprint["resolution"]), align)
     predicted = [predict(a, Lookup(table)) for a in archs]
