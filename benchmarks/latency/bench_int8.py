@@ -268,7 +268,7 @@ def bench_e2e(args: argparse.Namespace) -> dict:
     """Whole networks at both precisions in the same interleaved rounds: where does int8 pay off here?"""
     from tfnas.arch import Architecture, load_arch
     from tfnas.latency.calibrate import sample_archs
-    from tfnas.latency.measure import DEFAULT_PROTOCOL, _prepare_onnx, interleave, round_latency
+    from tfnas.latency.measure import DEFAULT_PROTOCOL, Runtime, _prepare_onnx, interleave, round_latency
     from tfnas.spaces.mbv2 import load_space
 
     space = load_space(args.space)
@@ -289,7 +289,7 @@ def bench_e2e(args: argparse.Namespace) -> dict:
         timers = []
         for i, a in enumerate(archs):
             for p in ("fp32", "int8"):
-                timers.append(_prepare_onnx(a, "ort", 1, 1, Path(tmp) / f"{i}{p}", precision=p))
+                timers.append(_prepare_onnx(a, Runtime(precision=p), Path(tmp) / f"{i}{p}"))
         runs = interleave(timers, DEFAULT_PROTOCOL, args.rounds, args.seed)
     for i, (a, name) in enumerate(zip(archs, names)):
         f, q = round_latency(runs[2 * i]), round_latency(runs[2 * i + 1])

@@ -129,8 +129,8 @@ def calibrate(
     fp = table.fingerprint
     res, batch = int(fp["resolution"]), int(fp["batch"])
     rt = table_runtime(table, threads)  # int8 tables: every network is quantized as the table's graphs were
-    threads = rt["threads"]
-    backend = backend or rt["backend"]
+    threads = rt.threads
+    backend = backend or rt.backend
     lookup = Lookup(table)
     align = table_grid(table).align if align is None else max(1, align)
     archs = sample_archs(space, n, seed, res, align)
@@ -140,8 +140,8 @@ def calibrate(
     if measure_fn is None:
         protocol = protocol or protocol_for(table.protocol)  # the statistic the table's latencies are
         runs = measure_archs(
-            archs, backend, threads, batch, protocol, rounds, seed, progress, precision=rt["precision"],
-            quantization=rt["quantization"],
+            archs, backend, threads, batch, protocol, rounds, seed, progress, precision=rt.precision,
+            quantization=rt.quantization,
         )  # fmt: skip
         measured = [round_latency(r) for r in runs]
     else:
@@ -159,7 +159,7 @@ def calibrate(
         "method": "least squares on relative errors, measured = scale*sum + ms_per_mweight*Mweights + offset;"
         f" {n} random archs"
         f" (seed {seed}, widths aligned to {align}), {rounds} interleaved rounds each, backend {backend}, {threads} thread(s), batch {batch},"
-        f" {res}x{res}" + (" int8 (each network quantized as the table's graphs)" if rt["precision"] == "int8" else ""),
+        f" {res}x{res}" + (" int8 (each network quantized as the table's graphs)" if rt.precision == "int8" else ""),
     }
     table.replace_calibration(cal)
     table.meta["calibration_detail"] = {

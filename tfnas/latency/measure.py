@@ -33,7 +33,7 @@ from tfnas.latency.table import table_precision
 from tfnas.models.mbv2_net import build_model
 
 Timer = Callable[[TimingProtocol], Measurement]
-Preparer = Callable[..., Timer]  # (arch, backend, threads, batch, workdir, precision=, quantization=)
+Preparer = Callable[["Architecture", "Runtime", Path], Timer]  # (arch, runtime, workdir) -> timer
 
 # End-to-end timing of one round: a fixed 20 runs (a low quantile needs no convergence of the median's CI),
 # capped at 1 s for big networks; rounds, interleaved across networks, do the rest.
@@ -76,17 +76,20 @@ def onnx_timer(
     return lambda protocol: measure(fn, protocol)
 
 
-def _prepare_onnx(
-    arch: Architecture,
-    backend: str,
-    threads: int,
-    batch: int,
-    workdir: Path,
-    precision: str = "fp32",
-    quantization: QuantSettings | dict | None = None,
-) -> Timer:
-    path = export_arch(arch, workdir / "net.onnx", batch)
-    return onnx_timer(path, input_shape(arch, batch), backend, threads, precision, quantization)
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """How networks are timed: backend, threads, batch, precision and (int8) the quantization recipe."""
+
+    backend: str = "ort"
+    threads: int = 1
+    batch: int = 1
+    precision: str = "fp32"
+    quantization: QuantSettings | dict | None = None
+
+
+def _prepare_onnx(arch: Architecture, rt: Runtime, workdir: Path) -> Timer:
+    path = export_arch(arch, workdir / "net.onnx", rt.batch)
+    return onnx_timer(path, input_shape(arch, rt.batch), rt.backend, rt.threads, rt.precision, rt.quantization)
 
 
 def measure_onnx(
@@ -104,22 +107,14 @@ def measure_onnx(
     return onnx_timer(path, shape, backend, threads, precision, quantization)(protocol or DEFAULT_PROTOCOL)
 
 
-def _prepare_torch_cuda(
-    arch: Architecture,
-    backend: str,
-    threads: int,
-    batch: int,
-    workdir: Path,
-    precision: str = "fp32",
-    quantization: QuantSettings | dict | None = None,
-) -> Timer:
+def _prepare_torch_cuda(arch: Architecture, rt: Runtime, workdir: Path) -> Timer:
     from tfnas.latency.torch_cuda import measure_module, require_cuda
 
-    if precision != "fp32":
-        raise TfnasError(f"backend torch-cuda times fp32 only, not {precision}; use --backend ort for int8")
+    if rt.precision != "fp32":
+        raise TfnasError(f"backend torch-cuda times fp32 only, not {rt.precision}; use --backend ort for int8")
     require_cuda()
     model = build_model(arch).eval().cuda()
-    return lambda protocol: measure_module(model, input_shape(arch, batch), protocol)
+    return lambda protocol: measure_module(model, input_shape(arch, rt.batch), protocol)
 
 
 PREPARERS: dict[str, Preparer] = {name: _prepare_onnx for name in BACKENDS}
@@ -150,14 +145,10 @@ def measure_archs(
     ``precision="int8"``: each exported network is quantized (``quantization``: the recipe; default this
     machine's) before it is timed."""
     _check(backend, threads, batch)
-    protocol = protocol or DEFAULT_PROTOCOL
+    rt = Runtime(backend, threads, batch, precision, quantization)
     with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
-        dirs = [Path(tmp) / str(i) for i in range(len(archs))]
-        timers = [
-            PREPARERS[backend](a, backend, threads, batch, d, precision=precision, quantization=quantization)
-            for a, d in zip(archs, dirs)
-        ]
-        return interleave(timers, protocol, rounds, seed, progress)
+        timers = [PREPARERS[backend](a, rt, Path(tmp) / str(i)) for i, a in enumerate(archs)]
+        return interleave(timers, protocol or DEFAULT_PROTOCOL, rounds, seed, progress)
 
 
 def interleave(
@@ -212,17 +203,14 @@ def table_quantization(table) -> QuantSettings | None:
     return QuantSettings.from_dict(recorded) if recorded else default_settings(table.fingerprint)
 
 
-def table_runtime(table, threads: int | None = None) -> dict:
+def table_runtime(table, threads: int | None = None) -> Runtime:
     """How to time networks so they compare with ``table``: backend, threads, batch, precision, quantization."""
     fp = table.fingerprint
     backend = "ort" if fp.get("runtime") == "onnxruntime" else str(table.meta.get("backend", "ort"))
-    return {
-        "backend": backend,
-        "threads": int(threads or fp.get("threads", 1)),
-        "batch": int(fp.get("batch", 1)),
-        "precision": table_precision(table),
-        "quantization": table_quantization(table),
-    }
+    return Runtime(
+        backend, int(threads or fp.get("threads", 1)), int(fp.get("batch", 1)), table_precision(table),
+        table_quantization(table),
+    )  # fmt: skip
 
 
 def measure_for_table(
@@ -237,8 +225,8 @@ def measure_for_table(
     """``measure_archs`` with the table's runtime, shape, precision (int8: quantized as the table was) and statistic."""
     rt = table_runtime(table, threads)
     return measure_archs(
-        archs, rt["backend"], rt["threads"], rt["batch"], protocol or protocol_for(table.protocol), rounds, seed,
-        progress, precision=rt["precision"], quantization=rt["quantization"],
+        archs, rt.backend, rt.threads, rt.batch, protocol or protocol_for(table.protocol), rounds, seed, progress,
+        precision=rt.precision, quantization=rt.quantization,
     )  # fmt: skip
 
 
