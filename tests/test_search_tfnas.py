@@ -333,8 +333,9 @@ def _final_state(run_dir):
     return load_checkpoint(run_dir / "checkpoints" / "last.pt")["state"]
 
 
-def test_resume_gives_the_same_result_as_uninterrupted(tmp_path, tiny_space):
-    cfg = tiny_config(tmp_path, tiny_space, elastic_step=0.2)
+@pytest.mark.parametrize("op_weights", ["independent", "shared"])
+def test_resume_gives_the_same_result_as_uninterrupted(tmp_path, tiny_space, op_weights):
+    cfg = tiny_config(tmp_path, tiny_space, elastic_step=0.2, op_weights=op_weights)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.3)
     full = TFNASSearch(cfg, tmp_path / "full").run()
 

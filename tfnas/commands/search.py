@@ -70,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
             + ("the choice is informed by the data" if result.held_out_acc > 2 * result.chance_acc else
                "near chance: the architecture was chosen by latency alone; search longer")
         )  # fmt: skip
+    if result.slice_acc is not None:
+        print(f"  the derived architecture's slice of the supernet: held-out top-1 {result.slice_acc:.1%}")
     note = explain_loop(result.report_path)
     if note:
         print(f"  {note}")

@@ -22,9 +22,14 @@ AUGMENT = ("none", "train", "all")  # no augmentation | the weights' split only 
 
 
 def _generated(name: str, arg: str | None, num_samples: int, num_classes: int | None, resolution: int, seed: int):
-    """(train, test, classes) of a built-in source; ``arg``: the part after ``name:`` (shapes: difficulty)."""
+    """(train, test, classes) of a built-in source; ``arg``: the part after ``name:`` (shapes: difficulty;
+    digits: clutter)."""
     if name == "digits":
-        return Digits(True, resolution), Digits(False, resolution), 10
+        try:
+            clutter = 0.0 if arg is None else float(arg)
+        except ValueError:
+            raise ConfigError(f"data source 'digits:{arg}': the clutter must be a number in [0, 1]") from None
+        return Digits(True, resolution, clutter), Digits(False, resolution, clutter), 10
     test_n = max(10, num_samples // 4)
     if name == "shapes":
         try:
@@ -40,7 +45,7 @@ def _generated(name: str, arg: str | None, num_samples: int, num_classes: int | 
                                                                                  seed + 1_000_003), k  # fmt: skip
 
 
-BUILTIN_SOURCES = ("generated", "shapes", "digits")  # shapes takes a difficulty: "shapes:0.7"
+BUILTIN_SOURCES = ("generated", "shapes", "digits")  # shapes: a difficulty ("shapes:0.7"); digits: clutter
 
 
 def is_builtin_source(source: object) -> bool:
@@ -279,6 +284,16 @@ def make_loader(
     )
     loader.tfnas_seed = int(seed)  # type: ignore[attr-defined]
     return loader
+
+
+def evaluation_loader(dataset: Dataset, batch_size: int, seed: int = 0, workers: int = 0) -> DataLoader:
+    """Every sample of ``dataset`` once, in batches of a seeded shuffled order (the last one may be short).
+
+    For evaluations on batch statistics (the supernets' BNs have no running statistics): a split kept in
+    index order is class-sorted on an ImageFolder tree, and a batch of one class normalises away the very
+    features that tell the classes apart. A shuffled order mixes the classes in every batch.
+    """
+    return make_loader(dataset, batch_size, shuffle=True, seed=seed, workers=workers, drop_last=False)
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int) -> None:

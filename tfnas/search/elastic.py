@@ -273,7 +273,8 @@ def apply_widths(
     """Set the width of op ``ops[i]`` of layer ``i`` to ``widths[i]`` where it changed; return how many changed.
 
     Channels are reordered so the kept ones (largest depthwise L1 norm, ``keep_order(among=...)``) come
-    first; optimizer state tensors shaped like a parameter follow the same permutation.
+    first; optimizer state tensors shaped like a parameter follow the same permutation. With shared op
+    weights the reorder moves the layer's shared tensors: once, for every candidate.
     """
     changed = 0
     for i, (o, w) in enumerate(zip(ops, widths)):
@@ -281,9 +282,9 @@ def apply_widths(
         old = layer._w[o]
         if w == old:
             continue
-        op = layer.ops[o]
-        perm = keep_order(op.importance(), old, among).to(op.dw.device)
-        for p, dim in op.channel_params():
+        importance = layer.importance(o)
+        perm = keep_order(importance, old, among).to(importance.device)
+        for p, dim in layer.channel_params(o):
             p.copy_(p.index_select(dim, perm))
             if optimizer is not None:
                 for v in optimizer.state.get(p, {}).values():

@@ -19,6 +19,8 @@ every BN a learnable scale and shift, the last scale of a residual op starting a
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -26,12 +28,22 @@ from torch import nn
 from tfnas.ops.mbconv import make_act
 
 
-def _bn(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+def batch_stats_bn(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """BN on the batch's statistics (the supernets keep no running statistics)."""
     return F.batch_norm(x, None, None, weight, bias, training=True, momentum=0.0, eps=1e-5)
 
 
-def _sliced(p: torch.Tensor | None, w: int) -> torch.Tensor | None:
+def sliced(p: torch.Tensor | None, w: int) -> torch.Tensor | None:
     return None if p is None else p[:w]
+
+
+def default_conv_init(weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+    """What ``nn.Conv2d`` does to a fresh layer (the official supernet's ops keep it): Kaiming uniform with
+    a = sqrt(5), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the bias uniform in the same bound."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    if bias is not None:
+        bound = 1.0 / math.sqrt(weight[0].numel())
+        nn.init.uniform_(bias, -bound, bound)
 
 
 class ElasticInvertedResidual(nn.Module):
@@ -67,11 +79,13 @@ class ElasticInvertedResidual(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """PyTorch's default conv init, as the official supernet's candidate ops keep it (Kaiming fan-out
+        would scale the depthwise and projection weights' effective learning rates under plain BNs)."""
         for p in (self.expand, self.dw, self.project):
-            nn.init.kaiming_normal_(p, mode="fan_out")
+            default_conv_init(p)
         if self.se_ch:
-            nn.init.kaiming_normal_(self.se_reduce, mode="fan_out")
-            nn.init.kaiming_normal_(self.se_expand, mode="fan_out")
+            default_conv_init(self.se_reduce, self.se_reduce_b)
+            default_conv_init(self.se_expand, self.se_expand_b)
 
     def channel_params(self) -> list[tuple[nn.Parameter, int]]:
         out = [(self.expand, 0), (self.bn1_w, 0), (self.bn1_b, 0), (self.dw, 0), (self.bn2_w, 0), (self.bn2_b, 0)]
@@ -92,13 +106,13 @@ class ElasticInvertedResidual(nn.Module):
             s = F.conv2d(s, self.se_expand[:w], self.se_expand_b[:w])
             h = h * torch.sigmoid(s)
         y = F.conv2d(h, self.project[:, :w])
-        return _bn(y, self.bn3_w, self.bn3_b)
+        return batch_stats_bn(y, self.bn3_w, self.bn3_b)
 
     def forward(self, x: torch.Tensor, w: int) -> torch.Tensor:
         act = self.act_layer
-        h = act(_bn(F.conv2d(x, self.expand[:w]), _sliced(self.bn1_w, w), _sliced(self.bn1_b, w)))
+        h = act(batch_stats_bn(F.conv2d(x, self.expand[:w]), sliced(self.bn1_w, w), sliced(self.bn1_b, w)))
         h = F.conv2d(h, self.dw[:w], None, self.stride, self.kernel // 2, 1, w)
-        h = act(_bn(h, _sliced(self.bn2_w, w), _sliced(self.bn2_b, w)))
+        h = act(batch_stats_bn(h, sliced(self.bn2_w, w), sliced(self.bn2_b, w)))
         return self.se_and_project(h, w)
 
 
@@ -114,8 +128,10 @@ class MixedLayer(nn.Module):
         specs: list[tuple[str, int, int, int]],
         widths: list[int],
         affine: bool = False,
+        aligned: bool = False,
     ):
-        """``specs``: per op (name, kernel, bound, se_ch), in the space's op order."""
+        """``specs``: per op (name, kernel, bound, se_ch), in the space's op order. ``aligned``: every op
+        starts as the same function (the shared layer's aligned start, copied; weights stay independent)."""
         super().__init__()
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.op_names = [s[0] for s in specs]
@@ -131,6 +147,14 @@ class MixedLayer(nn.Module):
         self.kernel_groups = [(k, [i for i, s in enumerate(specs) if s[1] == k]) for k in kernels]
         self._w = list(widths)
         self.impl = "loop"
+        if aligned:
+            from tfnas.search.shared_ops import SharedMixedLayer
+
+            copy_views(SharedMixedLayer(in_ch, out_ch, stride, act, specs, widths, affine, True), self)
+
+    def views(self, op: int) -> dict[str, torch.Tensor]:
+        """Op ``op``'s tensors by name (the shared layer gives the same names for its views)."""
+        return {n: p for n, p in self.ops[op].named_parameters()}
 
     def sync_widths(self) -> None:
         """Refresh the python copy of the widths buffer (after load_state_dict)."""
@@ -140,8 +164,17 @@ class MixedLayer(nn.Module):
         self.widths[op] = width
         self._w[op] = int(width)
 
-    def forward_single(self, x: torch.Tensor, op: int) -> torch.Tensor:
-        y = self.ops[op](x, self._w[op])
+    def importance(self, op: int) -> torch.Tensor:
+        """Op ``op``'s channel-keeping criterion (the L1 norm of each mid channel's depthwise kernel)."""
+        return self.ops[op].importance()
+
+    def channel_params(self, op: int) -> list[tuple[nn.Parameter, int]]:
+        """Op ``op``'s tensors and their mid-channel dims: a width change reorders only this op's channels."""
+        return self.ops[op].channel_params()
+
+    def forward_single(self, x: torch.Tensor, op: int, width: int | None = None) -> torch.Tensor:
+        """Candidate ``op`` at its current width (or ``width``)."""
+        y = self.ops[op](x, self._w[op] if width is None else width)
         return x + y if self.has_residual else y
 
     def forward_mixed(self, x: torch.Tensor, weights: torch.Tensor, enabled: list[int]) -> torch.Tensor:
@@ -174,11 +207,12 @@ class MixedLayer(nn.Module):
             parts = [getattr(ops[i], name) for i in order]
             return None if parts[0] is None else cat([p[: ws[i]] for i, p in zip(order, parts)])
 
-        h = act(_bn(F.conv2d(x, cat([ops[i].expand[: ws[i]] for i in order])), joined("bn1_w"), joined("bn1_b")))
+        expand = cat([ops[i].expand[: ws[i]] for i in order])
+        h = act(batch_stats_bn(F.conv2d(x, expand), joined("bn1_w"), joined("bn1_b")))
         k = max(ops[i].kernel for i in order)
         dw = cat([_pad_kernel(ops[i].dw[: ws[i]], k) for i in order])
         d = F.conv2d(h, dw, None, self.stride, k // 2, 1, total)
-        d = act(_bn(d, joined("bn2_w"), joined("bn2_b")))
+        d = act(batch_stats_bn(d, joined("bn2_w"), joined("bn2_b")))
         out = None
         for i, di in zip(order, d.split(widths, dim=1)):
             y = ops[i].se_and_project(di, ws[i]) * weights[i]
@@ -189,3 +223,12 @@ class MixedLayer(nn.Module):
 def _pad_kernel(w: torch.Tensor, k: int) -> torch.Tensor:
     p = (k - w.shape[-1]) // 2
     return F.pad(w, (p, p, p, p)) if p else w
+
+
+@torch.no_grad()
+def copy_views(source: nn.Module, layer: MixedLayer) -> None:
+    """Every op of ``layer`` set to ``source``'s view of it (``source.views(op)``: same names and shapes)."""
+    for op in range(len(layer.ops)):
+        theirs = source.views(op)
+        for name, p in layer.views(op).items():
+            p.copy_(theirs[name])

@@ -28,7 +28,7 @@ from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from tfnas.arch import Architecture
-from tfnas.data import build_datasets, is_builtin_source, make_loader
+from tfnas.data import build_datasets, evaluation_loader, is_builtin_source, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, require_this_device, table_grid
 from tfnas.resources import shipped_file
@@ -80,6 +80,7 @@ class SearchResult:
     target_ms: float
     held_out_acc: float | None = None  # the supernet's most probable path on the held-out split
     chance_acc: float | None = None
+    slice_acc: float | None = None  # the derived architecture's slice of the supernet, on the same split
 
 
 def resolve_path(p: str | Path) -> Path:
@@ -174,7 +175,9 @@ class TFNASSearch:
         """Supernet (seeded), memory format, autocast and the two optimizers."""
         cfg, rt = self.cfg, self.cfg.runtime
         torch.manual_seed(cfg.seed)
-        self.model = TFNASSupernet(self.space, self.data.num_classes, cfg.search.ops, cfg.search.bn).to(self.device)
+        s = cfg.search
+        model = TFNASSupernet(self.space, self.data.num_classes, s.ops, s.bn, s.op_weights, s.aligned_start)
+        self.model = model.to(self.device)
         self.model.set_mixed_impl(rt.mixed_op)
         self.memory_format = torch.channels_last if rt.channels_last else torch.contiguous_format
         cast = AUTOCAST_DTYPES[rt.autocast]
@@ -450,16 +453,18 @@ class TFNASSearch:
 
     # ---- derivation ---------------------------------------------------------------------------------------
     @torch.no_grad()
-    def held_out_accuracy(self) -> float:
-        """Top-1 of the supernet's most probable path on the whole held-out split (batch statistics, as the
-        search trains): a supernet near chance level here chose its architecture by latency alone."""
+    def held_out_accuracy(self, arch: tuple[list[int], list[int], list[int]] | None = None) -> float:
+        """Top-1 on the whole held-out split (batch statistics, as the search trains) of the supernet's most
+        probable path (sinks mixed), or of ``arch`` = (ops, widths, depths), its slice of the supernet.
+        A supernet near chance level here chose its architecture by latency alone. Batches are shuffled:
+        a class-sorted batch (an ImageFolder split in index order) would normalise the signal away."""
         ops = derive_choice(self.model)[0]
-        loader = make_loader(self.data.held_out, self.batch, shuffle=False, drop_last=False)
+        loader = evaluation_loader(self.data.held_out, self.batch, seed=self.cfg.seed)
         correct = total = 0
         for x, y in loader:
             x, y = self._to(x, y)
             with self._autocast():
-                out = self.model.forward_paths(x, ops)
+                out = self.model.forward_paths(x, ops) if arch is None else self.model.forward_arch(x, *arch)
             correct += int((out.argmax(1) == y).sum())
             total += len(y)
         return correct / max(total, 1)
@@ -468,6 +473,7 @@ class TFNASSearch:
         """The final architecture: derived, moved to the target (and measured when asked), then written."""
         held_acc = self.held_out_accuracy() if self.is_main else None
         ops, widths, depths, moves, loop = self._final_choice()
+        slice_acc = self.held_out_accuracy((ops, widths, depths)) if self.is_main else None
         predicted = self.lat.arch_ms(ops, widths, depths)
         meta = {
             "search": "tfnas",
@@ -480,7 +486,9 @@ class TFNASSearch:
             "seed": self.cfg.seed,
             "epochs": self.cfg.search.epochs,
             "supernet_held_out_acc": held_acc,
+            "derived_slice_held_out_acc": slice_acc,  # the derived net's own slice of the supernet
             "chance_acc": 1.0 / self.data.num_classes,
+            "op_weights": self.cfg.search.op_weights,
         }
         if loop:
             meta["measured_ms"] = loop[-1]["measured_ms"]
@@ -491,7 +499,8 @@ class TFNASSearch:
             self._write_report(report_path, arch, (ops, widths, depths), moves, loop)
         if not math.isfinite(predicted):
             raise TfnasError("derived latency is not finite")
-        return SearchResult(arch, arch_path, report_path, predicted, self.target, held_acc, 1.0 / self.data.num_classes)
+        chance = 1.0 / self.data.num_classes
+        return SearchResult(arch, arch_path, report_path, predicted, self.target, held_acc, chance, slice_acc)
 
     def _final_choice(self) -> tuple[list[int], list[int], list[int], list, list]:
         """(ops, widths, depths, structural moves, measured loop): the most probable choice, moved to the
@@ -517,6 +526,7 @@ class TFNASSearch:
             "relative_error": err,
             "target_hit": abs(err) <= self.cfg.search.final_tolerance + 1e-12,
             "supernet_held_out_acc": arch.meta.get("supernet_held_out_acc"),
+            "derived_slice_held_out_acc": arch.meta.get("derived_slice_held_out_acc"),
             "chance_acc": arch.meta.get("chance_acc"),
             "raw_sum_ms": self.lat.arch_ms(*choice, calibrated=False),
             "structural_adjustments": moves,

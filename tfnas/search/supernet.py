@@ -9,6 +9,7 @@ real ops. Stem, first block and head are the derived network's own modules (the 
 dropout: the reference searches without it). As in the reference supernet every BN, there and in
 the candidate ops, has no affine parameters and normalises with batch statistics (``bn="plain"``);
 ``bn="affine"`` (an option) keeps learnable BNs, with running statistics in the fixed parts.
+``op_weights="shared"`` (an option, ``shared_ops``) makes a layer's candidates views of one superkernel.
 """
 
 from __future__ import annotations
@@ -18,8 +19,16 @@ from torch import nn
 
 from tfnas.errors import ConfigError
 from tfnas.models.mbv2_net import build_first_block, build_head, build_stem
+from tfnas.registry import Registry
 from tfnas.search.elastic_ops import MixedLayer
+from tfnas.search.shared_ops import SharedMixedLayer
 from tfnas.spaces.mbv2 import MBV2Space
+
+# search.op_weights -> the searchable layer: candidates with their own weights (the reference), or one
+# superkernel whose views they are
+LAYER_KINDS: Registry[type] = Registry("op weights")
+LAYER_KINDS.add("independent", MixedLayer)
+LAYER_KINDS.add("shared", SharedMixedLayer)
 
 
 def batch_statistics_only(module: nn.Module) -> nn.Module:
@@ -36,11 +45,23 @@ class TFNASSupernet(nn.Module):
     """Supernet of an ``MBV2Space``; ``forward_paths`` (one op per layer) and ``forward_mixed`` (all ops)."""
 
     def __init__(
-        self, space: MBV2Space, num_classes: int | None = None, ops: list[str] | None = None, bn: str = "plain"
+        self,
+        space: MBV2Space,
+        num_classes: int | None = None,
+        ops: list[str] | None = None,
+        bn: str = "plain",
+        op_weights: str = "independent",
+        aligned_start: bool | None = None,
     ):
+        """``op_weights``: 'independent' (the reference: each candidate its own weights) or 'shared' (one
+        superkernel per layer, ``shared_ops``). ``aligned_start``: a layer's candidates start as one function
+        (None: with shared weights only; independent ones keep the reference's initialisation)."""
         super().__init__()
         if bn not in ("plain", "affine"):
             raise ConfigError(f"supernet bn {bn!r}: choose 'plain' (the reference) or 'affine'")
+        make_layer = LAYER_KINDS.get(op_weights)
+        self.op_weights = op_weights
+        aligned = op_weights == "shared" if aligned_start is None else aligned_start
         self.space = space
         self.op_names = list(space.ops)
         enabled = self.op_names if ops is None else list(ops)
@@ -55,7 +76,7 @@ class TFNASSupernet(nn.Module):
                 spec = space.ops[name]
                 specs.append((name, spec.kernel, space.width_bounds(name, g.in_ch)[1], space.se_width(name, g.in_ch)))
                 widths.append(space.default_width(name, g.in_ch))
-            layers.append(MixedLayer(g.in_ch, g.out_ch, g.stride, g.act, specs, widths, affine))
+            layers.append(make_layer(g.in_ch, g.out_ch, g.stride, g.act, specs, widths, affine, aligned))
         self.layers = nn.ModuleList(layers)
         # no dropout while searching (as in the reference supernet): the space's head dropout is a
         # regulariser of the derived network's training, and it would add noise to every arch gradient
@@ -110,11 +131,13 @@ class TFNASSupernet(nn.Module):
         return self.op_mask[layer].nonzero().flatten().tolist()
 
     def set_mixed_impl(self, impl: str) -> None:
-        """How mixed layers compute: 'loop' (op by op) or 'fused' (shared expansion/depthwise convs)."""
+        """How mixed layers compute: 'loop' (op by op) or 'fused' (shared expansion/depthwise convs).
+        Shared op weights have one mixed forward (the superkernel), whatever this says."""
         if impl not in ("loop", "fused"):
             raise ConfigError(f"mixed op implementation {impl!r}: choose 'loop' or 'fused'")
         for layer in self.layers:
-            layer.impl = impl
+            if isinstance(layer, MixedLayer):
+                layer.impl = impl
 
     def sync_widths(self) -> None:
         for layer in self.layers:
@@ -159,6 +182,15 @@ class TFNASSupernet(nn.Module):
         """
         f = self.stem_features(x) if features is None else features
         return self._run(f, lambda i, h: self.layers[i].forward_single(h, choices[i]), detach_sinks=True)
+
+    def forward_arch(self, x: torch.Tensor, ops: list[int], widths: list[int], depths: list[int]) -> torch.Tensor:
+        """One architecture's slice of the supernet: op ``ops[i]`` at ``widths[i]`` in layer ``i``, the first
+        ``depths[s]`` layers of stage ``s`` (no sink mixing): what the architecture inherits from the search."""
+        h = self.stem_features(x)
+        for s, (a, _) in enumerate(self.stage_slices):
+            for i in range(a, a + depths[s]):
+                h = self.layers[i].forward_single(h, ops[i], widths[i])
+        return self.head(h)
 
     def forward_mixed(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """All enabled ops of every layer, mixed with ``weights`` [layers, ops]; sinks mixed by softmax(beta)."""

@@ -1,0 +1,207 @@
+"""Weight-shared candidate ops (``search.op_weights: shared``): one superkernel per searchable layer.
+
+The published supernet gives each of a layer's 8 candidates its own weights. Here a layer holds one
+expand, one depthwise and one project tensor (and one SE pair) at the largest width bound of its ops,
+and a candidate is a *view* of them: a channel prefix ``[:w]`` (its mid width) and the centre ``k x k``
+of the depthwise kernel (Single-Path NAS's superkernel, Stamoulis et al. 2019; Once-for-All's elastic
+kernel and expansion). Trained single-path, every step then moves weights that every candidate uses.
+
+**Aligned start** (``aligned=True``): every candidate of a layer starts as the same function. The
+depthwise ring outside the smallest kernel is zero (a k5 view computes what the k3 view does), the
+project columns past the narrowest starting width are zero (a wider view adds nothing yet) and the SE
+gate is a constant 0.5 (``se_expand`` zero), which the batch-statistics BN after the projection divides
+out. Measured on the CPU budget (``benchmarks/search/README.md``): sharing alone, or the aligned start
+alone, does not make the supernet learn; both together learn as fast as one network.
+
+The mixed forward of the architecture step is one superkernel, not 8 ops: the depthwise kernel is the
+op-weighted sum of the kernel views, the mid channels are scaled by the op-weighted width masks and
+the SE gate is mixed with an identity gate by the SE ops' total weight. With one-hot weights it is
+exactly the single-path forward of that op (a test pins it).
+
+Elastic width scaling reorders the shared channels once, for every candidate of the layer (with their
+optimiser state); widths stay per candidate, as in the published supernet.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tfnas.ops.mbconv import make_act
+from tfnas.search.elastic_ops import batch_stats_bn, default_conv_init, sliced
+
+
+class SharedMixedLayer(nn.Module):
+    """One searchable layer whose candidates share one set of weights (see the module docstring).
+
+    The same interface as ``elastic_ops.MixedLayer``: ``forward_single``, ``forward_mixed``, per-op widths
+    (``widths`` buffer and its python copy ``_w``), ``importance(op)`` and ``channel_params(op)``.
+    """
+
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        stride: int,
+        act: str,
+        specs: list[tuple[str, int, int, int]],
+        widths: list[int],
+        affine: bool = False,
+        aligned: bool = True,
+    ):
+        """``specs``: per op (name, kernel, width bound, se_ch), in the space's op order."""
+        super().__init__()
+        self.in_ch, self.out_ch, self.stride, self.act = in_ch, out_ch, stride, act
+        self.op_names = [s[0] for s in specs]
+        self.kernels = [s[1] for s in specs]
+        self.se_chs = [s[3] for s in specs]
+        self.op_bounds = [s[2] for s in specs]
+        self.bound = max(self.op_bounds)
+        self.kmax = max(self.kernels)
+        self.se_max = max(self.se_chs)
+        self.affine = affine
+        self.act_layer = make_act(act)
+        self.se_act_layer = make_act(act, inplace=False)
+        b = self.bound
+
+        def bn(n: int) -> tuple[nn.Parameter | None, nn.Parameter | None]:
+            return (nn.Parameter(torch.ones(n)), nn.Parameter(torch.zeros(n))) if affine else (None, None)
+
+        self.expand = nn.Parameter(torch.empty(b, in_ch, 1, 1))
+        self.bn1_w, self.bn1_b = bn(b)
+        self.dw = nn.Parameter(torch.empty(b, 1, self.kmax, self.kmax))
+        self.bn2_w, self.bn2_b = bn(b)
+        if self.se_max:
+            self.se_reduce = nn.Parameter(torch.empty(self.se_max, b, 1, 1))
+            self.se_reduce_b = nn.Parameter(torch.zeros(self.se_max))
+            self.se_expand = nn.Parameter(torch.empty(b, self.se_max, 1, 1))
+            self.se_expand_b = nn.Parameter(torch.zeros(b))
+        self.project = nn.Parameter(torch.empty(out_ch, b, 1, 1))
+        self.bn3_w, self.bn3_b = bn(out_ch)
+        self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
+        self.register_buffer("kernel_masks", self._kernel_masks())
+        self.has_residual = stride == 1 and in_ch == out_ch
+        self._w = list(widths)
+        self.impl = "superkernel"  # one mixed forward only: runtime.mixed_op does not apply
+        self.reset_parameters(aligned)
+
+    def _kernel_masks(self) -> torch.Tensor:
+        """[ops, kmax, kmax]: 1 inside each op's centred kernel view."""
+        masks = torch.zeros(len(self.kernels), self.kmax, self.kmax)
+        for i, k in enumerate(self.kernels):
+            p = (self.kmax - k) // 2
+            masks[i, p : p + k, p : p + k] = 1.0
+        return masks
+
+    @torch.no_grad()
+    def reset_parameters(self, aligned: bool = True) -> None:
+        default_conv_init(self.expand)
+        default_conv_init(self.dw)
+        default_conv_init(self.project)
+        if self.se_max:
+            default_conv_init(self.se_reduce, self.se_reduce_b)
+            default_conv_init(self.se_expand, self.se_expand_b)
+        if self.has_residual and self.affine:  # residual ops start as identity (the option of learnable BNs)
+            nn.init.zeros_(self.bn3_w)
+        if not aligned:
+            return
+        kmin = min(self.kernels)
+        p = (self.kmax - kmin) // 2
+        centre = self.dw[:, :, p : p + kmin, p : p + kmin].clone()
+        self.dw.zero_()[:, :, p : p + kmin, p : p + kmin] = centre  # every kernel view: the smallest one
+        self.project[:, min(self._w) :] = 0.0  # every starting width: the narrowest one
+        if self.se_max:  # a constant gate: the BN after the projection divides it out
+            self.se_expand.zero_()
+            self.se_expand_b.zero_()
+
+    # ---- elastic widths -----------------------------------------------------------------------------------
+    def sync_widths(self) -> None:
+        """Refresh the python copy of the widths buffer (after load_state_dict)."""
+        self._w = self.widths.tolist()
+
+    def set_width(self, op: int, width: int) -> None:
+        self.widths[op] = width
+        self._w[op] = int(width)
+
+    def importance(self, op: int) -> torch.Tensor:
+        """L1 norm of each shared mid channel's depthwise kernel, as op ``op`` sees it (its centre view)."""
+        return (self.dw.detach() * self.kernel_masks[op]).abs().sum((1, 2, 3))
+
+    def channel_params(self, op: int) -> list[tuple[nn.Parameter, int]]:
+        """The shared tensors and their mid-channel dims: a reorder moves every candidate's channels."""
+        out = [(self.expand, 0), (self.bn1_w, 0), (self.bn1_b, 0), (self.dw, 0), (self.bn2_w, 0), (self.bn2_b, 0)]
+        if self.se_max:
+            out += [(self.se_reduce, 1), (self.se_expand, 0), (self.se_expand_b, 0)]
+        out.append((self.project, 1))
+        return [(p, dim) for p, dim in out if p is not None]
+
+    def views(self, op: int) -> dict[str, torch.Tensor]:
+        """Op ``op``'s view of the shared tensors at its width bound, named as an independent op's."""
+        b = self.op_bounds[op]
+        k, p, se = self.kernels[op], (self.kmax - self.kernels[op]) // 2, self.se_chs[op]
+        out = {"expand": self.expand[:b], "dw": self.dw[:b, :, p : p + k, p : p + k], "project": self.project[:, :b]}
+        for name in ("bn1_w", "bn1_b", "bn2_w", "bn2_b"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)[:b]
+        if self.bn3_w is not None:
+            out.update(bn3_w=self.bn3_w, bn3_b=self.bn3_b)
+        if se:
+            out.update(se_reduce=self.se_reduce[:se, :b], se_reduce_b=self.se_reduce_b[:se],
+                       se_expand=self.se_expand[:b, :se], se_expand_b=self.se_expand_b[:b])  # fmt: skip
+        return out
+
+    # ---- forward ------------------------------------------------------------------------------------------
+    def _expand(self, x: torch.Tensor, w: int) -> torch.Tensor:
+        h = F.conv2d(x, self.expand[:w])
+        return self.act_layer(batch_stats_bn(h, sliced(self.bn1_w, w), sliced(self.bn1_b, w)))
+
+    def _depthwise(self, h: torch.Tensor, kernel: torch.Tensor, w: int) -> torch.Tensor:
+        k = kernel.shape[-1]
+        d = F.conv2d(h, kernel, None, self.stride, k // 2, 1, w)
+        return self.act_layer(batch_stats_bn(d, sliced(self.bn2_w, w), sliced(self.bn2_b, w)))
+
+    def _se_gate(self, h: torch.Tensor, w: int, se: int, hidden_scale: torch.Tensor | None = None) -> torch.Tensor:
+        s = h.mean((2, 3), keepdim=True)
+        s = self.se_act_layer(F.conv2d(s, self.se_reduce[:se, :w], self.se_reduce_b[:se]))
+        if hidden_scale is not None:
+            s = s * hidden_scale
+        return torch.sigmoid(F.conv2d(s, self.se_expand[:w, :se], self.se_expand_b[:w]))
+
+    def _project(self, x: torch.Tensor, h: torch.Tensor, w: int) -> torch.Tensor:
+        y = batch_stats_bn(F.conv2d(h, self.project[:, :w]), self.bn3_w, self.bn3_b)
+        return x + y if self.has_residual else y
+
+    def forward_single(self, x: torch.Tensor, op: int, width: int | None = None) -> torch.Tensor:
+        """Candidate ``op`` at its current width (or ``width``): a view of the shared weights."""
+        w = self._w[op] if width is None else width
+        k, p = self.kernels[op], (self.kmax - self.kernels[op]) // 2
+        h = self._depthwise(self._expand(x, w), self.dw[:w, :, p : p + k, p : p + k], w)
+        se = self.se_chs[op]
+        if se:
+            h = h * self._se_gate(h, w, se)
+        return self._project(x, h, w)
+
+    def forward_mixed(self, x: torch.Tensor, weights: torch.Tensor, enabled: list[int]) -> torch.Tensor:
+        """The superkernel of ``sum_i weights[i] * op_i``: one expand, one depthwise, one project conv."""
+        ws = self._w
+        w = max(ws[i] for i in enabled)
+        idx = torch.tensor(enabled, device=weights.device)
+        g = weights[idx]
+        h = self._expand(x, w)
+        kernel = self.dw[:w] * torch.einsum("o,okl->kl", g, self.kernel_masks[idx])
+        h = self._depthwise(h, kernel, w)
+        channel = torch.arange(w, device=h.device)
+        limits = torch.tensor([ws[i] for i in enabled], device=h.device)
+        mask = ((channel[None, :] < limits[:, None]).to(g.dtype) * g[:, None]).sum(0)  # [w]
+        h = h * mask.view(1, -1, 1, 1)
+        se_ops = [j for j, i in enumerate(enabled) if self.se_chs[i]]
+        if se_ops:
+            se = max(self.se_chs[enabled[j]] for j in se_ops)
+            rows = torch.arange(se, device=h.device)
+            se_lim = torch.tensor([self.se_chs[enabled[j]] for j in se_ops], device=h.device)
+            g_se = g[torch.tensor(se_ops, device=g.device)]
+            hidden = ((rows[None, :] < se_lim[:, None]).to(g.dtype) * g_se[:, None]).sum(0).view(1, -1, 1, 1)
+            share = g_se.sum()
+            h = h * (share * self._se_gate(h, w, se, hidden) + (1.0 - share))
+        return self._project(x, h, w)
