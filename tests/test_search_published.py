@@ -197,7 +197,8 @@ def _bench():
 
 def test_quality_benchmark_quick_mode_draws_first_trains_all_and_resumes(tmp_path, capsys):
     bench = _bench()
-    args = SimpleNamespace(out=str(tmp_path), quick=True, lut=None, jobs=1)
+    args = SimpleNamespace(out=str(tmp_path), quick=True, lut=None, jobs=1, protocol="issue22", tasks=None,
+                           searches_only=False)  # fmt: skip
     summary = bench.run(args)
     task = summary["tasks"]["shapes:0.0"]
     kinds = [n["kind"] for n in task["networks"]]
@@ -210,6 +211,9 @@ def test_quality_benchmark_quick_mode_draws_first_trains_all_and_resumes(tmp_pat
     random_accs = [n["test_acc"] for n in task["networks"] if n["kind"] == "random"]
     assert searched["rank_among_random"] == 1 + sum(a > searched["test_acc"] for a in random_accs)
     assert task["supernet_held_out_acc"]["tfnas_s0"] is not None
+    ranking = task["ranking"]["tfnas_s0"]  # the supernet's inherited top-1 of every compared network, and its tau
+    assert set(ranking["inherited"]) == {n["name"] for n in task["networks"]} and ranking["n"] == len(kinds)
+    assert ranking["kendall_tau"] is None or -1.0 <= ranking["kendall_tau"] <= 1.0
     # a rerun trains nothing again (resumable): the reports are reused as they are
     stamp = (tmp_path / "shapes_0.0" / "compare" / "nets" / "random_00" / "train_report.json").stat().st_mtime
     bench.run(args)

@@ -36,8 +36,9 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_process_gloo_search_agrees_across_ranks(tmp_path, tiny_space):
-    cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1)
+@pytest.mark.parametrize("op_weights", ["independent", "shared"])
+def test_two_process_gloo_search_agrees_across_ranks(tmp_path, tiny_space, op_weights):
+    cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, op_weights=op_weights)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.5)
     out = tmp_path / "ddp"
     mp.spawn(_worker, args=(2, _free_port(), cfg, str(out)), nprocs=2, join=True)

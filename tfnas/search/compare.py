@@ -6,8 +6,11 @@ the uniform baselines (one op everywhere), brings every network to the same pred
 search's own width fitting (``tfnas.search.elastic.hit_target``), optionally times each one on this
 machine (when it is the table's device), trains all of them with one recipe, and reports each
 network's top-1 on the data's test split, each searched network's rank among the random ones, and a
-plot of accuracy against latency. Every network trains in its own resumable run folder; ``plan.json``
-(written first) fixes the networks, ``results.json`` / ``results.csv`` / ``accuracy_vs_latency.png``
+plot of accuracy against latency. Given a search run folder as ``supernet``, it also scores every
+network's slice of that search's supernet on the search's held-out split (``inherited.json``, before any
+training) and reports the Kendall tau of the inherited against the stand-alone accuracies: does the
+supernet rank networks as training them does? Every network trains in its own resumable run folder;
+``plan.json`` (written first) fixes the networks, ``results.json`` / ``results.csv`` / ``accuracy_vs_latency.png``
 hold the outcome. ``jobs`` > 1 trains networks in parallel processes (each with ``threads`` threads).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import random
 import statistics
@@ -37,6 +41,7 @@ from tfnas.latency.measure import measure_for_table
 from tfnas.latency.table import device_match, load_table, table_grid
 from tfnas.models.mbv2_net import build_model
 from tfnas.search.elastic import hit_target
+from tfnas.search.inherit import inherited_accuracy, kendall_tau, load_supernet
 from tfnas.search.latency import LatencyModel
 from tfnas.spaces.mbv2 import MBV2Space, load_space
 from tfnas.train.loop import TrainRecipe, train_network
@@ -152,10 +157,12 @@ def compare(
     cfg: CompareConfig,
     target_ms: float | None = None,
     say: Say = print,
+    supernet: str | Path | None = None,
 ) -> dict[str, Any]:
     """Compare ``searched`` (name, kind, architecture) with random and uniform networks; resumable in ``out_dir``.
 
-    ``target_ms``: the budget (default: the first searched network's predicted latency).
+    ``target_ms``: the budget (default: the first searched network's predicted latency). ``supernet``: a
+    TF-NAS search run folder whose supernet scores every network (inherited accuracy) before training.
     """
     if not searched:
         raise ConfigError("compare: give at least one searched architecture (or search run)")
@@ -183,8 +190,27 @@ def compare(
     if cfg.measure and here and not measured:
         measured = _measure(entries, table, cfg.measure_rounds, say)  # before training: a quiet machine
         atomic_write_json(measured_path, measured)
+    inherited = _inherit_all(entries, supernet, out, say) if supernet is not None else {}
     trained = _train_all(entries, cfg, out, say, space_source)
-    return _summarise(entries, trained, measured, target_ms, out, cfg, str(table_path), here)
+    scored = {"supernet": None if supernet is None else str(Path(supernet).resolve()), "accs": inherited}
+    return _summarise(entries, trained, measured, scored, target_ms, out, cfg, str(table_path), here)
+
+
+def _inherit_all(entries: list[Entry], supernet: str | Path, out: Path, say: Say) -> dict[str, float]:
+    """Every network's inherited accuracy (``inherited.json``, one network at a time: resumable). The
+    supernet and its data are loaded only when a network is still unscored."""
+    path, run = out / "inherited.json", str(Path(supernet).resolve())
+    doc = read_json(path, "inherited accuracies") if path.exists() else {"supernet": run, "accs": {}}
+    if doc["supernet"] != run:
+        raise ConfigError(f"{path}: scored with the supernet of {doc['supernet']}, not {run}; use another --out")
+    todo = [e for e in entries if e.name not in doc["accs"]]
+    if todo:
+        model, scfg, data = load_supernet(supernet)
+        say(f"scoring {len(todo)} networks on the supernet of {supernet} ({len(data.held_out)} held-out samples)")
+        for e in todo:
+            doc["accs"][e.name] = inherited_accuracy(model, data.held_out, e.arch, scfg.search.batch_size, scfg.seed)
+            atomic_write_json(path, doc)
+    return dict(doc["accs"])
 
 
 def _train_all(entries: list[Entry], cfg: CompareConfig, out: Path, say: Say, space: str) -> dict[str, dict]:
@@ -208,14 +234,16 @@ def _train_all(entries: list[Entry], cfg: CompareConfig, out: Path, say: Say, sp
 
 
 def _summarise(
-    entries: list[Entry], trained: dict, measured: dict, target_ms: float, out: Path, cfg: CompareConfig,
-    table: str, here: bool,
+    entries: list[Entry], trained: dict, measured: dict, inherited: dict, target_ms: float, out: Path,
+    cfg: CompareConfig, table: str, here: bool,
 ) -> dict[str, Any]:  # fmt: skip
+    """``inherited``: {"supernet": its run folder or None, "accs": name -> inherited accuracy}."""
     rows = []
     for e in entries:
         rep = trained[e.name]
         rows.append({"name": e.name, "kind": e.kind, "predicted_ms": e.predicted_ms, "measured_ms": measured.get(e.name),
-                     "test_acc": rep["test_acc"], "params": rep["params"], "train_seconds": rep.get("train_seconds"),
+                     "test_acc": rep["test_acc"], "inherited_acc": inherited["accs"].get(e.name),
+                     "params": rep["params"], "train_seconds": rep.get("train_seconds"),
                      "ops": [c.op for st, d in zip(e.arch.stages, e.arch.depths) for c in st[:d]],
                      "moves": e.moves})  # fmt: skip
     random_accs = sorted(r["test_acc"] for r in rows if r["kind"] == "random")
@@ -230,6 +258,8 @@ def _summarise(
         "config": cfg.to_dict(),
         "random_median_acc": statistics.median(random_accs) if random_accs else None,
         "random_accs": random_accs,
+        "supernet": inherited["supernet"],
+        **_ranking(rows),
         "networks": rows,
     }
     atomic_write_json(out / "results.json", summary)
@@ -238,8 +268,16 @@ def _summarise(
     return summary
 
 
+def _ranking(rows: list[dict]) -> dict[str, Any]:
+    """Kendall tau-b of the inherited against the stand-alone top-1, over the networks scored both ways
+    (None without a supernet, or when either scoring is constant)."""
+    pairs = [(r["inherited_acc"], r["test_acc"]) for r in rows if r["inherited_acc"] is not None]
+    tau = kendall_tau(*zip(*pairs)) if len(pairs) >= 2 else math.nan
+    return {"kendall_tau_inherited_vs_standalone": None if math.isnan(tau) else tau, "kendall_tau_n": len(pairs)}
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    keys = ["name", "kind", "predicted_ms", "measured_ms", "test_acc", "params", "train_seconds"]
+    keys = ["name", "kind", "predicted_ms", "measured_ms", "test_acc", "inherited_acc", "params", "train_seconds"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, keys, extrasaction="ignore")
     writer.writeheader()

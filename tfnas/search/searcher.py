@@ -471,9 +471,10 @@ class TFNASSearch:
 
     def derive(self) -> SearchResult:
         """The final architecture: derived, moved to the target (and measured when asked), then written."""
-        held_acc = self.held_out_accuracy() if self.is_main else None
+        # every rank evaluates the same weights on the same whole split: identical numbers, identical arch files
+        held_acc = self.held_out_accuracy()
         ops, widths, depths, moves, loop = self._final_choice()
-        slice_acc = self.held_out_accuracy((ops, widths, depths)) if self.is_main else None
+        slice_acc = self.held_out_accuracy((ops, widths, depths))
         predicted = self.lat.arch_ms(ops, widths, depths)
         meta = {
             "search": "tfnas",
