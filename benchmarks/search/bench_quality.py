@@ -71,8 +71,9 @@ HARDER = {"shapes:0.0": "shapes:0.3"}
 # Issue 22: the weight-shared supernet (search.op_weights: shared, aligned start) on the same CPU search budget
 # (14 epochs x 30 steps, 8 warm-up, lr 0.05, 16 px), on two tasks that do not saturate, on the AVX-512 CIFAR table
 # at 1.45 ms (the same place in its feasible range, 0.52-5.86 ms, as 2.0 ms in the AVX2 table's 0.68-8.16 ms).
-# Fixed before any result: 3 seeds, one seed per ablation, 14 random networks (seed 1) so that >= 20 networks share
-# the budget, no uniform baselines (cost), every network trained twice (recipe seeds 0 and 1).
+# Fixed before any result: 3 seeds, one seed per ablation (on digits only the published independent supernet, for
+# time), 14 random networks (seed 1) so that >= 20 networks share the budget on shapes, no uniform baselines (cost),
+# every network trained twice (recipe seeds 0 and 1).
 SEARCH_22 = {
     **SEARCH,
     "target_ms": 1.45,
@@ -80,11 +81,14 @@ SEARCH_22 = {
 }
 ABLATIONS_22 = {
     "independent": ({"search.op_weights": "independent"}, [0], None),  # the published supernet
-    "gumbel_only": ({"search.sampling": "gumbel"}, [0], None),  # shared, no second (random) path
-    "unaligned": ({"search.aligned_start": False}, [0], None),  # shared weights, random start
+    "gumbel_only": ({"search.sampling": "gumbel"}, [0], ["shapes:0.3"]),  # shared, no second (random) path
+    "unaligned": ({"search.aligned_start": False}, [0], ["shapes:0.3"]),  # shared weights, random start
 }
 TRAIN_22 = {**TRAIN, "random": 14, "uniform": []}
-TASKS_22 = ("shapes:0.3", "digits:0.5")
+# digits:0.25, not 0.5: chosen before any digits search from one fixed network of the space (k3_e6 everywhere,
+# bench_supernet_learning.py --path fixed, 300 steps): held-out top-1 29% at clutter 0.5 (as hard as the budget
+# can learn at all) and 50% at 0.25 (the upsampled digits: 99%, at the ceiling).
+TASKS_22 = ("shapes:0.3", "digits:0.25")
 TRAIN_SEEDS_22 = (0, 1)
 PROTOCOLS = {  # name -> (search, ablations, train, tasks, seeds, training seeds, table)
     "issue14": (SEARCH, ABLATIONS, TRAIN, TASKS, [0, 1, 2], (0,), "tfnas_cifar-ort-cpu-avx2-1t-b1-32.json"),
