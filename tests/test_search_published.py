@@ -254,3 +254,15 @@ def test_tfnas_compare_cli_ranks_an_architecture_file_and_names_a_missing_table(
     # an architecture that names no table, and no --lut: the error names the file
     rc = main(["compare", str(files["arch"]), "--out", str(tmp_path / "c2")])
     assert rc == 2 and str(files["arch"]) in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["-1", "0", "1000000"])
+def test_tfnas_compare_refuses_a_budget_no_network_reaches_before_training(files, tmp_path, capsys, target):
+    from tfnas.cli import main
+
+    out = tmp_path / "cmp"
+    rc = main(["compare", str(files["arch"]), "--lut", str(files["lut"]), "--data", "shapes", "--resolution", "8",
+               "--random", "2", "--jobs", "1", "--no-measure", "--target-ms", target, "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and ("must be > 0" in err if float(target) <= 0 else "infeasible" in err)
+    assert not (out / "plan.json").exists() and not (out / "nets").exists()  # nothing drawn, nothing trained

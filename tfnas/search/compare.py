@@ -43,6 +43,7 @@ from tfnas.models.mbv2_net import build_model
 from tfnas.search.elastic import hit_target
 from tfnas.search.inherit import inherited_accuracy, kendall_tau, load_supernet
 from tfnas.search.latency import LatencyModel
+from tfnas.search.searcher import check_target
 from tfnas.spaces.mbv2 import MBV2Space, load_space
 from tfnas.train.loop import TrainRecipe, train_network
 from tfnas.utils.io import atomic_write_json, atomic_write_text, read_json, save_figure
@@ -179,6 +180,10 @@ def compare(
                          p["predicted_ms"], p["moves"]) for p in plan["networks"]]  # fmt: skip
         target_ms = plan["target_ms"]
     else:
+        if target_ms is not None:  # a budget no network of the space reaches is an error before anything trains
+            if not target_ms > 0:
+                raise ConfigError(f"compare: target {target_ms:g} ms; a latency budget must be > 0 ms")
+            check_target(lat, target_ms)
         target_ms = target_ms or lat.arch_ms(*_choice(lat, searched[0][2]))
         entries = draw_entries(space, lat, searched, target_ms, cfg)
         atomic_write_json(plan_path, {"target_ms": target_ms, "table": str(table_path), "space": space_source,
