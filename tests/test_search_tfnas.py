@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -509,3 +510,26 @@ def test_epoch_checkpoints_are_throttled_but_the_last_epoch_always_saves(
     monkeypatch.setattr(RunLoop, "save", lambda self, *a, **k: (calls.append(a[0]), real(self, *a, **k)))
     TFNASSearch(cfg, tmp_path / "run").run()
     assert len(calls) == saves and calls[-1] == 3
+
+
+def test_resumed_auto_table_run_keeps_the_table_it_started_with(tmp_path, tiny_space, monkeypatch):
+    """lut: auto may choose another file once the host drifted; a resume must not (issue 24, item 4)."""
+    from types import SimpleNamespace
+
+    import tfnas.search.run as run_mod
+    from tfnas.search.searcher import SearchInterrupted
+
+    cfg = tiny_config(tmp_path, tiny_space)
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.4)
+    first = cfg["lut"]
+    other = tmp_path / "other_lut.json"
+    other.write_bytes(Path(first).read_bytes())
+    picks = iter([first, str(other)])
+    monkeypatch.setattr(run_mod, "choose_table", lambda *a, **k: SimpleNamespace(path=next(picks), note="test"))
+    auto = dict(cfg, lut="auto", out=str(tmp_path / "run"))
+    auto["runtime"] = dict(cfg["runtime"], stop_after_steps=3)
+    with pytest.raises(SearchInterrupted):
+        run_mod.run_search(resolve_config(auto), say=lambda s: None, measure=False)
+    auto["runtime"] = dict(cfg["runtime"], stop_after_steps=None)
+    outcome = run_mod.run_search(resolve_config(auto), resume=True, say=lambda s: None, measure=False)
+    assert outcome.config.lut == first and next(picks) == str(other)  # the second choice was never asked for

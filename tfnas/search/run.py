@@ -39,11 +39,20 @@ class SearchOutcome:
     measured: dict[str, Any] | None = None  # measured.json, when this machine is the table's device
 
 
-def with_auto_table(cfg: TfnasSearchConfig, show_progress: bool = True, say: Say = print) -> TfnasSearchConfig:
+def with_auto_table(
+    cfg: TfnasSearchConfig, show_progress: bool = True, say: Say = print, resume: bool = False
+) -> TfnasSearchConfig:
     """``lut: auto``: the config with a table of this machine at the config's ``precision`` (fp32 unless it
-    says int8; shipped, cached, or profiled now)."""
+    says int8; shipped, cached, or profiled now). A resumed run keeps the table it started with (its saved
+    ``config.json``): the automatic choice may pick another file once the host has drifted."""
     if str(cfg.lut) != "auto":
         return cfg
+    saved = Path(cfg.out or "") / "config.json"
+    if resume and cfg.out and saved.exists():
+        started = read_json(saved, "saved run config").get("lut")
+        if started and started != "auto" and Path(started).exists():
+            say(f"latency table: {started} (the one this run started with)")
+            return cfg.model_copy(update={"lut": str(started)})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("lut: auto profiles this machine; in a multi-process run name the table (lut: PATH)")
     space = load_space(cfg.space)
@@ -81,7 +90,7 @@ def run_search(
     machine is the table's device, time the result here."""
     if cfg.out is None:
         cfg = cfg.model_copy(update={"out": str(Path("runs") / "search" / cfg.name)})
-    cfg = with_auto_table(cfg, show_progress=cfg.runtime.progress is not False, say=say)
+    cfg = with_auto_table(cfg, show_progress=cfg.runtime.progress is not False, say=say, resume=resume)
     device = cfg.runtime.device
     info = init_distributed(None if device == "auto" else device)
     try:
