@@ -128,10 +128,8 @@ class MixedLayer(nn.Module):
         specs: list[tuple[str, int, int, int]],
         widths: list[int],
         affine: bool = False,
-        aligned: bool = False,
     ):
-        """``specs``: per op (name, kernel, bound, se_ch), in the space's op order. ``aligned``: every op
-        starts as the same function (the shared layer's aligned start, copied; weights stay independent)."""
+        """``specs``: per op (name, kernel, bound, se_ch), in the space's op order."""
         super().__init__()
         self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
         self.op_names = [s[0] for s in specs]
@@ -147,10 +145,6 @@ class MixedLayer(nn.Module):
         self.kernel_groups = [(k, [i for i, s in enumerate(specs) if s[1] == k]) for k in kernels]
         self._w = list(widths)
         self.impl = "loop"
-        if aligned:
-            from tfnas.search.shared_ops import SharedMixedLayer
-
-            copy_views(SharedMixedLayer(in_ch, out_ch, stride, act, specs, widths, affine, True), self)
 
     def views(self, op: int) -> dict[str, torch.Tensor]:
         """Op ``op``'s tensors by name (the shared layer gives the same names for its views)."""
@@ -223,12 +217,3 @@ class MixedLayer(nn.Module):
 def _pad_kernel(w: torch.Tensor, k: int) -> torch.Tensor:
     p = (k - w.shape[-1]) // 2
     return F.pad(w, (p, p, p, p)) if p else w
-
-
-@torch.no_grad()
-def copy_views(source: nn.Module, layer: MixedLayer) -> None:
-    """Every op of ``layer`` set to ``source``'s view of it (``source.views(op)``: same names and shapes)."""
-    for op in range(len(layer.ops)):
-        theirs = source.views(op)
-        for name, p in layer.views(op).items():
-            p.copy_(theirs[name])

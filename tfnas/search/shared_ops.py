@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfnas.ops.mbconv import make_act
-from tfnas.search.elastic_ops import batch_stats_bn, default_conv_init, sliced
+from tfnas.search.elastic_ops import MixedLayer, batch_stats_bn, default_conv_init, sliced
 
 
 class SharedMixedLayer(nn.Module):
@@ -205,3 +205,24 @@ class SharedMixedLayer(nn.Module):
             share = g_se.sum()
             h = h * (share * self._se_gate(h, w, se, hidden) + (1.0 - share))
         return self._project(x, h, w)
+
+
+def independent_layer(
+    in_ch: int, out_ch: int, stride: int, act: str, specs: list[tuple[str, int, int, int]], widths: list[int],
+    affine: bool = False, aligned: bool = False,
+) -> MixedLayer:  # fmt: skip
+    """The published layer (every candidate its own weights); ``aligned``: each candidate starts as the shared
+    layer's view of it, so all start as one function while their weights stay independent (an ablation)."""
+    layer = MixedLayer(in_ch, out_ch, stride, act, specs, widths, affine)
+    if aligned:
+        copy_views(SharedMixedLayer(in_ch, out_ch, stride, act, specs, widths, affine, True), layer)
+    return layer
+
+
+@torch.no_grad()
+def copy_views(source: SharedMixedLayer, layer: MixedLayer) -> None:
+    """Every op of ``layer`` set to ``source``'s view of it (same names and shapes)."""
+    for op in range(len(layer.ops)):
+        theirs = source.views(op)
+        for name, p in layer.views(op).items():
+            p.copy_(theirs[name])

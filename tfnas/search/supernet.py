@@ -21,13 +21,13 @@ from tfnas.errors import ConfigError
 from tfnas.models.mbv2_net import build_first_block, build_head, build_stem
 from tfnas.registry import Registry
 from tfnas.search.elastic_ops import MixedLayer
-from tfnas.search.shared_ops import SharedMixedLayer
+from tfnas.search.shared_ops import SharedMixedLayer, independent_layer
 from tfnas.spaces.mbv2 import MBV2Space
 
 # search.op_weights -> the searchable layer: candidates with their own weights (the reference), or one
 # superkernel whose views they are
 LAYER_KINDS: Registry[type] = Registry("op weights")
-LAYER_KINDS.add("independent", MixedLayer)
+LAYER_KINDS.add("independent", independent_layer)
 LAYER_KINDS.add("shared", SharedMixedLayer)
 
 
