@@ -71,9 +71,9 @@ HARDER = {"shapes:0.0": "shapes:0.3"}
 # Issue 22: the weight-shared supernet (search.op_weights: shared, aligned start) on the same CPU search budget
 # (14 epochs x 30 steps, 8 warm-up, lr 0.05, 16 px), on two tasks that do not saturate, on the AVX-512 CIFAR table
 # at 1.45 ms (the same place in its feasible range, 0.52-5.86 ms, as 2.0 ms in the AVX2 table's 0.68-8.16 ms).
-# Fixed before any result: 3 seeds, one seed per ablation (on digits only the published independent supernet, for
-# time), 14 random networks (seed 1) so that >= 20 networks share the budget on shapes, no uniform baselines (cost),
-# every network trained twice (recipe seeds 0 and 1).
+# Fixed before any result: 3 seeds, one seed per ablation (on digits only the published independent supernet: the
+# session's time, decided before any digits search), 14 random networks (seed 1) so that >= 20 networks share the
+# budget on shapes, no uniform baselines (cost), every network trained twice (recipe seeds 0 and 1).
 SEARCH_22 = {
     **SEARCH,
     "target_ms": 1.45,
