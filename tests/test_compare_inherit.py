@@ -147,3 +147,21 @@ def test_compare_cli_reports_inherited_accuracy_and_tau(search_run, tmp_path, ca
     assert plain["supernet"] is None and plain["kendall_tau_inherited_vs_standalone"] is None
     assert plain["kendall_tau_n"] == 0 and all(n["inherited_acc"] is None for n in plain["networks"])
     assert "supernet ranking" not in capsys.readouterr().out
+
+
+def test_tfnas_train_init_from_starts_at_the_supernets_slice(search_run, tmp_path):
+    """``tfnas train ARCH --init-from RUN``: the derived network starts as its slice of the supernet."""
+    from tfnas.cli import main
+    from tfnas.search.inherit import slice_network
+
+    model, cfg, data = load_supernet(search_run, device="cpu")
+    arch = load_arch(search_run / "arch.json", model.space)
+    net = slice_network(model, arch, data.num_classes)
+    assert torch.equal(net.stem[0].weight, model.stem[0].weight)  # inherited, not freshly initialised
+    out = tmp_path / "t"
+    rc = main(["train", str(search_run / "arch.json"), "--init-from", str(search_run), "--data", cfg.data.source,
+               "--resolution", str(cfg.data.resolution), "--num-samples", "32", "--batch-size", "16", "--epochs", "1",
+               "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["init_from"] == str(search_run)

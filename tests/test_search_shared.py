@@ -148,3 +148,26 @@ def test_slice_of_the_supernet_is_the_architecture_at_its_widths_and_depths(tiny
         assert not torch.allclose(model.forward_arch(x, ops, widths, [2, 2]), out)
         narrower = [w - 4 for w in widths]  # a width is a prefix of the shared channels
         assert not torch.allclose(model.forward_arch(x, ops, narrower, depths), out)
+
+
+@pytest.mark.parametrize("op_weights", ["shared", "independent"])
+def test_derived_network_can_start_from_its_slice_of_the_supernet(tiny_space, op_weights):
+    from tfnas.arch import Architecture
+    from tfnas.errors import ConfigError
+    from tfnas.search.inherit import arch_choice, slice_network
+
+    torch.manual_seed(0)
+    model = TFNASSupernet(tiny_space, 4, op_weights=op_weights, aligned_start=False)
+    ops = [1, 2, 0, 1]
+    apply_widths(model, ops, [40, 24, 20, 64])  # widths moved: the kept channels come first
+    doc = Architecture.uniform(tiny_space, "k3_e3").to_dict()
+    layers = iter(zip(ops, [40, 24, 20, 64]))
+    for stage in doc["stages"]:
+        stage["layers"] = [{"op": model.op_names[o], "width": w} for o, w in (next(layers) for _ in stage["layers"])]
+    arch = Architecture.from_dict(doc, "test", tiny_space)
+    x = torch.randn(8, 3, 32, 32)
+    net = slice_network(model, arch).train()  # training-mode BN: batch statistics, as the supernet's
+    with torch.no_grad():
+        assert torch.allclose(net(x), model.forward_arch(x, *arch_choice(arch)), atol=1e-4)
+    with pytest.raises(ConfigError, match="cannot start a network of 7"):
+        slice_network(model, arch, num_classes=7)

@@ -28,6 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="YAML with any of the settings below (flags override it)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out that is not a tfnas run")
+    p.add_argument("--init-from", default=None, metavar="RUN",
+                   help="start from the architecture's slice of this TF-NAS search run's supernet")  # fmt: skip
     for name, f in TrainConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
         default = f"default: {f.default}"
@@ -50,5 +52,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = validate(TrainConfig, apply_overrides({}, flags), "tfnas train")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process owns the folder
         claim_run_dir(args.out, args.resume, args.force)
-    train_derived(load_arch(args.arch), cfg, args.out, resume=args.resume)
+    arch, init, extra = load_arch(args.arch), None, None
+    if args.init_from:
+        from tfnas.search.inherit import load_supernet, slice_network
+
+        supernet = load_supernet(args.init_from, device="cpu")[0]
+        init, extra = (lambda classes: slice_network(supernet, arch, classes)), {"init_from": str(args.init_from)}
+    train_derived(arch, cfg, args.out, resume=args.resume, init=init, report_extra=extra)
     return 0

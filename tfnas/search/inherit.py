@@ -20,10 +20,11 @@ import torch
 from torch.utils.data import Dataset
 
 from tfnas.arch import Architecture
-from tfnas.data import DataBundle, build_datasets, evaluation_loader, is_builtin_source
+from tfnas.data import DataBundle, evaluation_loader
 from tfnas.errors import ConfigError, TfnasError
+from tfnas.models.mbv2_net import MBV2Net, build_model
 from tfnas.search.config import TfnasSearchConfig, resolve_config
-from tfnas.search.searcher import resolve_path
+from tfnas.search.searcher import search_data
 from tfnas.search.supernet import TFNASSupernet
 from tfnas.spaces.mbv2 import load_space
 from tfnas.utils.checkpoint import load_checkpoint, load_state_checked
@@ -44,21 +45,6 @@ def is_search_run(path: str | Path) -> bool:
     if not (p.is_dir() and (p / "config.json").is_file() and checkpoint_of(p).is_file()):
         return False
     return isinstance(read_json(p / "config.json", "run config").get("search"), dict)
-
-
-def search_data(cfg: TfnasSearchConfig) -> DataBundle:
-    """The search's datasets, built exactly as ``TFNASSearch._build_data`` builds them (same split, same seed)."""
-    d = cfg.data
-    return build_datasets(
-        d.source if is_builtin_source(d.source) else resolve_path(d.source),
-        resolution=d.resolution,
-        num_classes=d.num_classes,
-        held_out_fraction=d.held_out_fraction,
-        num_samples=d.num_samples,
-        seed=cfg.seed,
-        augment="train" if d.augment else "none",
-        max_samples=d.max_samples,
-    )
 
 
 def load_supernet(
@@ -103,13 +89,17 @@ def arch_choice(arch: Architecture) -> Choice:
     return [ops.index(c.op) for c in layers], [c.width for c in layers], list(arch.depths)
 
 
+def check_same_space(model: TFNASSupernet, arch: Architecture) -> None:
+    if arch.space.name != model.space.name or len(arch.depths) != len(model.stage_slices):
+        raise ConfigError(f"architecture of space {arch.space.name!r}: the supernet is of {model.space.name!r}")
+
+
 @torch.no_grad()
 def inherited_accuracy(
     model: TFNASSupernet, data_split: Dataset, arch: Architecture, batch_size: int, seed: int
 ) -> float:
     """Top-1 of ``arch``'s slice of ``model`` on ``data_split`` (batch statistics, shuffled batches)."""
-    if arch.space.name != model.space.name or len(arch.depths) != len(model.stage_slices):
-        raise ConfigError(f"architecture of space {arch.space.name!r}: the supernet is of {model.space.name!r}")
+    check_same_space(model, arch)
     choice = arch_choice(arch)
     device = next(model.parameters()).device
     correct = total = 0
@@ -135,3 +125,57 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
     if not untied_x or not untied_y:
         return math.nan
     return sum(dx * dy for dx, dy in pairs) / math.sqrt(untied_x * untied_y)
+
+
+@torch.no_grad()
+def slice_network(model: TFNASSupernet, arch: Architecture, num_classes: int | None = None) -> MBV2Net:
+    """The derived network of ``arch`` starting from its slice of the supernet (``tfnas train --init-from``).
+
+    Every searched layer takes its op's view of the supernet's weights (a channel prefix of the op's tensors,
+    the kernel's centre with shared weights); stem, first block and head take the supernet's. BNs the supernet
+    runs on batch statistics without parameters (``bn: plain``) start as a fresh BN: the identity affine, the
+    same function in training mode. ``num_classes`` must be the search's: the classifier is inherited too.
+    """
+    check_same_space(model, arch)
+    net = build_model(arch, num_classes or model.head.classifier.out_features)
+    if net.head.classifier.out_features != model.head.classifier.out_features:
+        raise ConfigError(
+            f"a supernet of {model.head.classifier.out_features} classes cannot start a network of"
+            f" {net.head.classifier.out_features}: train on the search's classes, or without --init-from"
+        )
+    for part in ("stem", "first_block", "head"):
+        unexpected = getattr(net, part).load_state_dict(getattr(model, part).state_dict(), strict=False).unexpected_keys
+        if unexpected:
+            raise TfnasError(f"supernet {part} does not match the derived network's: {unexpected}")
+    ops, widths, _ = arch_choice(arch)
+    active = [i for s, (a, _) in enumerate(model.stage_slices) for i in range(a, a + arch.depths[s])]
+    for block, i in zip(net.blocks, active):
+        _copy_view(block, model.layers[i].views(ops[i]), widths[i])
+    return net
+
+
+def _copy_view(block: torch.nn.Module, view: dict[str, torch.Tensor], w: int) -> None:
+    """One derived ``InvertedResidual`` set to a candidate's view at mid width ``w``."""
+    targets = {
+        "expand": (block.expand[0].weight, view["expand"][:w]),
+        "dw": (block.depthwise[0].weight, view["dw"][:w]),
+        "project": (block.project[0].weight, view["project"][:, :w]),
+    }
+    if "se_reduce" in view:
+        se = block.se
+        targets.update(se_reduce=(se.reduce.weight, view["se_reduce"][:, :w]), se_reduce_b=(se.reduce.bias,
+                       view["se_reduce_b"]), se_expand=(se.expand.weight, view["se_expand"][:w]),
+                       se_expand_b=(se.expand.bias, view["se_expand_b"][:w]))  # fmt: skip
+    for name, bn in (("bn1", block.expand[1]), ("bn2", block.depthwise[1]), ("bn3", block.project[1])):
+        if f"{name}_w" in view:  # bn: affine
+            n = bn.weight.numel()
+            targets[name + "_w"], targets[name + "_b"] = (
+                (bn.weight, view[f"{name}_w"][:n]),
+                (bn.bias, view[f"{name}_b"][:n]),
+            )
+    for name, (dst, src) in targets.items():
+        if dst.shape != src.shape:
+            raise TfnasError(
+                f"supernet view {name} {tuple(src.shape)} does not fit the derived layer's {tuple(dst.shape)}"
+            )
+        dst.copy_(src)

@@ -28,7 +28,7 @@ from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
 from tfnas.arch import Architecture
-from tfnas.data import build_datasets, evaluation_loader, is_builtin_source, make_loader
+from tfnas.data import DataBundle, build_datasets, evaluation_loader, is_builtin_source, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, require_this_device, table_grid
 from tfnas.resources import shipped_file
@@ -102,6 +102,21 @@ def build_latency_model(cfg: TfnasSearchConfig, space: MBV2Space) -> LatencyMode
     return LatencyModel(space, table, cfg.lut_resolution, cfg.calibrated, align)
 
 
+def search_data(cfg: TfnasSearchConfig) -> DataBundle:
+    """A search's datasets: its source, split and seed (``inherit`` rebuilds a finished search's the same way)."""
+    d = cfg.data
+    return build_datasets(
+        d.source if is_builtin_source(d.source) else resolve_path(d.source),
+        resolution=d.resolution,
+        num_classes=d.num_classes,
+        held_out_fraction=d.held_out_fraction,
+        num_samples=d.num_samples,
+        seed=cfg.seed,
+        augment="train" if d.augment else "none",  # the architecture's split: never (the reference)
+        max_samples=d.max_samples,
+    )
+
+
 def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tensor | None = None) -> None:
     """Fail before any training when the target is missing or outside what the space can reach."""
     fast, slow = lat.feasible_range(op_mask)
@@ -154,20 +169,11 @@ class TFNASSearch:
         check_target(self.lat, self.target, TFNASSupernet.op_mask_for(self.space, cfg.search.ops))
 
     def _build_data(self) -> None:
-        d, rt = self.cfg.data, self.cfg.runtime
+        rt = self.cfg.runtime
         self.device = getattr(self.dist, "device", None) or torch.device(
             "cuda" if rt.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         )
-        self.data = build_datasets(
-            d.source if is_builtin_source(d.source) else resolve_path(d.source),
-            resolution=d.resolution,
-            num_classes=d.num_classes,
-            held_out_fraction=d.held_out_fraction,
-            num_samples=d.num_samples,
-            seed=self.cfg.seed,
-            augment="train" if d.augment else "none",  # the architecture's split: never (the reference)
-            max_samples=d.max_samples,
-        )
+        self.data = search_data(self.cfg)
         if self.data.held_out is None:
             raise ConfigError("data.held_out_fraction must be > 0: the architecture steps need a held-out split")
 

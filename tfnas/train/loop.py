@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -185,14 +185,24 @@ def train_network(
     return report
 
 
-def train_derived(arch: Architecture, cfg: TrainConfig, out_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """``tfnas train``: ``arch`` on ``cfg.data`` (generated, CIFAR-10 or an ImageFolder tree)."""
+def train_derived(
+    arch: Architecture,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    init: Callable[[int], nn.Module] | None = None,
+    report_extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``tfnas train``: ``arch`` on ``cfg.data`` (generated, CIFAR-10 or an ImageFolder tree).
+
+    ``init(num_classes)``: the starting network (e.g. the architecture's slice of a search's supernet), instead
+    of a freshly initialised one."""
     res = cfg.resolution or arch.resolution
     data = build_datasets(cfg.data, resolution=res, held_out_fraction=0.0, num_samples=cfg.num_samples, seed=cfg.seed)
     seed_everything(cfg.seed)  # the same initial weights on every rank
-    model = build_model(arch, data.num_classes)
+    model = build_model(arch, data.num_classes) if init is None else init(data.num_classes)
     return train_network(
         model, data, cfg.recipe(), out_dir, batch_size=cfg.batch_size, config=cfg.to_dict(), workers=cfg.workers,
         device=cfg.device, channels_last=cfg.channels_last, resume=resume,
-        resume_ignore=("device", "workers", "channels_last"), report_extra={"arch": arch.to_dict()},
+        resume_ignore=("device", "workers", "channels_last"), report_extra={"arch": arch.to_dict(), **(report_extra or {})},
     )  # fmt: skip
