@@ -116,7 +116,25 @@ class ElasticInvertedResidual(nn.Module):
         return self.se_and_project(h, w)
 
 
-class MixedLayer(nn.Module):
+class SearchableLayer(nn.Module):
+    """What the supernet, elastic scaling and derivation need of a searchable layer, whatever holds its weights:
+    per-op mid widths (the ``widths`` buffer, checkpointed, and its python copy ``_w``), ``forward_single``,
+    ``forward_mixed``, ``importance(op)``, ``channel_params(op)`` and ``views(op)``."""
+
+    def init_widths(self, widths: list[int]) -> None:
+        self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
+        self._w = list(widths)
+
+    def sync_widths(self) -> None:
+        """Refresh the python copy of the widths buffer (after load_state_dict)."""
+        self._w = self.widths.tolist()
+
+    def set_width(self, op: int, width: int) -> None:
+        self.widths[op] = width
+        self._w[op] = int(width)
+
+
+class MixedLayer(SearchableLayer):
     """One searchable layer: all candidate ops, their current widths, a single-path and a mixed forward."""
 
     def __init__(
@@ -136,27 +154,18 @@ class MixedLayer(nn.Module):
         self.ops = nn.ModuleList(
             ElasticInvertedResidual(in_ch, out_ch, bound, k, stride, se, act, affine) for _, k, bound, se in specs
         )
-        self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
+        self.init_widths(widths)
         self.has_residual = stride == 1 and in_ch == out_ch
         if self.has_residual and affine:  # residual ops start as identity (the option of learnable BNs)
             for op in self.ops:
                 nn.init.zeros_(op.bn3_w)
         kernels = sorted({s[1] for s in specs})
         self.kernel_groups = [(k, [i for i, s in enumerate(specs) if s[1] == k]) for k in kernels]
-        self._w = list(widths)
         self.impl = "loop"
 
     def views(self, op: int) -> dict[str, torch.Tensor]:
         """Op ``op``'s tensors by name (the shared layer gives the same names for its views)."""
         return {n: p for n, p in self.ops[op].named_parameters()}
-
-    def sync_widths(self) -> None:
-        """Refresh the python copy of the widths buffer (after load_state_dict)."""
-        self._w = self.widths.tolist()
-
-    def set_width(self, op: int, width: int) -> None:
-        self.widths[op] = width
-        self._w[op] = int(width)
 
     def importance(self, op: int) -> torch.Tensor:
         """Op ``op``'s channel-keeping criterion (the L1 norm of each mid channel's depthwise kernel)."""

@@ -29,14 +29,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfnas.ops.mbconv import make_act
-from tfnas.search.elastic_ops import MixedLayer, batch_stats_bn, default_conv_init, sliced
+from tfnas.search.elastic_ops import MixedLayer, SearchableLayer, batch_stats_bn, default_conv_init, sliced
 
 
-class SharedMixedLayer(nn.Module):
+class SharedMixedLayer(SearchableLayer):
     """One searchable layer whose candidates share one set of weights (see the module docstring).
 
-    The same interface as ``elastic_ops.MixedLayer``: ``forward_single``, ``forward_mixed``, per-op widths
-    (``widths`` buffer and its python copy ``_w``), ``importance(op)`` and ``channel_params(op)``.
+    A ``SearchableLayer``, as the published ``elastic_ops.MixedLayer`` is.
     """
 
     def __init__(
@@ -79,10 +78,9 @@ class SharedMixedLayer(nn.Module):
             self.se_expand_b = nn.Parameter(torch.zeros(b))
         self.project = nn.Parameter(torch.empty(out_ch, b, 1, 1))
         self.bn3_w, self.bn3_b = bn(out_ch)
-        self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
+        self.init_widths(widths)
         self.register_buffer("kernel_masks", self._kernel_masks())
         self.has_residual = stride == 1 and in_ch == out_ch
-        self._w = list(widths)
         self.impl = "superkernel"  # one mixed forward only: runtime.mixed_op does not apply
         self.reset_parameters(aligned)
 
@@ -116,14 +114,6 @@ class SharedMixedLayer(nn.Module):
             self.se_expand_b.zero_()
 
     # ---- elastic widths -----------------------------------------------------------------------------------
-    def sync_widths(self) -> None:
-        """Refresh the python copy of the widths buffer (after load_state_dict)."""
-        self._w = self.widths.tolist()
-
-    def set_width(self, op: int, width: int) -> None:
-        self.widths[op] = width
-        self._w[op] = int(width)
-
     def importance(self, op: int) -> torch.Tensor:
         """L1 norm of each shared mid channel's depthwise kernel, as op ``op`` sees it (its centre view)."""
         return (self.dw.detach() * self.kernel_masks[op]).abs().sum((1, 2, 3))
