@@ -4,7 +4,7 @@ The issue-22 quality benchmark found that the shared supernet, after the search'
 held-out on shapes:0.3) but does not rank its 20 compared networks (tau -0.20..+0.18). Hypothesis: it is
 under-trained. This script refutes or supports it: it trains the same shared supernet (the search's space, data,
 split and seed, read from a finished search run) with the warm-up's weight steps (a uniformly random op per layer,
-sinks mixed uniformly) for ``--steps`` steps at a constant lr, and at each milestone scores every compared network
+sinks mixed uniformly; ``--sample-depth``: a random depth per stage, the network cut there) for ``--steps`` steps at a constant lr, and at each milestone scores every compared network
 by its slice (inherited top-1 on the search's held-out split, shuffled batches) and takes the Kendall tau against
 their stand-alone top-1 (the mean over the benchmark's trainings, from its ``summary.json``).
 
@@ -42,6 +42,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1680)
     p.add_argument("--milestones", default="210,420,840,1680")
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--sample-depth", action="store_true",
+                   help="each step also draws a depth per stage (the slice runs cut there; the search mixes sinks)")  # fmt: skip
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -69,7 +71,14 @@ def main() -> None:
         set_loader_epoch(loader, epoch)
         for x, y in loader:
             choice = torch.randint(0, n_ops, (n_layers,), generator=gen).tolist()
-            loss = F.cross_entropy(model.forward_paths(x, choice), y)
+            if args.sample_depth:
+                depths = [int(torch.randint(md, b - a + 1, (1,), generator=gen)) for md, (a, b) in
+                          zip(model.min_depths, model.stage_slices)]  # fmt: skip
+                widths = [layer._w[o] for layer, o in zip(model.layers, choice)]
+                out = model.forward_arch(x, choice, widths, depths)
+            else:
+                out = model.forward_paths(x, choice)
+            loss = F.cross_entropy(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
