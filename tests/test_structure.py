@@ -51,6 +51,34 @@ def _module_graph() -> dict[str, set[str]]:
     return graph
 
 
+def _package_of(module: str) -> str:
+    """``tfnas.latency.measure`` -> ``tfnas.latency``; a top-level module (``tfnas.arch``) is its own place."""
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_no_package_imports_a_package_that_imports_it_back():
+    """Packages, not only modules, form no cycle (e.g. latency -> export -> latency), imports in functions too."""
+    packages: dict[str, set[str]] = {}
+    for m, deps in _module_graph().items():
+        pkg = _package_of(m)
+        packages.setdefault(pkg, set()).update(d2 for d in deps if (d2 := _package_of(d)) != pkg)
+
+    def reaches(a: str, b: str, seen: set[str]) -> list[str] | None:
+        for d in sorted(packages.get(a, ())):
+            if d == b:
+                return [a, d]
+            if d not in seen:
+                seen.add(d)
+                path = reaches(d, b, seen)
+                if path:
+                    return [a, *path]
+        return None
+
+    cycles = [" -> ".join(path) for p in sorted(packages) if (path := reaches(p, p, set()))]
+    assert not cycles, "package cycles:\n  " + "\n  ".join(cycles)
+
+
 def test_no_import_cycle_counting_imports_inside_functions():
     graph = _module_graph()
     state: dict[str, int] = {}

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
 def _int8(args: argparse.Namespace, fp32_path: Path, out: Path, shape: tuple, num_classes: int) -> dict:
     """Quantize ``fp32_path`` into ``out`` on the calibration data; agreement on held-out images; both timed."""
     from profilers.quantize import default_settings
-    from tfnas.export.quantize import agreement, load_quant_data, quantize_onnx, quantized_report, time_both
+    from tfnas.export.quantize import agreement, load_quant_data, quantize_onnx, quantized_report
+    from tfnas.latency.measure import time_fp32_and_int8
 
     overrides = {} if args.reduce_range == "auto" else {"reduce_range": args.reduce_range == "on"}
     settings = default_settings(**overrides, calibration_samples=max(1, args.calibration_samples))
@@ -126,7 +127,7 @@ def _int8(args: argparse.Namespace, fp32_path: Path, out: Path, shape: tuple, nu
         "calibration": {"source": data.source, "samples": int(len(data.calibration))},
         "quantized_graph": quantized_report(path),
         "held_out": check,
-        "latency": time_both(fp32_path, path, shape, args.threads, max(1, args.rounds)),
+        "latency": time_fp32_and_int8(fp32_path, path, shape, args.threads, max(1, args.rounds)),
     }
     lat = result["latency"]
     print(

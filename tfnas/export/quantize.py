@@ -129,30 +129,6 @@ def agreement(fp32_path: str | Path, int8_path: str | Path, data: QuantData, bat
     }
 
 
-def time_both(
-    fp32_path: str | Path, int8_path: str | Path, shape: tuple[int, ...], threads: int = 1, rounds: int = 5
-) -> dict[str, Any]:
-    """Both models timed here in interleaved rounds (median over rounds of each round's p10)."""
-    from profilers.device import describe_device
-    from profilers.fingerprint import current_fingerprint
-    from tfnas.latency.measure import DEFAULT_PROTOCOL, interleave, onnx_timer, round_latency
-
-    timers = [
-        onnx_timer(fp32_path, shape, "ort", threads),
-        onnx_timer(int8_path, shape, "ort", threads, precision="int8"),  # already quantized: timed as it is
-    ]
-    runs = interleave(timers, DEFAULT_PROTOCOL, rounds)
-    fp32_ms, int8_ms = round_latency(runs[0]), round_latency(runs[1])
-    fp = current_fingerprint(threads, batch=shape[0], resolution=shape[-1], precision="int8")
-    return {
-        "fp32_ms": fp32_ms,
-        "int8_ms": int8_ms,
-        "int8_over_fp32": int8_ms / fp32_ms,
-        "statistic": f"median over {rounds} interleaved rounds of each round's {DEFAULT_PROTOCOL.statistic}",
-        "device": describe_device(fp),
-    }
-
-
 def quantized_report(path: str | Path) -> dict[str, Any]:
     """What the quantized file holds (Q/DQ nodes, int8 weights), for the export report."""
     summary = quantized_summary(path)

@@ -23,6 +23,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from profilers.backends import BACKENDS, get_backend
 from profilers.quantize import QuantSettings, check_precision, default_settings
@@ -246,4 +247,28 @@ def measure_on_table_device(arch: Architecture, table, rounds: int = 7, progress
         "rounds_ms": [m.latency_ms for m in runs],
         "statistic": f"median over {rounds} rounds of each round's {protocol.statistic}",
         "precision": table_precision(table),
+    }
+
+
+def time_fp32_and_int8(
+    fp32_path: str | Path, int8_path: str | Path, shape: tuple[int, ...], threads: int = 1, rounds: int = 5
+) -> dict[str, Any]:
+    """An fp32 ONNX model and its int8 export timed here in interleaved rounds (median over rounds of each round's
+    p10): ``tfnas export --precision int8``'s latency figures."""
+    from profilers.device import describe_device
+    from profilers.fingerprint import current_fingerprint
+
+    timers = [
+        onnx_timer(fp32_path, shape, "ort", threads),
+        onnx_timer(int8_path, shape, "ort", threads, precision="int8"),  # already quantized: timed as it is
+    ]
+    runs = interleave(timers, DEFAULT_PROTOCOL, rounds)
+    fp32_ms, int8_ms = round_latency(runs[0]), round_latency(runs[1])
+    fp = current_fingerprint(threads, batch=shape[0], resolution=shape[-1], precision="int8")
+    return {
+        "fp32_ms": fp32_ms,
+        "int8_ms": int8_ms,
+        "int8_over_fp32": int8_ms / fp32_ms,
+        "statistic": f"median over {rounds} interleaved rounds of each round's {DEFAULT_PROTOCOL.statistic}",
+        "device": describe_device(fp),
     }
