@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from tfnas.latency.calibrate import calibrate
+from tfnas.latency.calibrate import CALIBRATION_ROUNDS, CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate
 from tfnas.latency.table import load_table, require_this_device, table_precision
 from tfnas.spaces.mbv2 import load_space
 
@@ -16,9 +16,11 @@ from tfnas.spaces.mbv2 import load_space
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lut", required=True, help="latency table JSON (read; written only with --in-place)")
     p.add_argument("--space", default=None, help="space name or YAML path (default: the table's)")
-    p.add_argument("--samples", type=int, default=40, help="random architectures to measure")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved measuring rounds per architecture")
+    p.add_argument("--samples", type=int, default=CALIBRATION_SAMPLES, help="random architectures to measure")
+    p.add_argument("--seed", type=int, default=CALIBRATION_SEED)
+    p.add_argument(
+        "--rounds", type=int, default=CALIBRATION_ROUNDS, help="interleaved measuring rounds per architecture"
+    )
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the table's)")
     p.add_argument(
         "--align",

@@ -10,16 +10,18 @@ from pathlib import Path
 
 from tfnas.errors import TfnasError
 from tfnas.latency.table import load_table
-from tfnas.latency.validate import validate_table, write_outputs
+from tfnas.latency.validate import VALIDATION_ROUNDS, VALIDATION_SAMPLES, VALIDATION_SEED, validate_table, write_outputs
 from tfnas.spaces.mbv2 import load_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lut", required=True, help="latency table JSON")
     p.add_argument("--space", default=None, help="space name or YAML path (default: the table's)")
-    p.add_argument("--samples", type=int, default=12, help="search-like networks to time (about 1 min at 12)")
-    p.add_argument("--rounds", type=int, default=6, help="interleaved rounds, split into two passes (even)")
-    p.add_argument("--seed", type=int, default=1, help="which random networks (calibration uses seed 0)")
+    p.add_argument(
+        "--samples", type=int, default=VALIDATION_SAMPLES, help="search-like networks to time (~1 min at 12)"
+    )
+    p.add_argument("--rounds", type=int, default=VALIDATION_ROUNDS, help="interleaved rounds, split into two passes")
+    p.add_argument("--seed", type=int, default=VALIDATION_SEED, help="which random networks (calibration: seed 0)")
     p.add_argument("--threads", type=int, default=None, help="runtime threads (default: the table's)")
     p.add_argument("--out", default=None, help="JSON report (default: <lut>.validation.json; a PNG plot beside it)")
     p.add_argument("--allow-foreign-table", action="store_true", help="time a table of another device anyway")

@@ -106,17 +106,20 @@ def sample_archs(
     return archs
 
 
+CALIBRATION_SAMPLES, CALIBRATION_SEED, CALIBRATION_ROUNDS = 40, 0, 3  # the defaults of calibrate and its command
+
+
 def calibrate(
     table: LatencyTable,
     space: MBV2Space,
-    n: int = 40,
-    seed: int = 0,
+    n: int = CALIBRATION_SAMPLES,
+    seed: int = CALIBRATION_SEED,
     threads: int | None = None,
     backend: str | None = None,
     protocol: TimingProtocol | None = None,
     measure_fn: MeasureFn | None = None,
     progress: bool = True,
-    rounds: int = 3,
+    rounds: int = CALIBRATION_ROUNDS,
     align: int | None = None,
 ) -> dict[str, Any]:
     """Measure ``n`` random architectures end to end, fit, store ``table.calibration`` and return it.

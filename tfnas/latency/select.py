@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The quick check before a search: 6 networks x 4 rounds (~15 s); the full `tfnas validate` times more.
 QUICK_NETWORKS, QUICK_ROUNDS = 6, 4
-CALIBRATION_NETWORKS, CALIBRATION_ROUNDS = 24, 3
+AUTO_CALIBRATION_NETWORKS = 24  # lut: auto calibrates on fewer networks than `tfnas calibrate` (time)
 GOOD_VERDICTS = ("holds", "host-too-noisy")  # a noisy host cannot disprove a table of its own device
 # A shared host's speed drifts by several % over minutes; beyond this the quick validation's ratio rescales the fit.
 RESCALE_ABOVE = 0.02
@@ -193,6 +193,6 @@ def build_table(
         progress=progress, precision=precision,
     )  # fmt: skip
     if table.calibration is None:
-        calibrate(table, space, CALIBRATION_NETWORKS, threads=threads, rounds=CALIBRATION_ROUNDS, progress=progress)
+        calibrate(table, space, AUTO_CALIBRATION_NETWORKS, threads=threads, progress=progress)
         table.save(path)
     return table

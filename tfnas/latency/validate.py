@@ -118,12 +118,15 @@ def judge(table: dict[str, float], noise: dict[str, float]) -> tuple[str, str]:
     )
 
 
+VALIDATION_SAMPLES, VALIDATION_ROUNDS, VALIDATION_SEED = 12, 6, 1  # the defaults of validate_table and its command
+
+
 def validate_table(
     table: LatencyTable,
     space: MBV2Space,
-    n: int = 12,
-    rounds: int = 6,
-    seed: int = 1,
+    n: int = VALIDATION_SAMPLES,
+    rounds: int = VALIDATION_ROUNDS,
+    seed: int = VALIDATION_SEED,
     threads: int | None = None,
     allow_foreign: bool = False,
     rounds_fn: RoundsFn | None = None,
