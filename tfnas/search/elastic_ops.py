@@ -116,12 +116,22 @@ class ElasticInvertedResidual(nn.Module):
         return self.se_and_project(h, w)
 
 
+OpSpec = tuple[str, int, int, int]  # a candidate op of a layer: (name, kernel, width bound, se_ch)
+
+
 class SearchableLayer(nn.Module):
     """What the supernet, elastic scaling and derivation need of a searchable layer, whatever holds its weights:
     per-op mid widths (the ``widths`` buffer, checkpointed, and its python copy ``_w``), ``forward_single``,
-    ``forward_mixed``, ``importance(op)``, ``channel_params(op)`` and ``views(op)``."""
+    ``forward_mixed``, ``importance(op)``, ``channel_params(op)`` and ``views(op)``.
 
-    def init_widths(self, widths: list[int]) -> None:
+    ``specs``: per op (name, kernel, width bound, se_ch), in the space's op order; ``widths``: the starting ones.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, specs: list[OpSpec], widths: list[int]):
+        super().__init__()
+        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
+        self.op_names = [s[0] for s in specs]
+        self.has_residual = stride == 1 and in_ch == out_ch
         self.register_buffer("widths", torch.tensor(widths, dtype=torch.long))
         self._w = list(widths)
 
@@ -143,19 +153,14 @@ class MixedLayer(SearchableLayer):
         out_ch: int,
         stride: int,
         act: str,
-        specs: list[tuple[str, int, int, int]],
+        specs: list[OpSpec],
         widths: list[int],
         affine: bool = False,
     ):
-        """``specs``: per op (name, kernel, bound, se_ch), in the space's op order."""
-        super().__init__()
-        self.in_ch, self.out_ch, self.stride = in_ch, out_ch, stride
-        self.op_names = [s[0] for s in specs]
+        super().__init__(in_ch, out_ch, stride, specs, widths)
         self.ops = nn.ModuleList(
             ElasticInvertedResidual(in_ch, out_ch, bound, k, stride, se, act, affine) for _, k, bound, se in specs
         )
-        self.init_widths(widths)
-        self.has_residual = stride == 1 and in_ch == out_ch
         if self.has_residual and affine:  # residual ops start as identity (the option of learnable BNs)
             for op in self.ops:
                 nn.init.zeros_(op.bn3_w)

@@ -29,7 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from tfnas.ops.mbconv import make_act
-from tfnas.search.elastic_ops import MixedLayer, SearchableLayer, batch_stats_bn, default_conv_init, sliced
+from tfnas.search.elastic_ops import (
+    MixedLayer,
+    OpSpec,
+    SearchableLayer,
+    batch_stats_bn,
+    default_conv_init,
+    sliced,
+)
 
 
 class SharedMixedLayer(SearchableLayer):
@@ -44,15 +51,13 @@ class SharedMixedLayer(SearchableLayer):
         out_ch: int,
         stride: int,
         act: str,
-        specs: list[tuple[str, int, int, int]],
+        specs: list[OpSpec],
         widths: list[int],
         affine: bool = False,
         aligned: bool = True,
     ):
-        """``specs``: per op (name, kernel, width bound, se_ch), in the space's op order."""
-        super().__init__()
-        self.in_ch, self.out_ch, self.stride, self.act = in_ch, out_ch, stride, act
-        self.op_names = [s[0] for s in specs]
+        super().__init__(in_ch, out_ch, stride, specs, widths)
+        self.act = act
         self.kernels = [s[1] for s in specs]
         self.se_chs = [s[3] for s in specs]
         self.op_bounds = [s[2] for s in specs]
@@ -78,9 +83,8 @@ class SharedMixedLayer(SearchableLayer):
             self.se_expand_b = nn.Parameter(torch.zeros(b))
         self.project = nn.Parameter(torch.empty(out_ch, b, 1, 1))
         self.bn3_w, self.bn3_b = bn(out_ch)
-        self.init_widths(widths)
         self.register_buffer("kernel_masks", self._kernel_masks())
-        self.has_residual = stride == 1 and in_ch == out_ch
+        self._masks: dict[tuple, tuple] = {}  # forward_mixed's per-(enabled ops, widths) index tensors
         self.impl = "superkernel"  # one mixed forward only: runtime.mixed_op does not apply
         self.reset_parameters(aligned)
 
@@ -172,33 +176,41 @@ class SharedMixedLayer(SearchableLayer):
             h = h * self._se_gate(h, w, se)
         return self._project(x, h, w)
 
+    def _mix_masks(self, enabled: list[int], device: torch.device) -> tuple:
+        """(enabled index, [ops, w] width masks, SE-op rows of them, [SE ops, se] hidden masks) of the current
+        widths: built once per width change, not every architecture step."""
+        key = (tuple(enabled), tuple(self._w), device)
+        if key not in self._masks:
+            ws, w = self._w, max(self._w[i] for i in enabled)
+            idx = torch.tensor(enabled, device=device)
+            width_masks = (torch.arange(w)[None, :] < torch.tensor([ws[i] for i in enabled])[:, None]).float()
+            se_rows = [j for j, i in enumerate(enabled) if self.se_chs[i]]
+            se = max((self.se_chs[enabled[j]] for j in se_rows), default=0)
+            se_lim = torch.tensor([self.se_chs[enabled[j]] for j in se_rows])
+            hidden = (torch.arange(se)[None, :] < se_lim[:, None]).float()
+            self._masks = {key: (idx, width_masks.to(device), torch.tensor(se_rows, device=device),
+                                 hidden.to(device))}  # fmt: skip
+        return self._masks[key]
+
     def forward_mixed(self, x: torch.Tensor, weights: torch.Tensor, enabled: list[int]) -> torch.Tensor:
         """The superkernel of ``sum_i weights[i] * op_i``: one expand, one depthwise, one project conv."""
-        ws = self._w
-        w = max(ws[i] for i in enabled)
-        idx = torch.tensor(enabled, device=weights.device)
+        idx, width_masks, se_rows, hidden_masks = self._mix_masks(enabled, weights.device)
+        w = width_masks.shape[1]
         g = weights[idx]
         h = self._expand(x, w)
         kernel = self.dw[:w] * torch.einsum("o,okl->kl", g, self.kernel_masks[idx])
         h = self._depthwise(h, kernel, w)
-        channel = torch.arange(w, device=h.device)
-        limits = torch.tensor([ws[i] for i in enabled], device=h.device)
-        mask = ((channel[None, :] < limits[:, None]).to(g.dtype) * g[:, None]).sum(0)  # [w]
-        h = h * mask.view(1, -1, 1, 1)
-        se_ops = [j for j, i in enumerate(enabled) if self.se_chs[i]]
-        if se_ops:
-            se = max(self.se_chs[enabled[j]] for j in se_ops)
-            rows = torch.arange(se, device=h.device)
-            se_lim = torch.tensor([self.se_chs[enabled[j]] for j in se_ops], device=h.device)
-            g_se = g[torch.tensor(se_ops, device=g.device)]
-            hidden = ((rows[None, :] < se_lim[:, None]).to(g.dtype) * g_se[:, None]).sum(0).view(1, -1, 1, 1)
-            share = g_se.sum()
-            h = h * (share * self._se_gate(h, w, se, hidden) + (1.0 - share))
+        h = h * (g @ width_masks).view(1, -1, 1, 1)  # channel c: the weight of the ops wider than c
+        if len(se_rows):
+            g_se = g[se_rows]
+            hidden = (g_se @ hidden_masks).view(1, -1, 1, 1)
+            share = g_se.sum()  # the SE ops' weight: their gate, the others' identity
+            h = h * (share * self._se_gate(h, w, hidden_masks.shape[1], hidden) + (1.0 - share))
         return self._project(x, h, w)
 
 
 def independent_layer(
-    in_ch: int, out_ch: int, stride: int, act: str, specs: list[tuple[str, int, int, int]], widths: list[int],
+    in_ch: int, out_ch: int, stride: int, act: str, specs: list[OpSpec], widths: list[int],
     affine: bool = False, aligned: bool = False,
 ) -> MixedLayer:  # fmt: skip
     """The published layer (every candidate its own weights); ``aligned``: each candidate starts as the shared
