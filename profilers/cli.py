@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from profilers.run import profile_bundle
+    from profilers.run import profile_bundle, profile_note
 
     protocol = TimingProtocol(
         statistic=_DEFAULT.statistic,
@@ -93,6 +93,9 @@ def _run(args: argparse.Namespace) -> int:
         f"wrote {args.out}: {len(table)} keys, {table.n_points()} points, {noisy} noisy, complete={table.complete}"
         f" ({table.fingerprint.get('precision')}{extra})"
     )
+    note = profile_note(table)
+    if note:
+        print(f"  {note}")
     return 0
 
 

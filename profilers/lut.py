@@ -43,6 +43,7 @@ from typing import Any
 from profilers import strict_json
 from profilers.errors import ProfilerError
 from profilers.fingerprint import DEFAULT_MATCH_FIELDS, REQUIRED_FINGERPRINT_KEYS, current_fingerprint
+from profilers.reference import validate_reference
 from profilers.timing import Measurement
 
 LUT_FORMAT = "tfnas.lut"
@@ -60,7 +61,7 @@ _REQUIRED_TOP = (
     "created",
     "complete",
 )
-_OPTIONAL_TOP = ("updated", "meta", "calibration")
+_OPTIONAL_TOP = ("updated", "meta", "calibration", "reference")
 
 Width = int | None
 
@@ -165,6 +166,7 @@ class LatencyTable:
         complete: bool = False,
         meta: dict[str, Any] | None = None,
         calibration: dict[str, Any] | None = None,
+        reference: dict[str, Any] | None = None,
         source: str = "<memory>",
     ) -> None:
         self.space = space
@@ -175,6 +177,8 @@ class LatencyTable:
         self.complete = complete
         self.meta = dict(meta or {})
         self.calibration = _validate_calibration(source, calibration)
+        # the reference network's quiet time on this device when its numbers were made (profilers.reference)
+        self.reference = validate_reference(source, reference)
         self.source = source
         self._entries: dict[str, dict[str, list[Any]]] = {}
         for key, entry in (entries or {}).items():
@@ -230,6 +234,7 @@ class LatencyTable:
             complete=data["complete"],
             meta=meta,
             calibration=data.get("calibration"),
+            reference=data.get("reference"),
             source=source,
         )
 
@@ -282,6 +287,8 @@ class LatencyTable:
             doc["meta"] = self.meta
         if self.calibration is not None:
             doc["calibration"] = _validate_calibration(self.source, self.calibration)
+        if self.reference is not None:
+            doc["reference"] = validate_reference(self.source, self.reference)
         doc["entries"] = {k: self._entries[k] for k in sorted(self._entries)}
         return doc
 
@@ -460,6 +467,13 @@ class LatencyTable:
         if self.calibration is not None:
             self.meta.setdefault("calibration_history", []).append({**self.calibration, "replaced": _now()})
         self.calibration = new
+
+    def set_reference(self, reference: dict[str, Any]) -> None:
+        """Record the reference network's quiet time now; the record it replaces goes to ``meta.reference_history``."""
+        new = validate_reference(self.source, reference)
+        if self.reference is not None:
+            self.meta.setdefault("reference_history", []).append({**self.reference, "replaced": _now()})
+        self.reference = new
 
     def remove(self, key: str) -> None:
         self._entries.pop(key, None)

@@ -116,23 +116,94 @@ def _passes_done(table: LatencyTable, entry: ManifestEntry) -> int:
     return 1 if table.measured(entry.key, entry.width) else 0  # LUT written without pass records
 
 
-def _combine(results: list[dict[str, Any]], protocol: TimingProtocol) -> Measurement:
+def _combine(results: list[dict[str, Any]], protocol: TimingProtocol, baseline: float | None = None) -> Measurement:
     """Median of the passes' values (the protocol's statistic) and of their medians; noisy if any pass
-    was, or if the passes' values disagree by more than ``noisy_cv``."""
-    values = [float(r.get("value_ms", r["median_ms"])) for r in results]
+    was, or if the passes' values disagree by more than ``noisy_cv`` (with 3 or more passes: if most passes
+    were, or the passes but the farthest from the median disagree).
+
+    With ``baseline`` (the reference's quiet time over the profile), a pass that recorded the reference's
+    time around it (``ref_ms``) counts as ``value x baseline / ref_ms``: the host's speed at that moment
+    cancels (``profilers.drift``)."""
+
+    def scale(r: dict[str, Any]) -> float:
+        ref = r.get("ref_ms")
+        return baseline / float(ref) if baseline and ref else 1.0
+
+    values = [float(r.get("value_ms", r["median_ms"])) * scale(r) for r in results]
     value = statistics.median(values)
-    disagree = (max(values) - min(values)) / value if value > 0 else 0.0
+    # with 3 or more passes (a noisy point re-timed) the one pass farthest from the median is an outlier, not noise
+    close = sorted(values, key=lambda v: abs(v - value))[: len(values) - 1] if len(values) >= 3 else values
+    disagree = (max(close) - min(close)) / value if value > 0 else 0.0
+    flagged = [bool(r["noisy"]) for r in results]
+    noisy_pass = sum(flagged) * 2 > len(flagged) if len(flagged) >= 3 else any(flagged)
     return Measurement(
         value_ms=value,
         statistic=protocol.statistic,
-        median_ms=statistics.median(float(r["median_ms"]) for r in results),
+        median_ms=statistics.median(float(r["median_ms"]) * scale(r) for r in results),
         spread_ms=statistics.median(float(r["spread_ms"]) for r in results),
         cv=statistics.median(float(r["cv"]) for r in results),
         repeats=sum(int(r["repeats"]) for r in results),
-        noisy=any(bool(r["noisy"]) for r in results) or disagree > protocol.noisy_cv,
+        noisy=noisy_pass or disagree > protocol.noisy_cv,
         samples_kept=sum(int(r["samples_kept"]) for r in results),
         attempts=len(results),
     )
+
+
+# The reference network is timed at least this often while a table is profiled: slow spells last seconds.
+REFERENCE_EVERY_S = 0.5
+REFERENCE_META = "reference_timings"
+# Noisy points are re-timed for at most this share of the profile's timing time (at least REMEASURE_MIN_S).
+REMEASURE_SHARE, REMEASURE_MIN_S = 0.25, 10.0
+BUSY_SHARE = 0.05  # more noisy points than this after re-timing: the profile says the host was busy
+
+
+class _ReferenceTrack:
+    """Times the reference network between the bundle's graphs (at least every ``REFERENCE_EVERY_S``) and gives
+    every pass record timed since the previous reference timing the mean of the two around it (``ref_ms``)."""
+
+    def __init__(self, be: Backend, workdir: Path, protocol: TimingProtocol, clock: Clock | None, table: LatencyTable):
+        from profilers.reference import reference_timer
+
+        self.fn = None
+        try:  # the reference runs in fp32 with the table's threads, on the same runtime (not on a fake clock)
+            if clock is None:
+                self.fn = reference_timer(get_backend(be.name, threads=be.threads), workdir)
+        except (ProfilerError, TypeError):
+            self.fn = None  # a backend without ONNX input (or a test double): no drift correction
+        self.protocol, self.clock = protocol, clock
+        self.values: list[float] = table.meta.setdefault(REFERENCE_META, [])
+        self.pending: list[dict[str, Any]] = []
+        self.last: float | None = None
+        self.t_last = -float("inf")
+
+    def _time(self) -> float | None:
+        if self.fn is None:
+            return None
+        m = measure(self.fn, self.protocol) if self.clock is None else measure(self.fn, self.protocol, self.clock)
+        value = sig(m.latency_ms)
+        self.values.append(value)
+        for rec in self.pending:
+            rec["ref_ms"] = sig((value + self.last) / 2.0) if self.last is not None else value
+        self.pending.clear()
+        self.last, self.t_last = value, time.monotonic()
+        return value
+
+    def before(self) -> None:
+        if self.fn is not None and (self.last is None or time.monotonic() - self.t_last >= REFERENCE_EVERY_S):
+            self._time()
+
+    def after(self, record: dict[str, Any]) -> None:
+        if self.fn is not None:
+            self.pending.append(record)
+
+    def close(self) -> None:
+        if self.pending:
+            self._time()
+
+    def baseline(self) -> float | None:
+        from profilers.drift import reference_baseline
+
+        return reference_baseline(self.values) if self.values else None
 
 
 class _Saver:
@@ -200,8 +271,8 @@ def _record(
     entry: ManifestEntry,
     m: Measurement,
     protocol: TimingProtocol,
-) -> None:
-    """Add pass ``m`` of ``entry`` to its pass records and its combined value to the table."""
+) -> dict[str, Any]:
+    """Add pass ``m`` of ``entry`` to its pass records and its combined value to the table; return the record."""
     pid = point_id(entry.key, entry.width)
     if pid not in records and table.measured(entry.key, entry.width):
         # a LUT written without pass records: its value counts as the first pass
@@ -218,8 +289,10 @@ def _record(
                 "samples_kept": old["repeats"][j],
             }
         ]
-    records.setdefault(pid, []).append(_pass_record(m))
+    rec = _pass_record(m)
+    records.setdefault(pid, []).append(rec)
     table.add_measurement(entry.key, entry.width, _combine(records[pid], protocol))
+    return rec
 
 
 def profile_bundle(
@@ -238,6 +311,7 @@ def profile_bundle(
     on_entry: EntryCallback | None = None,
     quantize_workers: int | None = None,
     quantized_dir: str | Path | None = None,
+    retime_noisy: bool = True,
 ) -> LatencyTable:
     """Measure every manifest entry (``protocol.passes`` times) not yet in ``out_path``; return the LUT.
 
@@ -249,12 +323,13 @@ def profile_bundle(
     ``save_every`` entries or ``save_interval_s`` seconds, whichever comes first, and on any
     exit (exception, Ctrl-C); ``on_entry`` is called after each measured entry (tests use it
     to inject interruptions). A second process profiling into the same ``out_path`` is refused
-    (``profilers.lock``).
+    (``profilers.lock``). Every value is drift-cancelled against the reference network timed between the
+    graphs, and (``retime_noisy``) noisy points are timed again, bounded in time, while their count falls.
     """
     with lock.exclusive(table_lock(out_path), f"latency table {out_path}"):
         return _profile_bundle(bundle_dir, out_path, backend, threads, protocol, progress, resume, precision,
                                save_every, save_interval_s, clock, on_entry, quantize_workers,
-                               quantized_dir)  # fmt: skip
+                               quantized_dir, retime_noisy)  # fmt: skip
 
 
 def _quantize_bundle(
@@ -298,6 +373,84 @@ def _quantize_bundle(
     return {i: Path(job.out) for i, job in jobs.items()}
 
 
+def _apply_reference(
+    table: LatencyTable, records: dict, entries: list, protocol: TimingProtocol, baseline: float | None
+) -> None:
+    """Every point's value from its passes, each scaled by the reference's quiet time over its own; the table
+    records that quiet time as its ``reference`` (what later drift-cancelled timings convert with)."""
+    if baseline is None:
+        return
+    for _, entry in entries:
+        results = records.get(point_id(entry.key, entry.width))
+        if results:
+            table.add_measurement(entry.key, entry.width, _combine(results, protocol, baseline))
+    from profilers.reference import REFERENCE_NAME
+
+    table.set_reference(
+        {
+            "name": REFERENCE_NAME, "ms": baseline, "statistic": protocol.statistic,
+            "threads": int(table.fingerprint.get("threads", 1)), "backend": str(table.meta.get("backend", "")),
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "how": f"profile: low quantile of {len(table.meta.get(REFERENCE_META, []))} reference timings",
+        }
+    )  # fmt: skip
+
+
+def _noisy(table: LatencyTable, entries: list) -> list:
+    out = []
+    for i, entry in entries:
+        if table.measured(entry.key, entry.width):
+            e = table.entry(entry.key)
+            if e["noisy"][e["widths"].index(entry.width)]:
+                out.append((i, entry))
+    return out
+
+
+def _remeasure_noisy(
+    table: LatencyTable, records: dict, entries: list, protocol: TimingProtocol, track: _ReferenceTrack,
+    time_entry: Callable[[int, ManifestEntry, str], Measurement], timing_s: float,
+) -> None:  # fmt: skip
+    """Re-time noisy points (one more pass each, bounded in time) while their count falls; record the counts
+    in ``meta.noisy_points`` and, when too many stay noisy, ``meta.host_busy``."""
+    noisy = _noisy(table, entries)
+    before, rounds = len(noisy), 0
+    budget = max(REMEASURE_MIN_S, REMEASURE_SHARE * timing_s)
+    t0 = time.monotonic()
+    while noisy and time.monotonic() - t0 < budget:
+        rounds += 1
+        for i, entry in noisy:
+            if time.monotonic() - t0 >= budget:
+                break
+            time_entry(i, entry, f"re-time (noisy) {rounds}")
+        track.close()
+        _apply_reference(table, records, entries, protocol, track.baseline())
+        still = _noisy(table, entries)
+        if len(still) >= len(noisy):
+            noisy = still
+            break  # the count no longer falls
+        noisy = still
+    points = sum(1 for _, e in entries if table.measured(e.key, e.width))
+    table.meta["noisy_points"] = {"before": before, "after": len(noisy), "remeasure_rounds": rounds, "points": points}
+    table.meta["host_busy"] = bool(points and len(noisy) > BUSY_SHARE * points)
+
+
+def profile_note(table: LatencyTable) -> str:
+    """What a profile's drift handling did, for the commands' closing line ('' for tables without it)."""
+    parts = []
+    ref = table.reference
+    if ref:
+        parts.append(f"values drift-cancelled against the reference network ({ref['ms']:.4f} ms quiet here)")
+    counts = table.meta.get("noisy_points")
+    if counts:
+        parts.append(f"noisy points {counts['before']} -> {counts['after']} after re-timing")
+    if table.meta.get("host_busy"):
+        parts.append(
+            "THE HOST WAS BUSY: too many points stayed noisy; profile again on a quieter machine"
+            " (or validate the table: `tfnas validate`)"
+        )
+    return "; ".join(parts)
+
+
 def table_lock(out_path: str | Path) -> Path:
     """The lock file of a table being written."""
     return Path(str(out_path) + ".lock")
@@ -318,6 +471,7 @@ def _profile_bundle(
     on_entry: EntryCallback | None,
     quantize_workers: int | None = None,
     quantized_dir: str | Path | None = None,
+    retime_noisy: bool = True,
 ) -> LatencyTable:
     protocol = protocol or TimingProtocol()
     manifest = load_manifest(bundle_dir)
@@ -343,21 +497,36 @@ def _profile_bundle(
         raise
     bar = Progress(total, done, enabled=None if progress else False)
     saver = _Saver(table, out, save_every, save_interval_s)
+    track = _ReferenceTrack(be, workdir, protocol, clock, table)
+    t0 = time.monotonic()
+
+    def time_entry(i: int, entry: ManifestEntry, label: str) -> Measurement:
+        track.before()
+        fn = _prepare(be, manifest, i, entry, workdir, table, out, converted)
+        m = measure(fn, protocol) if clock is None else measure(fn, protocol, clock)
+        del fn
+        track.after(_record(table, records, entry, m, protocol))
+        saver.measured()
+        flag = " NOISY" if m.noisy else ""
+        bar.update(f"{label} {m.latency_ms:.3f}ms cv={m.cv:.1%}{flag} {entry.key} w={entry.width}")
+        if on_entry is not None:
+            on_entry(i, entry, m)
+        return m
+
     try:
+        timed = 0
         for pass_no in range(1, protocol.passes + 1):
             for i, entry in entries:
-                if _passes_done(table, entry) >= pass_no:
-                    continue
-                fn = _prepare(be, manifest, i, entry, workdir, table, out, converted)
-                m = measure(fn, protocol) if clock is None else measure(fn, protocol, clock)
-                del fn
-                _record(table, records, entry, m, protocol)
-                saver.measured()
-                flag = " NOISY" if m.noisy else ""
-                bar.update(f"p{pass_no} {m.latency_ms:.3f}ms cv={m.cv:.1%}{flag} {entry.key} w={entry.width}")
-                if on_entry is not None:
-                    on_entry(i, entry, m)
+                if _passes_done(table, entry) < pass_no:
+                    time_entry(i, entry, f"p{pass_no}")
+                    timed += 1
+        track.close()
+        if timed:  # a re-run of a finished table changes nothing
+            _apply_reference(table, records, entries, protocol, track.baseline())
+        if timed and retime_noisy:
+            _remeasure_noisy(table, records, entries, protocol, track, time_entry, time.monotonic() - t0)
     finally:
+        track.close()
         scratch.close()
         saver.flush()
         bar.close()

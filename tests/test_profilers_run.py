@@ -84,23 +84,24 @@ def test_interrupt_and_resume_does_not_remeasure(bundle: Path, tmp_path: Path) -
     out = tmp_path / "lut.json"
     first = CountingBackend()
     with pytest.raises(Interrupt):
-        profile_bundle(bundle, out, backend=first, protocol=TINY, progress=False, on_entry=stop_after(3))
+        profile_bundle(
+            bundle, out, backend=first, protocol=TINY, progress=False, retime_noisy=False, on_entry=stop_after(3)
+        )
     assert len(first.prepared) == 3
     partial = LatencyTable.load(out)
     assert partial.n_points() == 3 and not partial.complete
 
     second = CountingBackend()
-    table = profile_bundle(bundle, out, backend=second, protocol=TINY, progress=False)
+    table = profile_bundle(bundle, out, backend=second, protocol=TINY, progress=False, retime_noisy=False)
     assert len(second.prepared) == 4
     assert set(first.prepared).isdisjoint(second.prepared)
     assert table.complete and table.n_points() == 7
-    # already measured values were kept, not re-measured
-    for key in partial.keys():
-        for w, lat in zip(partial.widths(key), partial.entry(key)["latency_ms"]):
-            assert table.entry(key)["latency_ms"][table.widths(key).index(w)] == lat
+    # already measured passes were kept, not re-measured (their values are only re-scaled by the reference)
+    for pid, records in partial.meta["passes"].items():
+        assert [r["value_ms"] for r in table.meta["passes"][pid]] == [r["value_ms"] for r in records]
 
     third = CountingBackend()
-    profile_bundle(bundle, out, backend=third, protocol=TINY, progress=False)
+    profile_bundle(bundle, out, backend=third, protocol=TINY, progress=False, retime_noisy=False)
     assert third.prepared == []
 
 
@@ -109,29 +110,32 @@ def test_passes_interrupted_in_second_pass_resume(bundle: Path, tmp_path: Path) 
     two = TimingProtocol(**{**TINY.to_dict(), "passes": 2})
     first = CountingBackend()
     with pytest.raises(Interrupt):
-        profile_bundle(bundle, out, backend=first, protocol=two, progress=False, on_entry=stop_after(7 + 2))
+        profile_bundle(
+            bundle, out, backend=first, protocol=two, progress=False, retime_noisy=False, on_entry=stop_after(7 + 2)
+        )
     assert len(first.prepared) == 9
     partial = LatencyTable.load(out)
     assert partial.n_points() == 7 and not partial.complete
     assert sorted(len(v) for v in partial.meta["passes"].values()) == [1] * 5 + [2] * 2
 
     second = CountingBackend()
-    table = profile_bundle(bundle, out, backend=second, protocol=two, progress=False)
+    table = profile_bundle(bundle, out, backend=second, protocol=two, progress=False, retime_noisy=False)
     assert len(second.prepared) == 5
     assert table.complete
     records = table.meta["passes"]
     assert all(len(v) == 2 for v in records.values())
     e = table.entry("conv|c4|8x8")
-    meds = [r["value_ms"] for r in records["conv|c4|8x8@8"]]
-    # median of the two passes' p10s, as the table stores it: 6 significant digits (profilers.lut.sig)
+    base = table.reference["ms"]  # each pass's p10 in units of the reference timed around it, x its quiet time
+    meds = [r["value_ms"] * base / r["ref_ms"] for r in records["conv|c4|8x8@8"]]
+    # median of the two passes' drift-cancelled p10s, as the table stores it: 6 significant digits
     assert e["latency_ms"][e["widths"].index(8)] == pytest.approx(sum(meds) / 2, rel=1e-5)
 
 
 def test_no_resume_starts_over(bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "lut.json"
-    profile_bundle(bundle, out, protocol=TINY, progress=False)
+    profile_bundle(bundle, out, protocol=TINY, progress=False, retime_noisy=False)
     again = CountingBackend()
-    profile_bundle(bundle, out, backend=again, protocol=TINY, progress=False, resume=False)
+    profile_bundle(bundle, out, backend=again, protocol=TINY, progress=False, retime_noisy=False, resume=False)
     assert len(again.prepared) == 7
 
 
@@ -273,13 +277,64 @@ def test_noisy_entry_is_remeasured_and_stays_flagged(bundle: Path, tmp_path: Pat
     entry = load_manifest(bundle).entries[1]
     be = FakeClockBackend(entry.path.name)
     p = TimingProtocol(warmup=0, min_repeats=10, max_repeats=10, floor_repeats=2, remeasure_attempts=2, passes=2)
-    table = profile_bundle(bundle, tmp_path / "lut.json", backend=be, protocol=p, progress=False, clock=be.clock)
+    table = profile_bundle(
+        bundle, tmp_path / "lut.json", backend=be, protocol=p, progress=False, retime_noisy=False, clock=be.clock
+    )
     assert be.calls[entry.path.name] == 2 * 3 * 10  # 2 passes x (1 + 2 re-measures) x 10 samples
     assert all(n == 2 * 10 for f, n in be.calls.items() if f != entry.path.name)  # quiet: measured once per pass
     e = LatencyTable.load(tmp_path / "lut.json").entry(entry.key)
     i = e["widths"].index(entry.width)
     assert e["noisy"][i] is True and e["cv"][i] > 0.1
     assert sum(e["noisy"]) == 1 and table.complete
+
+
+class SpellBackend(FakeClockBackend):
+    """Every graph takes 1 ms, but the first pass of one graph ran in a 50% slow spell."""
+
+    def prepare(self, onnx_path: str | Path, input_shape: Sequence[int]) -> Callable[[], None]:
+        name = Path(onnx_path).name
+        self.calls[name] = self.calls.get(name, 0) + 1  # counts preparations (one per pass)
+        slow = name == self.noisy_file and self.calls[name] == 1
+
+        def run() -> None:
+            self.now += 0.0015 if slow else 0.001
+
+        return run
+
+
+def test_a_point_noisy_from_a_spell_is_retimed_until_the_count_falls(bundle: Path, tmp_path: Path) -> None:
+    entry = load_manifest(bundle).entries[1]
+    be = SpellBackend(entry.path.name)
+    p = TimingProtocol(warmup=0, min_repeats=10, max_repeats=10, floor_repeats=2, remeasure_attempts=0, passes=2)
+    table = profile_bundle(bundle, tmp_path / "lut.json", backend=be, protocol=p, progress=False, clock=be.clock)
+    assert be.calls[entry.path.name] == 3  # two passes (they disagree by 50%: noisy), then timed once more
+    assert all(n == 2 for f, n in be.calls.items() if f != entry.path.name)
+    e = table.entry(entry.key)
+    i = e["widths"].index(entry.width)
+    assert e["noisy"][i] is False and e["latency_ms"][i] == pytest.approx(1.0)  # the spell's pass is outvoted
+    assert table.meta["noisy_points"] == {"before": 1, "after": 0, "remeasure_rounds": 1, "points": 7}
+    assert table.meta["host_busy"] is False
+
+
+def test_a_profile_whose_points_stay_noisy_says_the_host_was_busy(bundle: Path, tmp_path: Path) -> None:
+    be = FakeClockBackend("")  # every graph alternates 1 / 3 ms, pass after pass
+
+    def prepare(onnx_path, input_shape):
+        def run() -> None:
+            be.calls["n"] = be.calls.get("n", 0) + 1
+            be.now += 0.003 if be.calls["n"] % 2 else 0.001
+
+        return run
+
+    be.prepare = prepare
+    p = TimingProtocol(warmup=0, min_repeats=10, max_repeats=10, floor_repeats=2, remeasure_attempts=0, passes=2)
+    table = profile_bundle(bundle, tmp_path / "lut.json", backend=be, protocol=p, progress=False, clock=be.clock)
+    counts = table.meta["noisy_points"]
+    assert counts["before"] == counts["after"] == 7 and counts["remeasure_rounds"] == 1  # stopped: no fall
+    assert table.meta["host_busy"] is True
+    from profilers.run import profile_note
+
+    assert "THE HOST WAS BUSY" in profile_note(table)
 
 
 def test_entry_deleted_by_hand_is_measured_again_despite_its_pass_records(bundle: Path, tmp_path: Path) -> None:
@@ -291,7 +346,7 @@ def test_entry_deleted_by_hand_is_measured_again_despite_its_pass_records(bundle
     assert "stem|c3|8x8@null" in doc["meta"]["passes"]
     out.write_text(json.dumps(doc))
     again = CountingBackend()
-    table = profile_bundle(bundle, out, backend=again, protocol=TINY, progress=False)
+    table = profile_bundle(bundle, out, backend=again, protocol=TINY, progress=False, retime_noisy=False)
     assert len(again.prepared) == 1
     assert table.complete and table.has("stem|c3|8x8")
     assert table.missing(load_manifest(bundle).keys_widths()) == []

@@ -390,20 +390,27 @@ def test_cli_search(tmp_path, tiny_space, capsys):
     assert rc == 2 and "infeasible" in capsys.readouterr().err
 
 
-def _rounds_of(fake_measure):
-    """``measure_archs`` built from a per-timing fake: one call per architecture and round."""
+def _fake_runtime(monkeypatch, fake_measure, host=lambda: 1.0):
+    """Replace the runtime under the drift-cancelled measurement: each candidate timing calls
+    ``fake_measure(arch, backend, threads, batch, protocol)``, each reference timing gives 0.5 ms x ``host()``."""
+    import types
 
-    def measure_archs(archs, backend="ort", threads=1, batch=1, protocol=None, rounds=1, *args, **kwargs):
-        return [[fake_measure(a, backend, threads, batch, protocol) for _ in range(rounds)] for a in archs]
+    import tfnas.latency.measure as measure_mod
 
-    return measure_archs
+    def prepare(arch, rt, workdir):
+        return lambda protocol: fake_measure(arch, rt.backend, rt.threads, rt.batch, protocol)
+
+    monkeypatch.setitem(measure_mod.PREPARERS, "ort", prepare)
+    monkeypatch.setattr(
+        measure_mod, "reference_for", lambda rt, workdir: lambda p: types.SimpleNamespace(latency_ms=0.5 * host())
+    )
+    monkeypatch.setattr(measure_mod, "table_reference_ms", lambda table: 0.5)
 
 
 def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_space, monkeypatch):
     """A runtime 12% slower than the table: the closed loop re-aims the prediction and lands on the target."""
     import types
 
-    import tfnas.latency.measure as measure_mod
     from tfnas.latency.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=1)
@@ -415,7 +422,7 @@ def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_spa
         calls.append(backend)
         return types.SimpleNamespace(latency_ms=1.12 * predict(arch, table, calibrated=False))
 
-    monkeypatch.setattr(measure_mod, "measure_archs", _rounds_of(fake_measure))
+    _fake_runtime(monkeypatch, fake_measure)
     result = TFNASSearch(cfg, tmp_path / "run").run()
     report = json.loads(result.report_path.read_text())
     loop = report["measured_loop"]
@@ -428,7 +435,6 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
     import itertools
     import types
 
-    import tfnas.latency.measure as measure_mod
     from tfnas.latency.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
@@ -443,13 +449,75 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
         )
         return types.SimpleNamespace(latency_ms=0.9 * predict(arch, table, calibrated=False) * next(noise))
 
-    monkeypatch.setattr(measure_mod, "measure_archs", _rounds_of(fake_measure))
+    _fake_runtime(monkeypatch, fake_measure)
     result = TFNASSearch(cfg, tmp_path / "run").run()
     loop = json.loads(result.report_path.read_text())["measured_loop"]
     assert abs(loop[-1]["measured_ms"] / cfg["target_ms"] - 1) <= 0.02
     assert len(loop) >= 3  # measured, re-aimed at least once, chosen
     assert all((ops, d) == seen[0][:2] for ops, d, _ in seen)  # the same network structure throughout
     assert seen[-1][2] != seen[0][2]  # ...at other widths
+
+
+class _Host:
+    """A fake host: every timing (candidate or reference) advances one step; ``spell`` steps run ``factor`` x slower."""
+
+    def __init__(self, spell: range = range(0), factor: float = 1.35):
+        self.step, self.spell, self.factor = 0, spell, factor
+
+    def __call__(self) -> float:
+        self.step += 1
+        return self.factor if self.step - 1 in self.spell else 1.0
+
+
+def test_measured_loop_is_not_misled_by_a_slow_spell(tmp_path, tiny_space):
+    """A +35% spell covering the whole first measurement (reference and network alike): the raw figure says
+    +35%, the drift-cancelled one the quiet value, so the loop does not re-aim a net that already hits."""
+    import types
+
+    from tfnas.latency.predict import predict
+
+    cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.6)
+    table = synthetic_table(tiny_space)
+    host = _Host(spell=range(0, 11))  # 5 rounds: R C R C ... R = 11 timings
+
+    def fake_measure(arch, backend="ort", threads=1, batch=1, protocol=None):
+        return types.SimpleNamespace(latency_ms=predict(arch, table, calibrated=False) * host())
+
+    with pytest.MonkeyPatch.context() as mp:
+        _fake_runtime(mp, fake_measure, host)
+        result = TFNASSearch(cfg, tmp_path / "run").run()
+    loop = [r for r in json.loads(result.report_path.read_text())["measured_loop"] if "iteration" in r]
+    assert loop[0]["raw_ms"] == pytest.approx(1.35 * loop[0]["predicted_ms"], rel=1e-6)  # what was believed before
+    assert loop[0]["measured_ms"] == pytest.approx(loop[0]["predicted_ms"], rel=1e-6)
+    assert len(loop) == 1 and abs(result.predicted_ms / cfg["target_ms"] - 1) <= 0.02
+
+
+def test_measured_loop_stops_within_the_measurements_uncertainty(tmp_path, tiny_space, monkeypatch):
+    """With a tolerance tighter than the host's noise, the loop stops once the target lies within the
+    measurement's own 95% uncertainty (reported in the row) instead of chasing noise."""
+    import itertools
+    import types
+
+    from tfnas.latency.predict import predict
+
+    cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
+    cfg["search"]["measure_tolerance"] = 0.001
+    cfg["target_ms"] = _target(cfg, tiny_space, 0.6)
+    table = synthetic_table(tiny_space)
+    noise = itertools.cycle([1.0, 1.04, 0.96, 1.02, 0.98])
+
+    def fake_measure(arch, backend="ort", threads=1, batch=1, protocol=None):
+        return types.SimpleNamespace(latency_ms=predict(arch, table, calibrated=False) * next(noise))
+
+    _fake_runtime(monkeypatch, fake_measure)
+    result = TFNASSearch(cfg, tmp_path / "run").run()
+    loop = [r for r in json.loads(result.report_path.read_text())["measured_loop"] if "iteration" in r]
+    last = loop[-1]
+    assert last["uncertainty_ms"] > 0.001 * cfg["target_ms"]  # the noise is wider than the tolerance...
+    assert abs(last["measured_ms"] - cfg["target_ms"]) <= last["uncertainty_ms"]  # ...and the loop stopped inside it
+    assert len(loop) < cfg["search"]["measure_iterations"] + 1
+    assert "+/-" in last["figure"]
 
 
 def _activation_dtypes(search) -> dict[str, set]:

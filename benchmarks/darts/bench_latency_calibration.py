@@ -56,7 +56,7 @@ def main() -> None:
     table.save(args.lut)
     rng = random.Random(1)
     held = [random_genotype(space, rng) for _ in range(args.held_out)]
-    measured = measure_genotypes(held, shape, args.threads, args.rounds, 1, protocol_for(table.protocol))
+    measured, _ = measure_genotypes(held, shape, args.threads, args.rounds, 1, protocol_for(table.protocol))
     raw = [genotype_sum(g, shape, table) for g in held]
     calibrated = [genotype_latency(g, shape, table) for g in held]
     before, after = error_stats(raw, measured), error_stats(calibrated, measured)

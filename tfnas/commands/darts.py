@@ -170,11 +170,11 @@ def _export_and_measure(net: Any, path: Path, shape: tuple, args: argparse.Names
     print(f"ONNX: {path if args.onnx else '(temporary)'} (checker ok, max |torch - ort| = "
           f"{report['parity_max_abs_diff']:.2e})")  # fmt: skip
     if args.measure:
-        from tfnas.latency.measure import measure_onnx
+        from tfnas.latency.measure import onnx_drift_cancelled, onnx_timer
 
-        m = measure_onnx(path, shape, "ort", threads=args.threads)
-        report["latency_ms"] = {"median": m.median_ms, "spread": m.spread_ms, "cv": m.cv, "noisy": m.noisy}
-        print(f"latency (ort, {args.threads} thread(s), batch {args.batch}): {m.median_ms:.3f} ms (cv {m.cv:.1%})")
+        fig = onnx_drift_cancelled([onnx_timer(path, shape, "ort", args.threads)], args.threads)[0][0]
+        report["latency_ms"] = fig.to_dict()
+        print(f"latency (ort, {args.threads} thread(s), batch {args.batch}): {fig.describe()}")
 
 
 def _eval(args: argparse.Namespace) -> int:

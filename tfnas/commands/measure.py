@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
 
 from profilers.fingerprint import current_fingerprint
 from tfnas.arch import load_arch
 from tfnas.errors import TfnasError
-from tfnas.latency.measure import DEFAULT_PROTOCOL, PREPARERS, measure_archs, protocol_for, round_latency
+from tfnas.latency.measure import (
+    DEFAULT_PROTOCOL,
+    PREPARERS,
+    Runtime,
+    measure_drift_cancelled,
+    protocol_for,
+    table_reference_ms,
+)
 from tfnas.utils.io import atomic_write_json
 
 
@@ -28,7 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--rounds",
         type=int,
         default=5,
-        help="timing rounds; the result is their median (one round swings by several %% on a shared machine)",
+        help="timing rounds, each between two timings of the reference network; the drift-cancelled result is"
+        " their median ratio to it (one round swings by several %% on a shared machine)",
     )
     p.add_argument(
         "--lut",
@@ -61,20 +68,17 @@ def run(args: argparse.Namespace) -> int:
         protocol = protocol_for(table.protocol)
         precision, quantization = table_precision(table), table_quantization(table)  # quantized as the table was
         print(f"table device: {table_device(table)}")
-    rounds = measure_archs(
-        [arch], args.backend, args.threads, args.batch, protocol, rounds=args.rounds, precision=precision,
-        quantization=quantization,
-    )[0]  # fmt: skip
-    latency = round_latency(rounds)
-    median = float(statistics.median(m.median_ms for m in rounds))
-    noisy = any(m.noisy for m in rounds)
-    flag = "  NOISY (a round stayed above the protocol's cv limit)" if noisy else ""
-    per_round = ", ".join(f"{m.latency_ms:.3f}" for m in rounds)
-    print(
-        f"measured latency: {latency:.3f} ms ({protocol.statistic} of each round, median of {len(rounds)} rounds:"
-        f" {per_round}; median of samples {median:.3f} ms; {args.backend} {precision}, {args.threads} thread(s),"
-        f" batch {args.batch}, {arch.resolution}x{arch.resolution}){flag}"
+    rt = Runtime(args.backend, args.threads, args.batch, precision, quantization)
+    ref_ms = table_reference_ms(table) if table is not None else None
+    figs, seen = measure_drift_cancelled([arch], rt, args.rounds, protocol, ref_ms, "table")
+    fig = figs[0]
+    latency = fig.value_ms
+    shape = (
+        f"{args.backend} {precision}, {args.threads} thread(s), batch {args.batch}, {arch.resolution}x{arch.resolution}"
     )
+    print(f"measured latency: {fig.describe()} ({shape})")
+    if fig.clean:
+        print(f"  {fig.method}")
     result = {
         "arch": str(args.arch),
         "backend": args.backend,
@@ -83,14 +87,17 @@ def run(args: argparse.Namespace) -> int:
         "resolution": arch.resolution,
         "precision": precision,
         "quantization": quantization.to_dict() if quantization is not None else None,
-        "latency_ms": latency,
-        "median_ms": median,
-        "statistic": f"median over rounds of each round's {protocol.statistic}",
-        "noisy": noisy,
+        "latency_ms": latency if fig.clean else None,
+        "raw_ms": fig.raw_ms,
+        "cancelled_ms": fig.cancelled_ms,
+        "uncertainty_ms": fig.uncertainty_ms,
+        "clean": fig.clean,
+        "reference_seen_ms": seen,
+        "statistic": fig.method,
         "device": current_fingerprint(args.threads, batch=args.batch, resolution=arch.resolution, precision=precision),
-        "rounds": [dataclasses.asdict(m) for m in rounds],
+        "rounds": [dataclasses.asdict(r) for r in fig.rounds],
     }
-    if table is not None:
+    if table is not None and fig.clean:
         from tfnas.latency.predict import predict
 
         pred = predict(arch, table)

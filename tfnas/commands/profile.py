@@ -60,4 +60,8 @@ def run(args: argparse.Namespace) -> int:
         f" measured {last['points_measured']} points in {last['bundle_s'] + last['timing_s']:.0f} s"
         f" (bundle {last['bundle_s']:.0f} s{quant}){'' if table.complete else ' (INCOMPLETE)'}"
     )
+    from profilers.run import profile_note
+
+    if profile_note(table):
+        print(f"  {profile_note(table)}")
     return 0

@@ -82,10 +82,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"not measured here: this machine is not (or cannot be verified as) the table's device ({outcome.device})"
         )
+    elif m["measured_ms"] is None:
+        print(f"target {result.target_ms:g} ms | predicted {result.predicted_ms:.3f} ms | measured here: {m['note']}")
     else:
         err = 100.0 * (m["measured_ms"] / result.target_ms - 1.0)
+        u = f" +/- {m['uncertainty_ms']:.3f}" if m.get("uncertainty_ms") is not None else ""
         print(
             f"target {result.target_ms:g} ms | predicted {result.predicted_ms:.3f} ms | measured here"
-            f" {m['measured_ms']:.3f} ms ({err:+.2f}%; {m['statistic']})"
+            f" {m['measured_ms']:.3f} ms{u} ({err:+.2f}%; raw {m['raw_ms']:.3f} ms)"
         )
+        print(f"  {m['statistic']}")
     return 0

@@ -21,7 +21,7 @@ from tfnas.darts.latency import deployed_net, genotype_mparams, genotype_sum
 from tfnas.darts.shapes import DeployShape
 from tfnas.export.onnx import export_onnx
 from tfnas.latency.calibrate import error_stats, fit_calibration
-from tfnas.latency.measure import DEFAULT_PROTOCOL, interleave, onnx_timer, protocol_for, round_latency
+from tfnas.latency.measure import Runtime, onnx_drift_cancelled, onnx_timer, protocol_for, reference_record
 from tfnas.spaces.darts import CellSpace, Genotype, random_genotype
 
 
@@ -33,16 +33,17 @@ def measure_genotypes(
     seed: int = 0,
     protocol: TimingProtocol | None = None,
     progress: bool = False,
-) -> list[float]:
-    """End-to-end latency (ms, the protocol's statistic, median over interleaved rounds) of each eval network."""
+) -> tuple[list[float], float]:
+    """End-to-end latency of each eval network (ms, the protocol's statistic, drift-cancelled over interleaved
+    rounds: ``profilers.drift``) and the reference network's quiet time seen over the measurement."""
     in_shape = (shape.batch, shape.in_channels, shape.resolution, shape.resolution)
     with tempfile.TemporaryDirectory(prefix="tfnas-darts-measure-") as tmp:
         timers = []
         for i, g in enumerate(genotypes):
             path = export_onnx(deployed_net(g, shape), Path(tmp) / f"{i}.onnx", in_shape)
             timers.append(onnx_timer(path, in_shape, "ort", threads))
-        runs = interleave(timers, protocol or DEFAULT_PROTOCOL, rounds, seed, progress)
-    return [round_latency(r) for r in runs]
+        figs, seen = onnx_drift_cancelled(timers, threads, rounds, protocol, None, seed, progress)
+    return [f.value_ms for f in figs], seen
 
 
 def calibrate_darts(
@@ -66,7 +67,10 @@ def calibrate_darts(
     sums = [genotype_sum(g, shape, table) for g in genotypes]
     mparams = [genotype_mparams(g, shape) for g in genotypes]
     if measured is None:
-        measured = measure_genotypes(genotypes, shape, threads, rounds, seed, protocol_for(table.protocol), progress)
+        protocol = protocol_for(table.protocol)
+        measured, seen = measure_genotypes(genotypes, shape, threads, rounds, seed, protocol, progress)
+        rt = Runtime("ort", threads)
+        table.set_reference(reference_record(seen, rt, f"DARTS calibration ({n} eval nets)", protocol.statistic))
     fit = fit_calibration(sums, mparams, measured)
     after = [fit.total(s, w) for s, w in zip(sums, mparams)]
     cal = {

@@ -16,6 +16,7 @@ allocates (``WidthGrid.runtime_width``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import time
@@ -28,7 +29,7 @@ from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol
 from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import TfnasError
-from tfnas.latency.measure import measure_archs, protocol_for, round_latency, table_runtime
+from tfnas.latency.measure import measure_drift_cancelled, protocol_for, reference_record, table_runtime
 from tfnas.latency.predict import Calibration, predict
 from tfnas.latency.signatures import arch_mweights
 from tfnas.latency.table import Lookup, table_grid
@@ -124,8 +125,9 @@ def calibrate(
 ) -> dict[str, Any]:
     """Measure ``n`` random architectures end to end, fit, store ``table.calibration`` and return it.
 
-    Each architecture is measured in ``rounds`` interleaved rounds (median over rounds of the
-    table's statistic). ``measure_fn(arch) -> ms`` replaces the real runtime (tests use a constructed one).
+    Each architecture is measured in ``rounds`` interleaved rounds, drift-cancelled (``profilers.drift``:
+    each timing between two of the reference network, converted with the reference's quiet time seen over
+    the calibration, which the table records as its ``reference``). ``measure_fn(arch) -> ms`` replaces the real runtime (tests use a constructed one).
     """
     if n < 2:
         raise TfnasError(f"calibration needs at least 2 samples, got {n}")
@@ -142,11 +144,13 @@ def calibrate(
     mweights = [arch_mweights(arch, lookup.grid.runtime_width) for arch in archs]
     if measure_fn is None:
         protocol = protocol or protocol_for(table.protocol)  # the statistic the table's latencies are
-        runs = measure_archs(
-            archs, backend, threads, batch, protocol, rounds, seed, progress, precision=rt.precision,
-            quantization=rt.quantization,
-        )  # fmt: skip
-        measured = [round_latency(r) for r in runs]
+        rt = dataclasses.replace(rt, backend=backend, threads=threads)
+        # drift-cancelled, with the reference's quiet time seen over this calibration: recorded with the fit
+        figs, seen = measure_drift_cancelled(archs, rt, rounds, protocol, None, seed=seed, progress=progress)
+        measured = [f.value_ms for f in figs]
+        if seen is not None:
+            stat = protocol.statistic
+            table.set_reference(reference_record(seen, rt, f"calibration ({n} networks x {rounds} rounds)", stat))
     else:
         measured = [measure_fn(arch) for arch in archs]
     fit = fit_calibration(predicted, mweights, measured)

@@ -18,6 +18,7 @@ are compared with a table (calibrate, validate, the search's closed loop) time w
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import statistics
 import tempfile
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from profilers.backends import BACKENDS, get_backend
+from profilers.drift import DriftCancelled, DriftSettings, measure_referenced, median_half_width
 from profilers.quantize import QuantSettings, check_precision, default_settings
+from profilers.reference import REFERENCE_NAME, reference_timer
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
 from tfnas.arch import Architecture
 from tfnas.errors import TfnasError
@@ -234,18 +237,29 @@ def measure_for_table(
 def measure_on_table_device(arch: Architecture, table, rounds: int = 7, progress: bool = False) -> dict | None:
     """Time ``arch`` here with the table's runtime, shape, precision and statistic when this machine is the
     table's device (None otherwise: a timing here would say nothing about the budget). An INT8 table's
-    network is quantized the way the table's graphs were before it is timed."""
+    network is quantized the way the table's graphs were before it is timed.
+
+    Both figures are returned: ``raw_ms`` (median over rounds of each round's statistic) and the
+    drift-cancelled ``cancelled_ms``; ``measured_ms`` is the drift-cancelled one (None when the host gave
+    no clean rounds: ``note`` says so)."""
     from tfnas.latency.table import device_match
 
     if not device_match(table).same_device:  # another device, or one that cannot be verified
         return None
     protocol = protocol_for(table.protocol)
-    runs = measure_for_table([arch], table, rounds, progress=progress, protocol=protocol)[0]
+    fig = measure_table_drift_cancelled([arch], table, rounds, progress=progress, protocol=protocol)[0][0]
     return {
-        "measured_ms": round_latency(runs),
-        "median_ms": float(statistics.median(m.median_ms for m in runs)),
-        "rounds_ms": [m.latency_ms for m in runs],
-        "statistic": f"median over {rounds} rounds of each round's {protocol.statistic}",
+        "measured_ms": fig.value_ms if fig.clean else None,
+        "raw_ms": fig.raw_ms,
+        "cancelled_ms": fig.cancelled_ms,
+        "uncertainty_ms": fig.uncertainty_ms,
+        "clean": fig.clean,
+        "reference_ms": fig.reference_ms,
+        "reference_now_ms": fig.reference_now_ms,
+        "reference_source": fig.reference_source,
+        "rounds_ms": [r.value for r in fig.rounds],
+        "statistic": fig.method,
+        "note": fig.describe(),
         "precision": table_precision(table),
     }
 
@@ -272,3 +286,125 @@ def time_fp32_and_int8(
         "statistic": f"median over {rounds} interleaved rounds of each round's {DEFAULT_PROTOCOL.statistic}",
         "device": describe_device(fp),
     }
+
+
+# ---- drift-cancelled measurements (profilers.drift): every candidate timed between two reference timings ----
+
+
+def reference_for(rt: Runtime, workdir: Path) -> Timer | None:
+    """A timer of the reference network on ``rt``'s backend and threads (fp32), or None where there is none
+    (torch-cuda times PyTorch modules, not ONNX graphs)."""
+    if rt.backend not in BACKENDS:
+        return None
+    fn = reference_timer(get_backend(rt.backend, threads=rt.threads), workdir)
+    return lambda protocol: measure(fn, protocol)
+
+
+def table_reference_ms(table) -> float | None:
+    """The reference's quiet time a table recorded on its device (None: none recorded, another reference
+    network, another thread count, or this machine is not the table's device)."""
+    from tfnas.latency.table import device_match
+
+    ref = getattr(table, "reference", None)
+    if not ref or ref.get("name") != REFERENCE_NAME:
+        return None
+    if int(ref.get("threads", table.fingerprint.get("threads", 1))) != int(table.fingerprint.get("threads", 1)):
+        return None
+    return float(ref["ms"]) if device_match(table).same_device else None
+
+
+def reference_record(ms: float, rt: Runtime, how: str, statistic: str) -> dict[str, Any]:
+    """What a table stores about the reference: its name, quiet time, statistic, threads and how it was found."""
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "name": REFERENCE_NAME, "ms": float(ms), "statistic": statistic, "threads": rt.threads,
+        "backend": rt.backend, "measured": now, "how": how,
+    }  # fmt: skip
+
+
+def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
+    values = [m.latency_ms for m in runs]
+    half = median_half_width(values)
+    return DriftCancelled(
+        raw_ms=float(statistics.median(values)), ratio=math.nan, reference_now_ms=math.nan, reference_ms=None,
+        reference_source="none", cancelled_ms=None, uncertainty_ms=half if math.isfinite(half) else None,
+        clean=True, steady_rounds=len(values), statistic=statistic,
+    )  # fmt: skip
+
+
+def measure_drift_cancelled(
+    archs: Sequence[Architecture],
+    rt: Runtime,
+    rounds: int,
+    protocol: TimingProtocol | None = None,
+    reference_ms: float | None = None,
+    reference_source: str = "table",
+    seed: int = 0,
+    progress: bool = False,
+    settings: DriftSettings | None = None,
+) -> tuple[list[DriftCancelled], float | None]:
+    """Per architecture its raw and drift-cancelled latency, and the reference's quiet time seen (None without
+    a reference). ``reference_ms`` None: converted with the quiet time seen in this measurement."""
+    _check(rt.backend, rt.threads, rt.batch)
+    protocol = protocol or DEFAULT_PROTOCOL
+    from profilers.progress import progress as progress_bar
+
+    with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
+        timers = [PREPARERS[rt.backend](a, rt, Path(tmp) / str(i)) for i, a in enumerate(archs)]
+        ref = reference_for(rt, Path(tmp))
+        if ref is None:
+            runs = interleave(timers, protocol, rounds, seed, progress)
+            return [_raw_only(r, protocol.statistic) for r in runs], None
+        bar = progress_bar(total=len(archs) * rounds, desc="measure", enabled=None if progress else False, unit="run")
+        try:
+            return measure_referenced(
+                timers, ref, protocol, rounds, reference_ms, reference_source, seed, settings, on_visit=bar.update
+            )
+        finally:
+            bar.close()
+
+
+def measure_table_drift_cancelled(
+    archs: Sequence[Architecture],
+    table,
+    rounds: int,
+    seed: int = 0,
+    progress: bool = False,
+    threads: int | None = None,
+    protocol: TimingProtocol | None = None,
+    use_table_reference: bool = True,
+    settings: DriftSettings | None = None,
+) -> tuple[list[DriftCancelled], float | None]:
+    """``measure_drift_cancelled`` with the table's runtime, shape, precision and statistic, converted with the
+    reference time the table recorded on this device (else the quiet time seen now)."""
+    rt = table_runtime(table, threads)
+    ref_ms = table_reference_ms(table) if use_table_reference else None
+    return measure_drift_cancelled(
+        archs, rt, rounds, protocol or protocol_for(table.protocol), ref_ms, "table", seed, progress, settings
+    )
+
+
+def onnx_drift_cancelled(
+    timers: Sequence[Timer],
+    threads: int = 1,
+    rounds: int = 5,
+    protocol: TimingProtocol | None = None,
+    reference_ms: float | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> tuple[list[DriftCancelled], float]:
+    """Drift-cancelled figures of ready ONNX timers (ONNX Runtime, ``threads``): the DARTS measurements and
+    ``tfnas darts eval --measure``. ``reference_ms`` None: the reference's quiet time seen in this measurement."""
+    from profilers.progress import progress as progress_bar
+
+    protocol = protocol or DEFAULT_PROTOCOL
+    with tempfile.TemporaryDirectory(prefix="tfnas-ref-") as tmp:
+        ref = reference_for(Runtime("ort", threads), Path(tmp))
+        assert ref is not None
+        bar = progress_bar(total=len(timers) * rounds, desc="measure", enabled=None if progress else False, unit="run")
+        try:
+            return measure_referenced(timers, ref, protocol, rounds, reference_ms, "table", seed, None, bar.update)
+        finally:
+            bar.close()

@@ -22,6 +22,7 @@ from profilers.device import IDENTITY_FIELDS, isa_class
 from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
 from profilers.quantize import check_precision
+from profilers.timing import table_statistic
 from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
 from tfnas.latency.table import device_match, here_fingerprint, table_precision
@@ -116,9 +117,12 @@ def choose_table(
     check_precision(precision)
     shipped = shipped if shipped is not None else shipped_dir("latency_tables")
     cache = cache if cache is not None else cache_dir()
-    validate_fn = validate_fn or (
-        lambda t: validate_table(t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress)
-    )
+    validate_fn = validate_fn or (  # the reference's time here now, never one recorded on another host
+        lambda t: validate_table(
+            t, space, QUICK_NETWORKS, QUICK_ROUNDS, seed=2, threads=threads, progress=progress,
+            use_table_reference=False,
+        )
+    )  # fmt: skip
     for folder, how in ((shipped, "shipped"), (cache, "cached")):
         for table in matching_tables(space, resolution, batch, threads, [folder], precision):
             check = validate_fn(table)
@@ -133,9 +137,13 @@ def choose_table(
                     summary += "; the networks' order and shape hold, only the host's speed moved"
                 path, note = Path(table.source), f"{how} table of this device; {summary}"
                 ratio = check.table.get("ratio", 1.0) if check.table else 1.0
-                if abs(ratio - 1.0) > RESCALE_ABOVE:
-                    path = rescaled_copy(table, ratio, cache)
-                    note += f"; its calibration x{ratio:.3f} for this machine's speed now, in {path}"
+                ratio = ratio if abs(ratio - 1.0) > RESCALE_ABOVE else 1.0
+                seen = check.reference_seen_ms
+                if ratio != 1.0 or seen is not None:
+                    path = rescaled_copy(table, ratio, cache, _seen_reference(table, seen, threads))
+                    note += f"; its calibration x{ratio:.3f} for this machine's speed now" if ratio != 1.0 else ""
+                    note += f"; reference network {seen:.4f} ms here now" if seen is not None else ""
+                    note += f", in {path}"
                 return TableChoice(path, how, note, check)
             say(f"{how} table {table.source} has this machine's identity but {summary}: not used")
     here = here_fingerprint({"batch": batch, "resolution": resolution, "precision": precision}, threads)
@@ -159,19 +167,33 @@ def _holds_after_rescaling(check: Validation) -> bool:
     return judge(shape, check.noise_floor)[0] == "holds"
 
 
-def rescaled_copy(table: LatencyTable, ratio: float, folder: Path) -> Path:
-    """A copy of ``table`` whose calibration is scaled by ``ratio`` (measured/predicted here, just now).
+def rescaled_copy(table: LatencyTable, ratio: float, folder: Path, reference: dict | None = None) -> Path:
+    """A copy of ``table`` whose calibration is scaled by ``ratio`` (measured/predicted here, just now) and,
+    with ``reference``, that records the reference network's quiet time seen here now.
 
     The per-op shape of the table stays; only the whole-network mapping follows the host's current speed,
-    as a recalibration would. The fit it replaces goes to ``meta.calibration_history``.
+    as a recalibration would. The fit it replaces goes to ``meta.calibration_history``. The reference time
+    is what later drift-cancelled measurements (the search's closed loop, its closing figure) convert with.
     """
     path = folder / (Path(table.source).stem + RESCALED_SUFFIX)
     copy = LatencyTable.from_dict(table.to_dict(), str(path))
-    cal = {**copy.calibration, **{k: float(copy.calibration.get(k, 0.0)) * ratio for k in _SCALED}}
-    cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
-    copy.replace_calibration(cal)
+    if ratio != 1.0:
+        cal = {**copy.calibration, **{k: float(copy.calibration.get(k, 0.0)) * ratio for k in _SCALED}}
+        cal["method"] = f"{cal.get('method', '')}; rescaled x{ratio:.4f} by a quick validation on this machine"
+        copy.replace_calibration(cal)
+    if reference is not None:
+        copy.set_reference(reference)
     copy.save(path)
     return path
+
+
+def _seen_reference(table: LatencyTable, seen: float | None, threads: int) -> dict | None:
+    from tfnas.latency.measure import reference_record, table_runtime
+
+    if seen is None:
+        return None
+    stat = table_runtime(table, threads)
+    return reference_record(seen, stat, "quick validation (lut: auto)", table_statistic(table.protocol))
 
 
 _SCALED = ("scale", "offset_ms", "ms_per_mweight")  # every term of the fit is in ms of this host

@@ -22,7 +22,7 @@ from profilers.lut import LatencyTable
 from profilers.timing import Measurement
 from tfnas.arch import Architecture
 from tfnas.latency.calibrate import error_stats, sample_archs
-from tfnas.latency.measure import measure_for_table, protocol_for, round_latency
+from tfnas.latency.measure import measure_table_drift_cancelled, protocol_for, round_latency
 from tfnas.latency.predict import predict
 from tfnas.latency.table import Lookup, device_match, table_device, table_grid, table_precision
 from tfnas.spaces.mbv2 import MBV2Space
@@ -81,6 +81,12 @@ class Validation:
     table: dict[str, float] = field(default_factory=dict)  # predicted vs measured
     noise_floor: dict[str, float] = field(default_factory=dict)  # pass A vs pass B
     seconds: float = 0.0
+    raw_measured_ms: list[float] = field(default_factory=list)  # plain timings (median of round statistics)
+    raw_table: dict[str, float] = field(default_factory=dict)  # predicted vs raw measured
+    reference_ms: float | None = None  # the reference time the measured figures convert with
+    reference_source: str = ""
+    reference_seen_ms: float | None = None  # the reference's quiet time seen in this validation
+    unsteady_rounds: int = 0  # rounds the reference showed to be in a spell (repeated)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +103,12 @@ class Validation:
                 f" Kendall tau {t['kendall_tau']:.2f}",
                 f"  noise floor (pass A vs pass B): MAPE {nf['mape']:.2f}%, worst {nf['worst']:.1f}%",
             ]
+            if self.raw_table:
+                lines.append(
+                    f"  figures are drift-cancelled (reference {self.reference_ms:.4f} ms, {self.reference_source};"
+                    f" {self.unsteady_rounds} unsteady round(s) repeated); raw timings: MAPE"
+                    f" {self.raw_table['mape']:.2f}%, ratio {self.raw_table['ratio']:.3f}"
+                )
         lines.append(f"verdict: {self.verdict.upper()}: {self.reason}")
         return "\n".join(lines)
 
@@ -131,12 +143,15 @@ def validate_table(
     allow_foreign: bool = False,
     rounds_fn: RoundsFn | None = None,
     progress: bool = False,
+    use_table_reference: bool = True,
 ) -> Validation:
     """Compare ``table`` with ``n`` networks timed here in ``rounds`` interleaved rounds (split in two passes).
 
-    ``rounds_fn(archs, rounds)`` replaces the runtime (tests); by default ``measure_archs`` with the
+    ``rounds_fn(archs, rounds)`` replaces the runtime (tests); by default the networks are timed with the
     table's backend, threads, batch, precision (int8: each network quantized as the table's graphs
-    were) and statistic.
+    were) and statistic, drift-cancelled (``profilers.drift``): converted with the reference time the
+    table recorded on this device, or (none recorded, or ``use_table_reference=False``) with the
+    reference's quiet time seen in this validation. The raw figures are reported beside them.
     """
     fp = table.fingerprint
     match = device_match(table, threads)
@@ -152,23 +167,45 @@ def validate_table(
     lookup = Lookup(table)
     archs = sample_archs(space, n, seed, res, table_grid(table).align)
     t0 = time.perf_counter()
-    if rounds_fn is None:  # the table's runtime and precision: an int8 table's networks are quantized first
-        runs = measure_for_table(archs, table, rounds, seed, progress, threads, protocol)
-    else:
-        runs = rounds_fn(archs, rounds)
-    half = rounds // 2
     result.predicted_ms = [predict(a, lookup) for a in archs]
-    result.measured_ms = [round_latency(r) for r in runs]
-    result.pass_a_ms = [round_latency(r[:half]) for r in runs]
-    result.pass_b_ms = [round_latency(r[half:]) for r in runs]
-    result.statistic = f"median over rounds of each round's {protocol.statistic}"
     result.precision = table_precision(table)
+    half = rounds // 2
+    if rounds_fn is not None:  # tests: plain rounds, no reference
+        runs = rounds_fn(archs, rounds)
+        result.measured_ms = [round_latency(r) for r in runs]
+        result.pass_a_ms = [round_latency(r[:half]) for r in runs]
+        result.pass_b_ms = [round_latency(r[half:]) for r in runs]
+        result.statistic = f"median over rounds of each round's {protocol.statistic}"
+    else:  # the table's runtime and precision (int8: networks quantized first), drift-cancelled
+        figs, seen = measure_table_drift_cancelled(
+            archs, table, rounds, seed, progress, threads, protocol, use_table_reference=use_table_reference
+        )
+        _fill_drift_cancelled(result, figs, seen, half)
     result.networks, result.rounds = len(archs), rounds
     result.table = error_report(result.predicted_ms, result.measured_ms)
     result.noise_floor = error_report(result.pass_a_ms, result.pass_b_ms)
     result.seconds = round(time.perf_counter() - t0, 1)
     result.verdict, result.reason = judge(result.table, result.noise_floor)
     return result
+
+
+def _fill_drift_cancelled(result: Validation, figs: list, seen: float | None, half: int) -> None:
+    from profilers.drift import figure_of
+
+    result.measured_ms = [f.value_ms for f in figs]
+    result.raw_measured_ms = [f.raw_ms for f in figs]
+    ref = figs[0].reference_ms if figs else None
+    if ref is None:  # no reference network on this backend: raw passes
+        result.pass_a_ms = [statistics.median(r.value for r in f.rounds[:half]) if f.rounds else f.raw_ms for f in figs]
+        result.pass_b_ms = [statistics.median(r.value for r in f.rounds[half:]) if f.rounds else f.raw_ms for f in figs]
+    else:
+        result.pass_a_ms = [figure_of(f.rounds[:half], ref) for f in figs]
+        result.pass_b_ms = [figure_of(f.rounds[half : 2 * half], ref) for f in figs]
+        result.raw_table = error_report(result.predicted_ms, result.raw_measured_ms)
+    result.statistic = figs[0].method if figs else ""
+    result.reference_ms, result.reference_seen_ms = ref, seen
+    result.reference_source = figs[0].reference_source if figs else ""
+    result.unsteady_rounds = sum(not r.steady for f in figs for r in f.rounds)
 
 
 def write_outputs(result: Validation, out_json: str | Path, plot: str | Path | None = None) -> None:

@@ -37,7 +37,7 @@ from tfnas.arch import Architecture, load_arch
 from tfnas.config.loader import Schema
 from tfnas.data import build_datasets
 from tfnas.errors import ConfigError
-from tfnas.latency.measure import measure_for_table
+from tfnas.latency.measure import measure_table_drift_cancelled
 from tfnas.latency.table import device_match, load_table, table_grid
 from tfnas.models.mbv2_net import build_model
 from tfnas.search.elastic import hit_target
@@ -143,12 +143,18 @@ def _train_one(name: str, arch_doc: dict, cfg_doc: dict, out: str, threads: int,
     return rep
 
 
-def _measure(entries: list[Entry], table: Any, rounds: int, say: Say) -> dict[str, float]:
+def _measure(entries: list[Entry], table: Any, rounds: int, say: Say) -> dict[str, float | None]:
     """Measured latency of every network here, timed as the table's graphs were (runtime, shape, precision,
-    statistic), in interleaved rounds."""
-    say(f"timing {len(entries)} networks here ({rounds} interleaved rounds)")
-    runs = measure_for_table([e.arch for e in entries], table, rounds)
-    return {e.name: statistics.median(m.latency_ms for m in r) for e, r in zip(entries, runs)}
+    statistic), in interleaved rounds, drift-cancelled (the table's recorded reference time, else the one seen
+    now); a network whose rounds were not clean says so and gets None."""
+    say(f"timing {len(entries)} networks here ({rounds} interleaved rounds, drift-cancelled)")
+    figs, _ = measure_table_drift_cancelled([e.arch for e in entries], table, rounds)
+    out: dict[str, float | None] = {}
+    for e, f in zip(entries, figs):
+        if not f.clean:
+            say(f"  {e.name}: {f.describe()}")
+        out[e.name] = f.value_ms if f.clean else None
+    return out
 
 
 def compare(

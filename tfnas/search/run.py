@@ -112,11 +112,18 @@ def run_search(
 def explain_loop(report_path: str | Path) -> str:
     """Why the prediction may sit off the target after the closed loop (``search.measure_final``); '' if it did not re-aim."""
     loop = [row for row in read_json(report_path, "search report").get("measured_loop", []) if "iteration" in row]
+    if not loop or loop[0].get("measured_ms") is None:
+        return (
+            "closed loop: the first measurement got no clean rounds (unsteady host); the table's choice stands"
+            if loop
+            else ""
+        )
     if len(loop) < 2:
         return ""
     ratio = loop[0]["measured_ms"] / loop[0]["predicted_ms"]
     return (
-        f"closed loop: the first derived net measured {ratio:.3f}x its prediction on this machine now (the host's"
-        f" drift since calibration, and the ops a search favours), so the widths were re-aimed {len(loop) - 1}"
-        " time(s) until the measurement hit the target"
+        f"closed loop: the first derived net measured {ratio:.3f}x its prediction on this machine (drift-cancelled;"
+        f" the ops a search favours, or the host's speed since the table's reference was recorded), so the widths"
+        f" were re-aimed {len(loop) - 1} time(s) until the target lay within the tolerance or the measurement's"
+        " uncertainty"
     )

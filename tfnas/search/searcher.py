@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -552,15 +551,17 @@ class TFNASSearch:
 
     def _measured_loop(self, ops: list[int], widths: list[int], depths: list[int], prior: tuple) -> tuple:
         """Close the loop on the real runtime: measure the derived net end to end and, while it misses the
-        target by more than ``measure_tolerance``, re-aim its predicted latency by the measured ratio.
+        target by more than ``measure_tolerance`` and by more than the measurement's own uncertainty,
+        re-aim its predicted latency by the measured ratio.
 
-        For tables whose calibration does not fit this kind of network (or a device that drifted). A
-        measurement is the median of ``measure_rounds`` timings (a shared machine's timings of one net
-        scatter by 5-10% from second to second). Re-aiming moves widths only, keeping ops and depths, so
-        the network-level ratio being corrected stays that of the same network; the iteration measured
-        closest to the target is kept.
+        For tables whose calibration does not fit this kind of network. A measurement is drift-cancelled
+        (``profilers.drift``): each of ``measure_rounds`` rounds times the net between two timings of the
+        reference network, so a slow spell or a busy neighbour cancels; rounds the reference shows to be
+        unsteady are repeated, and a measurement without enough steady rounds is never acted on (the loop
+        stops there). Re-aiming moves widths only, keeping ops and depths, so the network-level ratio being
+        corrected stays that of the same network; the iteration measured closest to the target is kept.
         """
-        from tfnas.latency.measure import measure_for_table
+        from tfnas.latency.measure import measure_table_drift_cancelled
 
         s = self.cfg.search
         table = self.lat.lookup.table
@@ -568,15 +569,24 @@ class TFNASSearch:
         for it in range(s.measure_iterations + 1):
             arch = self.lat.to_arch(ops, widths, depths)
             # the table's runtime, shape, statistic and precision (int8: quantized as the table's graphs were)
-            runs = measure_for_table([arch], table, s.measure_rounds)[0]
-            rounds = [m.latency_ms for m in runs]  # one export and session, several timing rounds
-            measured = statistics.median(rounds)
+            fig = measure_table_drift_cancelled([arch], table, s.measure_rounds)[0][0]
+            measured = fig.value_ms if fig.clean else None
             predicted = self.lat.arch_ms(ops, widths, depths)
-            loop.append({"iteration": it, "predicted_ms": predicted, "measured_ms": measured, "rounds_ms": rounds})
+            loop.append(
+                {
+                    "iteration": it, "predicted_ms": predicted, "measured_ms": measured, "raw_ms": fig.raw_ms,
+                    "uncertainty_ms": fig.uncertainty_ms, "clean": fig.clean, "figure": fig.describe(),
+                    "rounds_ms": [r.value for r in fig.rounds], "reference_ms": [r.ref for r in fig.rounds],
+                    "steady": [r.steady for r in fig.rounds], "method": fig.method,
+                }
+            )  # fmt: skip
+            if measured is None:
+                break  # the host gave no clean rounds: nothing to re-aim on
             miss = abs(measured / self.target - 1.0)
             if best is None or miss < best[0]:
                 best = (miss, list(ops), list(widths), list(depths), it)
-            if miss <= s.measure_tolerance or it == s.measure_iterations:
+            within = abs(measured - self.target) <= (fig.uncertainty_ms or 0.0)
+            if miss <= s.measure_tolerance or within or it == s.measure_iterations:
                 break
             goal = predicted * self.target / measured
             # widths first; ops or depths change only when widths alone cannot reach the goal
@@ -584,6 +594,9 @@ class TFNASSearch:
             if new == widths and loop[-1]["predicted_ms"] == self.lat.arch_ms(ops, new, depths):
                 break  # nothing left to move
             widths = new
+        if best is None:  # the first measurement was not clean: the table's choice stands, unchanged
+            loop.append({"chosen_iteration": None, "measured_ms": None})
+            return ops, widths, depths, loop
         _, ops, widths, depths, chosen = best
         loop.append({"chosen_iteration": chosen, "measured_ms": loop[chosen]["measured_ms"]})
         return ops, widths, depths, loop

@@ -1,0 +1,286 @@
+"""Drift-cancelled timing: candidates timed between two timings of the reference network.
+
+Each round visits the candidates in a new shuffled order, and the reference is timed before the first
+and after every candidate, so every candidate sits between two reference timings (R C1 R C2 R ...).
+A candidate's round gives the ratio ``C / mean(R_before, R_after)``; a slow spell or a busy neighbour
+that spans the three timings slows them alike and the ratio does not move. The drift-cancelled figure
+is the median ratio over rounds times the reference's quiet time on this device (``reference_ms``,
+recorded with the table); the raw figure (median over rounds of the candidate's time) is kept beside it.
+
+Spells are detected, not believed: a round is *unsteady* when its two reference timings disagree by
+more than ``tolerance`` (a spell began or ended inside it) or their mean departs from the median of all
+reference timings by more than ``tolerance``. Unsteady rounds are repeated, at most ``extra_rounds``
+times per candidate; a candidate that ends with fewer than ``min_clean`` steady rounds is reported as
+not clean (``clean=False``) and callers say so instead of printing a number.
+
+The uncertainty is the 95% half-width of the median ratio (robust spread: 1.4826 x MAD, the median's
+standard error 1.2533 s / sqrt(n)), in ms: the closed loop of a search stops once its target lies within it.
+
+Everything here sees only callables (protocol -> Measurement), so the method is tested on fake timers
+with injected drift and spells, without the host's speed.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from profilers.errors import ProfilerError
+from profilers.timing import Measurement, TimingProtocol
+
+Timer = Callable[[TimingProtocol], Measurement]
+
+# A round whose reference moves by more than this is unsteady. Round-to-round noise of a low quantile on
+# these hosts is 2-5%; spells are 30-45%.
+DEFAULT_TOLERANCE = 0.08
+# The quiet time of the reference from many of its timings spread over a measurement: a low quantile, so
+# that a spell covering part of the timings does not raise it (interference only adds time).
+BASELINE_QUANTILE = 0.2
+_Z95 = 1.959964
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """How rounds are judged and repeated."""
+
+    tolerance: float = DEFAULT_TOLERANCE
+    extra_rounds: int | None = None  # repeats allowed per candidate; None: as many as its rounds
+    min_clean: int | None = None  # steady rounds a clean figure needs; None: half its rounds (at least 1)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.tolerance < 1:
+            raise ProfilerError(f"drift settings: tolerance={self.tolerance!r}, expected a number in (0, 1)")
+        if self.extra_rounds is not None and self.extra_rounds < 0:
+            raise ProfilerError(f"drift settings: extra_rounds={self.extra_rounds!r}, expected an integer >= 0")
+        if self.min_clean is not None and self.min_clean < 1:
+            raise ProfilerError(f"drift settings: min_clean={self.min_clean!r}, expected an integer >= 1")
+
+    def repeats_for(self, rounds: int) -> int:
+        return rounds if self.extra_rounds is None else self.extra_rounds
+
+    def clean_needed(self, rounds: int) -> int:
+        return self.min_clean if self.min_clean is not None else max(1, math.ceil(rounds / 2))
+
+
+@dataclass(frozen=True)
+class Round:
+    """One timing of a candidate between two timings of the reference (ms, the protocol's statistic)."""
+
+    ref_before: float
+    value: float
+    ref_after: float
+    steady: bool = True  # filled in by the judgement
+
+    @property
+    def ref(self) -> float:
+        return (self.ref_before + self.ref_after) / 2.0
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.ref
+
+
+@dataclass(frozen=True)
+class DriftCancelled:
+    """A candidate's end-to-end latency, raw and in units of the reference converted to ms."""
+
+    raw_ms: float  # median over its first ``rounds`` rounds of the candidate's time (what a plain timing says)
+    ratio: float  # median over steady rounds of candidate / reference
+    reference_now_ms: float  # median of the reference timings around this candidate
+    reference_ms: float | None  # the reference's quiet time the ratio converts with (None: none known)
+    reference_source: str  # where ``reference_ms`` came from ("table", "this measurement", ...)
+    cancelled_ms: float | None  # ratio * reference_ms
+    uncertainty_ms: float | None  # 95% half-width of ``cancelled_ms`` (of ``raw_ms`` without a reference)
+    clean: bool  # enough steady rounds for a figure
+    steady_rounds: int
+    rounds: list[Round] = field(default_factory=list)
+    statistic: str = "p10"
+
+    @property
+    def value_ms(self) -> float:
+        """The figure a command acts on: drift-cancelled when a reference time is known, else raw."""
+        return self.cancelled_ms if self.cancelled_ms is not None else self.raw_ms
+
+    @property
+    def method(self) -> str:
+        if self.cancelled_ms is None:
+            return f"raw: median over rounds of each round's {self.statistic} (no reference time known)"
+        return (
+            f"drift-cancelled: median over {self.steady_rounds} steady rounds of (candidate / reference), each"
+            f" the round's {self.statistic}, x the reference's {self.reference_ms:.4f} ms ({self.reference_source})"
+        )
+
+    def describe(self) -> str:
+        """'5.02 ms +/- 0.08 (raw 6.71 ms)', or why there is no figure."""
+        if not self.clean:
+            return (
+                f"no clean figure: {self.steady_rounds} of {len(self.rounds)} rounds were steady (the host's speed"
+                f" moved by more than the tolerance around the others); raw {self.raw_ms:.3f} ms, not to be trusted"
+            )
+        u = f" +/- {self.uncertainty_ms:.3f}" if self.uncertainty_ms is not None else ""
+        if self.cancelled_ms is None:
+            return f"{self.raw_ms:.3f} ms{u} (raw; no reference time known)"
+        return f"{self.cancelled_ms:.3f} ms{u} (raw {self.raw_ms:.3f} ms; reference now {self.reference_now_ms:.3f} ms)"
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["rounds"] = [asdict(r) for r in self.rounds]
+        doc["value_ms"] = self.value_ms
+        doc["method"] = self.method
+        return doc
+
+
+def reference_baseline(reference_ms: Sequence[float], quantile: float = BASELINE_QUANTILE) -> float:
+    """The reference's quiet time from its timings over a measurement: a low quantile (linear interpolation)."""
+    values = sorted(float(v) for v in reference_ms)
+    if not values:
+        raise ProfilerError("reference baseline: no reference timings")
+    pos = quantile * (len(values) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (pos - lo)
+
+
+def median_half_width(values: Sequence[float]) -> float:
+    """95% half-width of the median of ``values`` (robust: MAD-based; inf for fewer than 2 values)."""
+    if len(values) < 2:
+        return math.inf
+    med = statistics.median(values)
+    mad = statistics.median(abs(v - med) for v in values)
+    return _Z95 * 1.2533 * 1.4826 * mad / math.sqrt(len(values))
+
+
+def _judge(r: Round, ref_median: float, tol: float) -> Round:
+    agree = abs(r.ref_before / r.ref_after - 1.0) <= tol
+    typical = abs(r.ref / ref_median - 1.0) <= tol
+    return Round(r.ref_before, r.value, r.ref_after, agree and typical)
+
+
+class _Sequencer:
+    """Times candidates with the reference between each two (R C R C R ...), reusing the last reference timing."""
+
+    def __init__(self, ref: Timer, protocol: TimingProtocol) -> None:
+        self.ref, self.protocol = ref, protocol
+        self.last: float | None = None
+
+    def reference(self) -> float:
+        self.last = self.ref(self.protocol).latency_ms
+        return self.last
+
+    def visit(self, timer: Timer) -> tuple[float, float, float]:
+        before = self.last if self.last is not None else self.reference()
+        value = timer(self.protocol).latency_ms
+        return before, value, self.reference()
+
+
+def time_referenced(
+    timers: Sequence[Timer],
+    reference: Timer,
+    protocol: TimingProtocol,
+    rounds: int,
+    seed: int = 0,
+    settings: DriftSettings | None = None,
+    on_visit: Callable[[], None] | None = None,
+) -> list[list[Round]]:
+    """Per candidate, its judged rounds: ``rounds`` interleaved rounds, then unsteady ones repeated (bounded).
+
+    Repeated rounds replace nothing: every round is kept with its judgement, so a report shows the spells."""
+    if rounds < 1:
+        raise ProfilerError(f"rounds={rounds!r}: expected an integer >= 1")
+    settings = settings or DriftSettings()
+    rng = random.Random(seed)
+    seq = _Sequencer(reference, protocol)
+    raw: list[list[Round]] = [[] for _ in timers]
+    for _ in range(rounds):
+        order = list(range(len(timers)))
+        rng.shuffle(order)
+        for i in order:
+            raw[i].append(Round(*seq.visit(timers[i])))
+            if on_visit:
+                on_visit()
+    ref_median = statistics.median(r.ref for rs in raw for r in rs)
+    judged = [[_judge(r, ref_median, settings.tolerance) for r in rs] for rs in raw]
+    budget = [settings.repeats_for(rounds)] * len(timers)
+    while True:  # repeat unsteady rounds, interleaved, while a candidate is short of steady ones (bounded)
+        todo = [i for i, rs in enumerate(judged) if budget[i] > 0 and sum(r.steady for r in rs) < rounds]
+        if not todo:
+            break
+        rng.shuffle(todo)
+        for i in todo:
+            budget[i] -= 1
+            judged[i].append(_judge(Round(*seq.visit(timers[i])), ref_median, settings.tolerance))
+            if on_visit:
+                on_visit()
+    return judged
+
+
+def summarize(
+    rounds: Sequence[Round],
+    first: int,
+    reference_ms: float | None,
+    reference_source: str,
+    settings: DriftSettings | None = None,
+    statistic: str = "p10",
+) -> DriftCancelled:
+    """One candidate's figure from its judged rounds (``first``: how many were the planned rounds)."""
+    settings = settings or DriftSettings()
+    rounds = list(rounds)
+    steady = [r for r in rounds if r.steady]
+    raw = float(statistics.median(r.value for r in rounds[:first]))
+    ref_now = float(statistics.median(v for r in rounds for v in (r.ref_before, r.ref_after)))
+    clean = len(steady) >= settings.clean_needed(first)
+    use = steady or rounds
+    ratio = float(statistics.median(r.ratio for r in use))
+    cancelled = ratio * reference_ms if reference_ms is not None else None
+    half = median_half_width([r.ratio for r in use]) if clean else math.inf
+    if reference_ms is not None:
+        uncertainty = half * reference_ms
+    else:
+        uncertainty = median_half_width([r.value for r in rounds[:first]])
+    return DriftCancelled(
+        raw_ms=raw,
+        ratio=ratio,
+        reference_now_ms=ref_now,
+        reference_ms=reference_ms,
+        reference_source=reference_source if reference_ms is not None else "none",
+        cancelled_ms=cancelled,
+        uncertainty_ms=uncertainty if math.isfinite(uncertainty) else None,
+        clean=clean,
+        steady_rounds=len(steady),
+        rounds=rounds,
+        statistic=statistic,
+    )
+
+
+def figure_of(rounds: Sequence[Round], reference_ms: float) -> float:
+    """The drift-cancelled figure of some rounds: median ratio of the steady ones (all when none is) x reference."""
+    use = [r for r in rounds if r.steady] or list(rounds)
+    return float(statistics.median(r.ratio for r in use)) * reference_ms
+
+
+def measure_referenced(
+    timers: Sequence[Timer],
+    reference: Timer,
+    protocol: TimingProtocol,
+    rounds: int,
+    reference_ms: float | None = None,
+    reference_source: str = "table",
+    seed: int = 0,
+    settings: DriftSettings | None = None,
+    on_visit: Callable[[], None] | None = None,
+) -> tuple[list[DriftCancelled], float]:
+    """Per candidate its figure, and the reference's quiet time seen in this measurement (a low quantile).
+
+    Without ``reference_ms`` the figures convert with that quiet time ("this measurement"): short spells
+    still cancel, but a spell spanning most of the measurement does not; a table's recorded time is better."""
+    settings = settings or DriftSettings()
+    judged = time_referenced(timers, reference, protocol, rounds, seed, settings, on_visit)
+    seen = reference_baseline([v for rs in judged for r in rs for v in (r.ref_before, r.ref_after)])
+    if reference_ms is None:
+        reference_ms, reference_source = seen, "this measurement"
+    stat = protocol.statistic
+    return [summarize(rs, rounds, reference_ms, reference_source, settings, stat) for rs in judged], seen
