@@ -132,17 +132,17 @@ def test_a_config_name_cannot_choose_where_files_land(tmp_path, search_yaml, mon
 
 def test_darts_eval_measure_writes_nothing_into_the_working_folder(tmp_path, monkeypatch):
     import tfnas.latency.measure as measure_mod
+    from profilers.drift import DriftCancelled
 
-    class Fake:
-        median_ms, spread_ms, cv, noisy = 1.0, 0.01, 0.01, False
-
-    monkeypatch.setattr(measure_mod, "measure_onnx", lambda *a, **k: Fake())
+    fig = DriftCancelled(1.1, 2.0, 0.55, 0.5, "this measurement", 1.0, 0.01, True, 5)
+    monkeypatch.setattr(measure_mod, "measure_referenced", lambda *a, **k: ([fig], 0.5))
     monkeypatch.chdir(tmp_path)
     report = tmp_path / "r.json"
     args = ["darts", "eval", "--genotype", "DARTS_V1", "--C", "8", "--cells", "5", "--measure", "--json", str(report)]
     assert main(args) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
-    assert json.loads(report.read_text())["latency_ms"]["median"] == 1.0
+    latency = json.loads(report.read_text())["latency_ms"]
+    assert (latency["value_ms"], latency["raw_ms"], latency["clean"]) == (1.0, 1.1, True)
 
 
 # ---- tracebacks where a sentence belongs -------------------------------------------------------------------
