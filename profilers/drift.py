@@ -50,6 +50,9 @@ class DriftSettings:
     tolerance: float = DEFAULT_TOLERANCE
     extra_rounds: int | None = None  # repeats allowed per candidate; None: as many as its rounds
     min_clean: int | None = None  # steady rounds a clean figure needs; None: half its rounds (at least 1)
+    # A reference seen now this much below the recorded one replaces it: interference only adds time, so the
+    # recorded one was taken in a slow spell (measured: a quick validation inside a spell recorded 1.11x).
+    lower_reference: float = 0.03
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:
@@ -58,6 +61,10 @@ class DriftSettings:
             raise ProfilerError(f"drift settings: extra_rounds={self.extra_rounds!r}, expected an integer >= 0")
         if self.min_clean is not None and self.min_clean < 1:
             raise ProfilerError(f"drift settings: min_clean={self.min_clean!r}, expected an integer >= 1")
+        if not 0 <= self.lower_reference < 1:
+            raise ProfilerError(
+                f"drift settings: lower_reference={self.lower_reference!r}, expected a number in [0, 1)"
+            )
 
     def repeats_for(self, rounds: int) -> int:
         return rounds if self.extra_rounds is None else self.extra_rounds
@@ -276,11 +283,16 @@ def measure_referenced(
     """Per candidate its figure, and the reference's quiet time seen in this measurement (a low quantile).
 
     Without ``reference_ms`` the figures convert with that quiet time ("this measurement"): short spells
-    still cancel, but a spell spanning most of the measurement does not; a table's recorded time is better."""
+    still cancel, but a spell spanning most of the measurement does not; a table's recorded time is better.
+    A recorded time above the one seen now by more than ``settings.lower_reference`` was itself taken in a
+    spell (interference only adds time), and the one seen now converts instead."""
     settings = settings or DriftSettings()
     judged = time_referenced(timers, reference, protocol, rounds, seed, settings, on_visit)
     seen = reference_baseline([v for rs in judged for r in rs for v in (r.ref_before, r.ref_after)])
     if reference_ms is None:
         reference_ms, reference_source = seen, "this measurement"
+    elif seen < reference_ms * (1.0 - settings.lower_reference):
+        reference_source = f"this measurement; the {reference_source}'s {reference_ms:.4f} ms was taken in a slow spell"
+        reference_ms = seen
     stat = protocol.statistic
     return [summarize(rs, rounds, reference_ms, reference_source, settings, stat) for rs in judged], seen

@@ -63,6 +63,17 @@ def test_a_spell_over_the_whole_measurement_cancels():
     assert f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.03)
 
 
+def test_a_reference_recorded_in_a_spell_is_replaced_by_the_quiet_one_seen_now():
+    """The table's reference time was taken during a +11% spell (a quick validation inside one); the host is quiet
+    now: believing the record would put every figure 11% high, so the lower reference seen now converts."""
+    f = _measure(Host(noise=0.01), reference_ms=1.11 * QUIET_REF)[0][0]
+    assert f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.02)
+    assert f.reference_source.startswith("this measurement")
+    # within the host's noise the recorded time stands (a slower host now is cancelled by it, above)
+    g = _measure(Host(noise=0.01), reference_ms=1.02 * QUIET_REF)[0][0]
+    assert g.reference_ms == 1.02 * QUIET_REF and g.reference_source == "table"
+
+
 def test_a_spell_edge_inside_a_round_is_detected_and_the_round_repeated():
     """A +30% spell that starts right after a reference timing and ends mid-measurement: the rounds it cuts
     have disagreeing references, are judged unsteady and repeated; the figure stays quiet."""
