@@ -96,7 +96,7 @@ def test_every_table_a_shipped_search_config_names_is_shipped() -> None:
         path = find_table(lut)  # a missing one is an error naming it
         assert path.is_file() and path.parent.name in ("latency_tables", "_shipped", "tables"), path
         checked.append(name)
-    assert "tfnas_cifar_demo" in checked  # the loop ran over the configs that name a table
+    assert "tfnas_gpu_paper" in checked  # the loop ran over the configs that name a table
 
 
 # ---- slow: from a wheel, in fresh environments -----------------------------------------------------------------
@@ -223,7 +223,8 @@ def test_wheel_installed_elsewhere_runs_space_predict_and_a_tiny_search(wheel, t
     _run([tfnas, "predict", "--lut", CIFAR_TABLE, "run/arch.json"], work)
 
     # Shipped configs by name resolve (config, space and table); an infeasible target stops before training.
-    bad = _run([tfnas, "search", "--config", "tfnas_cifar_demo", "--target-ms", "1000", "--out", "x"], work, ok=False)
+    cifar = ["--config", "tfnas_cifar_demo", "--lut", "tfnas_cifar-ort-cpu-avx512-1t-b1-32"]
+    bad = _run([tfnas, "search", *cifar, "--target-ms", "1000", "--out", "x"], work, ok=False)
     assert bad.returncode == 2 and "infeasible for space 'tfnas_cifar'" in bad.stderr, bad.stderr
     bad = _run([tfnas, "darts", "search", "--config", "nope"], work, ok=False)
     assert bad.returncode == 2 and "darts_1st" in bad.stderr, bad.stderr

@@ -2,8 +2,8 @@
 
 Subcommands (run each alone on the machine; every latency names the host it was measured on):
 
-- ``spells``: what the slow spells are. After a torch training burst in this process (as a search leaves
-  it), the same ONNX network is timed alternately here and in a spawned worker process, with the
+- ``spells``: what the slow spells are. After a torch training burst in this process, or after a whole
+  search run in this process (``--search CONFIG``, the moment its closed loop would start), the same ONNX network is timed alternately here and in a spawned worker process, with the
   reference network beside it in each, for ``--seconds``. Says whether spells are host-wide (both
   processes slow at the same moments) or made by the process, and what the search process adds.
 - ``spread``: ``--runs`` fresh-process ``tfnas measure`` runs of one network (quiet, or ``--load``: one
@@ -105,7 +105,14 @@ def cmd_spells(args: argparse.Namespace) -> dict:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    arch = load_arch(args.arch)
+    if args.search:  # the real search process: its training, data loaders and last checkpoint, then time here
+        from tfnas.search.config import load_config
+        from tfnas.search.run import run_search
+
+        cfg = load_config(args.search, {"out": str(out / "search"), "search.measure_final": False})
+        arch = run_search(cfg, force=True, say=lambda *a: None, measure=False).result.arch
+    else:
+        arch = load_arch(args.arch)
     onnx_path = export_arch(arch, out / "net.onnx")
     shape = input_shape(arch, 1)
     ctx = mp.get_context("spawn")
@@ -119,7 +126,7 @@ def cmd_spells(args: argparse.Namespace) -> dict:
     model = build_model(arch).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     t_train = time.perf_counter()
-    while time.perf_counter() - t_train < args.train_s:
+    while not args.search and time.perf_counter() - t_train < args.train_s:
         x = torch.randn(16, 3, 32, 32)
         loss = model(x).logsumexp(1).mean()
         opt.zero_grad()
@@ -152,6 +159,10 @@ def cmd_spells(args: argparse.Namespace) -> dict:
         "median_ms": {k: statistics.median(r[k] for r in rows) for k in base},
         "here_over_spawned_p10": base["net_here"] / base["net_spawned"],
         "here_over_spawned_median": statistics.median(r["net_here"] / r["net_spawned"] for r in rows),
+        "here_over_spawned_median_by_third": [
+            statistics.median(r["net_here"] / r["net_spawned"] for r in part)
+            for part in (rows[: len(rows) // 3], rows[len(rows) // 3 : 2 * len(rows) // 3], rows[2 * len(rows) // 3 :])
+        ],
         "slow_rounds(>1.15x p10)": {
             "net_here": sum(slow["net_here"]),
             "net_spawned": sum(slow["net_spawned"]),
@@ -164,7 +175,10 @@ def cmd_spells(args: argparse.Namespace) -> dict:
         "ratio_spread_here": spread([r["net_here"] / r["ref_here"] for r in rows]),
         "raw_spread_here": spread([r["net_here"] for r in rows]),
     }
-    return {"summary": summary, "rows": rows, "train_s": args.train_s, "torch_threads": args.torch_threads}
+    return {
+        "summary": summary, "rows": rows, "after": args.search or f"{args.train_s} s of torch training",
+        "torch_threads": args.torch_threads,
+    }  # fmt: skip
 
 
 # ---- spread / burst: fresh-process `tfnas measure` ----------------------------------------------------------
@@ -324,11 +338,12 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     for name in ("spells", "spread", "burst"):
         s = sub.add_parser(name)
-        s.add_argument("--arch", required=True)
+        s.add_argument("--arch", required=name != "spells")
         s.add_argument("--lut", default=None)
         s.add_argument("--rounds", type=int, default=7)
         s.add_argument("--out", required=True)
     sub.choices["spells"].add_argument("--seconds", type=float, default=60)
+    sub.choices["spells"].add_argument("--search", default=None, help="run this search config here first")
     sub.choices["spells"].add_argument("--train-s", type=float, default=10)
     sub.choices["spells"].add_argument("--torch-threads", type=int, default=2)
     sub.choices["spread"].add_argument("--runs", type=int, default=10)

@@ -161,11 +161,11 @@ class TFNASSearch:
         cfg = self.cfg
         self.space = load_space(cfg.space)
         self.lat = build_latency_model(cfg, self.space)
-        if cfg.search.measure_final:  # the closed loop times here: the table must describe this machine
-            require_this_device(self.lat.lookup.table, "search.measure_final (re-aiming on timings of this machine)")
         self.target = cfg.target_ms
         self.paths = weight_paths(cfg.search.sampling)
         check_target(self.lat, self.target, TFNASSupernet.op_mask_for(self.space, cfg.search.ops))
+        if cfg.search.measure_final:  # the closed loop times here: the table must describe this machine
+            require_this_device(self.lat.lookup.table, "search.measure_final (re-aiming on timings of this machine)")
 
     def _build_data(self) -> None:
         rt = self.cfg.runtime
