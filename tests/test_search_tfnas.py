@@ -405,6 +405,7 @@ def _fake_runtime(monkeypatch, fake_measure, host=lambda: 1.0):
         measure_mod, "reference_for", lambda rt, workdir: lambda p: types.SimpleNamespace(latency_ms=0.5 * host())
     )
     monkeypatch.setattr(measure_mod, "table_reference_ms", lambda table: 0.5)
+    monkeypatch.setattr(measure_mod, "FRESH_PROCESS", False)  # the fakes live in this process
 
 
 def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_space, monkeypatch):

@@ -75,7 +75,7 @@ def deployment_shape(lat: LatencyModel) -> str:
 def measure_result(result: SearchResult, table: LatencyTable) -> dict[str, Any] | None:
     """Time the derived network here when this machine is the table's device (an int8 table's network quantized
     as the table's graphs were); write ``measured.json``."""
-    m = measure_on_table_device(result.arch, table)
+    m = measure_on_table_device(result.arch, table, fresh_process=True)  # not in the process that trained
     if m is None:
         return None
     doc = {"target_ms": result.target_ms, "predicted_ms": result.predicted_ms, "device": table_device(table), **m}

@@ -561,7 +561,7 @@ class TFNASSearch:
         stops there). Re-aiming moves widths only, keeping ops and depths, so the network-level ratio being
         corrected stays that of the same network; the iteration measured closest to the target is kept.
         """
-        from tfnas.latency.measure import measure_table_drift_cancelled
+        from tfnas.latency.measure import in_fresh_process, measure_table_drift_cancelled
 
         s = self.cfg.search
         table = self.lat.lookup.table
@@ -569,7 +569,8 @@ class TFNASSearch:
         for it in range(s.measure_iterations + 1):
             arch = self.lat.to_arch(ops, widths, depths)
             # the table's runtime, shape, statistic and precision (int8: quantized as the table's graphs were)
-            fig = measure_table_drift_cancelled([arch], table, s.measure_rounds)[0][0]
+            # in a process of its own: this one has just trained, and timed networks 3% slower (issue 24)
+            fig = in_fresh_process(measure_table_drift_cancelled, [arch], table, s.measure_rounds)[0][0]
             measured = fig.value_ms if fig.clean else None
             predicted = self.lat.arch_ms(ops, widths, depths)
             loop.append(
