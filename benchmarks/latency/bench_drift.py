@@ -311,7 +311,7 @@ def cmd_profile(args: argparse.Namespace) -> dict:
         cmd += ["--work", str(out / "bundle")]
         t0 = time.perf_counter()
         log, _ = run_logged(cmd, label == "load")
-        cal = [*TFNAS, "calibrate", "--lut", str(path), "--space", args.space]
+        cal = [*TFNAS, "calibrate", "--lut", str(path), "--space", args.space, "--in-place"]
         log += subprocess.run(cal, check=True, capture_output=True, text=True).stdout
         tables[label] = {"seconds": round(time.perf_counter() - t0, 1), "log": log.strip().splitlines()[-4:]}
     for label in ("quiet", "load"):  # both validated quietly, on the same networks
