@@ -8,14 +8,10 @@ is the median ratio over rounds times the reference's quiet time on this device 
 recorded with the table); the raw figure (median over rounds of the candidate's time) is kept beside it.
 
 Spells are detected, not believed: a round is *unsteady* when its two reference timings disagree by
-more than ``tolerance`` (a spell began or ended inside it) or their mean departs by more than ``tolerance``
-from the reference's quiet time (the recorded one when known, else the median of all reference timings).
-A spell slows networks more than it slows the reference (measured: a 1.12x spell of the reference was 1.3x
-for an int8 network, 1.3x of the reference 1.39x for an fp32 one), so a ratio taken inside one is not
-believed either. Unsteady rounds are repeated, at most ``extra_rounds`` times per candidate, pausing
-between passes (``spell_wait_s`` in all) so that a spell of seconds can end; a candidate that ends with
-fewer than ``min_clean`` steady rounds is reported as not clean (``clean=False``) and callers say so
-instead of printing a number.
+more than ``tolerance`` (a spell began or ended inside it) or their mean departs from the median of all
+reference timings by more than ``tolerance``. Unsteady rounds are repeated, at most ``extra_rounds``
+times per candidate; a candidate that ends with fewer than ``min_clean`` steady rounds is reported as
+not clean (``clean=False``) and callers say so instead of printing a number.
 
 The uncertainty is the 95% half-width of the median ratio (robust spread: 1.4826 x MAD, the median's
 standard error 1.2533 s / sqrt(n)), in ms: the closed loop of a search stops once its target lies within it.
@@ -29,7 +25,6 @@ from __future__ import annotations
 import math
 import random
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -58,8 +53,6 @@ class DriftSettings:
     # A reference seen now this much below the recorded one replaces it: interference only adds time, so the
     # recorded one was taken in a slow spell (measured: a quick validation inside a spell recorded 1.11x).
     lower_reference: float = 0.03
-    # Pause, in all, between passes of repeated rounds that found no steady one (a spell lasts seconds).
-    spell_wait_s: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:
@@ -68,8 +61,6 @@ class DriftSettings:
             raise ProfilerError(f"drift settings: extra_rounds={self.extra_rounds!r}, expected an integer >= 0")
         if self.min_clean is not None and self.min_clean < 1:
             raise ProfilerError(f"drift settings: min_clean={self.min_clean!r}, expected an integer >= 1")
-        if not self.spell_wait_s >= 0:
-            raise ProfilerError(f"drift settings: spell_wait_s={self.spell_wait_s!r}, expected a number >= 0")
         if not 0 <= self.lower_reference < 1:
             raise ProfilerError(
                 f"drift settings: lower_reference={self.lower_reference!r}, expected a number in [0, 1)"
@@ -133,16 +124,9 @@ class DriftCancelled:
     def describe(self) -> str:
         """'5.02 ms +/- 0.08 (raw 6.71 ms)', or why there is no figure."""
         if not self.clean:
-            slower = ""
-            if self.reference_ms and self.reference_now_ms > self.reference_ms:
-                slower = (
-                    f"; the reference ran {100 * (self.reference_now_ms / self.reference_ms - 1):.0f}% slower than"
-                    f" its quiet {self.reference_ms:.3f} ms: a slow spell, or a host slower than when the table"
-                    " recorded it (`tfnas calibrate` records it anew)"
-                )
             return (
                 f"no clean figure: {self.steady_rounds} of {len(self.rounds)} rounds were steady (the host's speed"
-                f" moved by more than the tolerance){slower}; raw {self.raw_ms:.3f} ms, not to be trusted"
+                f" moved by more than the tolerance around the others); raw {self.raw_ms:.3f} ms, not to be trusted"
             )
         u = f" +/- {self.uncertainty_ms:.3f}" if self.uncertainty_ms is not None else ""
         if self.cancelled_ms is None:
@@ -177,20 +161,10 @@ def median_half_width(values: Sequence[float]) -> float:
     return _Z95 * 1.2533 * 1.4826 * mad / math.sqrt(len(values))
 
 
-def _judge(r: Round, level: float, tol: float) -> Round:
+def _judge(r: Round, ref_median: float, tol: float) -> Round:
     agree = abs(r.ref_before / r.ref_after - 1.0) <= tol
-    typical = abs(r.ref / level - 1.0) <= tol
+    typical = abs(r.ref / ref_median - 1.0) <= tol
     return Round(r.ref_before, r.value, r.ref_after, agree and typical)
-
-
-def quiet_level(refs: Sequence[float], recorded_ms: float | None, settings: DriftSettings) -> tuple[float, bool]:
-    """The reference's quiet time rounds are judged against and converted with, and whether it is the recorded
-    one: the recorded time, unless the time seen now is lower by more than ``lower_reference`` (the record was
-    then taken in a spell: interference only adds time); without a record, the time seen now."""
-    seen = reference_baseline(refs)
-    if recorded_ms is not None and seen >= recorded_ms * (1.0 - settings.lower_reference):
-        return recorded_ms, True
-    return seen, False
 
 
 class _Sequencer:
@@ -218,14 +192,10 @@ def time_referenced(
     seed: int = 0,
     settings: DriftSettings | None = None,
     on_visit: Callable[[], None] | None = None,
-    reference_ms: float | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> list[list[Round]]:
     """Per candidate, its judged rounds: ``rounds`` interleaved rounds, then unsteady ones repeated (bounded).
 
-    Rounds are judged against the reference's quiet time (``quiet_level``: the recorded ``reference_ms`` when
-    given, else the median seen). Repeated rounds replace nothing: every round is kept with its judgement, so
-    a report shows the spells."""
+    Repeated rounds replace nothing: every round is kept with its judgement, so a report shows the spells."""
     if rounds < 1:
         raise ProfilerError(f"rounds={rounds!r}: expected an integer >= 1")
     settings = settings or DriftSettings()
@@ -239,30 +209,19 @@ def time_referenced(
             raw[i].append(Round(*seq.visit(timers[i])))
             if on_visit:
                 on_visit()
-    if reference_ms is None:
-        level = statistics.median(r.ref for rs in raw for r in rs)
-    else:
-        level = quiet_level([v for rs in raw for r in rs for v in (r.ref_before, r.ref_after)], reference_ms, settings)[
-            0
-        ]
-    judged = [[_judge(r, level, settings.tolerance) for r in rs] for rs in raw]
+    ref_median = statistics.median(r.ref for rs in raw for r in rs)
+    judged = [[_judge(r, ref_median, settings.tolerance) for r in rs] for rs in raw]
     budget = [settings.repeats_for(rounds)] * len(timers)
-    pause = settings.spell_wait_s / max(1, settings.repeats_for(rounds))
     while True:  # repeat unsteady rounds, interleaved, while a candidate is short of steady ones (bounded)
         todo = [i for i, rs in enumerate(judged) if budget[i] > 0 and sum(r.steady for r in rs) < rounds]
         if not todo:
             break
         rng.shuffle(todo)
-        found = False
         for i in todo:
             budget[i] -= 1
-            judged[i].append(_judge(Round(*seq.visit(timers[i])), level, settings.tolerance))
-            found = found or judged[i][-1].steady
+            judged[i].append(_judge(Round(*seq.visit(timers[i])), ref_median, settings.tolerance))
             if on_visit:
                 on_visit()
-        if not found and pause > 0:  # still in the spell: give it time to end
-            sleep(pause)
-            seq.last = None  # the next round starts with a fresh reference timing
     return judged
 
 
@@ -320,24 +279,20 @@ def measure_referenced(
     seed: int = 0,
     settings: DriftSettings | None = None,
     on_visit: Callable[[], None] | None = None,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[list[DriftCancelled], float]:
     """Per candidate its figure, and the reference's quiet time seen in this measurement (a low quantile).
 
     Without ``reference_ms`` the figures convert with that quiet time ("this measurement"): short spells
-    are repeated, but a spell spanning most of the measurement is not seen; a table's recorded time is better:
-    against it, such a spell leaves no steady round and no figure.
+    still cancel, but a spell spanning most of the measurement does not; a table's recorded time is better.
     A recorded time above the one seen now by more than ``settings.lower_reference`` was itself taken in a
     spell (interference only adds time), and the one seen now converts instead."""
     settings = settings or DriftSettings()
-    judged = time_referenced(timers, reference, protocol, rounds, seed, settings, on_visit, reference_ms, sleep)
-    refs = [v for rs in judged for r in rs for v in (r.ref_before, r.ref_after)]
-    seen = reference_baseline(refs)
-    level, recorded = quiet_level(refs, reference_ms, settings)
+    judged = time_referenced(timers, reference, protocol, rounds, seed, settings, on_visit)
+    seen = reference_baseline([v for rs in judged for r in rs for v in (r.ref_before, r.ref_after)])
     if reference_ms is None:
-        reference_source = "this measurement"
-    elif not recorded:
+        reference_ms, reference_source = seen, "this measurement"
+    elif seen < reference_ms * (1.0 - settings.lower_reference):
         reference_source = f"this measurement; the {reference_source}'s {reference_ms:.4f} ms was taken in a slow spell"
-    reference_ms = level
+        reference_ms = seen
     stat = protocol.statistic
     return [summarize(rs, rounds, reference_ms, reference_source, settings, stat) for rs in judged], seen

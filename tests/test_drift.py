@@ -47,39 +47,20 @@ def _measure(host: Host, rounds: int = 6, nets=(QUIET_NET,), settings=None, refe
     return measure_referenced(timers, host.timer(QUIET_REF), PROTOCOL, rounds, reference_ms, "table", 0, settings)
 
 
-def test_a_host_slower_within_the_noise_cancels():
-    """The host runs 6% slower throughout (drift since the table, within the tolerance): the raw figure is +6%,
-    the cancelled one quiet."""
-    figs, seen = _measure(Host(lambda s: 1.06, noise=0.01))
+def test_a_slower_host_cancels():
+    """The host runs 20% slower throughout (drift since the table): the raw figure is +20%, the cancelled one quiet."""
+    figs, seen = _measure(Host(lambda s: 1.2, noise=0.01))
     f = figs[0]
-    assert f.raw_ms == pytest.approx(1.06 * QUIET_NET, rel=0.02)
+    assert f.raw_ms == pytest.approx(1.2 * QUIET_NET, rel=0.02)
     assert f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.02) and f.clean
-    assert seen == pytest.approx(1.06 * QUIET_REF, rel=0.02)
+    assert seen == pytest.approx(1.2 * QUIET_REF, rel=0.02)
 
 
-def test_a_spell_over_the_whole_measurement_is_not_believed():
-    """A +35% spell spanning every timing: against the recorded quiet reference every round is unsteady, so
-    there is no figure (a spell slows networks more than the reference), and the message says why."""
+def test_a_spell_over_the_whole_measurement_cancels():
+    """A +35% spell spanning every timing (what a low quantile over rounds cannot reject) cancels."""
     f = _measure(Host(lambda s: 1.35, noise=0.02))[0][0]
     assert f.raw_ms > 1.3 * QUIET_NET
-    assert not f.clean and f.steady_rounds == 0 and f.reference_now_ms > 1.3 * f.reference_ms
-    assert "no clean figure" in f.describe() and "% slower than its quiet 0.500 ms" in f.describe()
-
-
-def test_a_spell_that_ends_while_the_rounds_wait_gives_the_quiet_figure():
-    """The spell covers the planned rounds and a few repeats; the measurement pauses between passes of repeats
-    (``spell_wait_s``), the spell ends, and the repeated rounds give the quiet figure."""
-    host = Host(lambda s: 1.35 if s < 16 else 1.0, noise=0.01)
-    waits = []
-    settings = DriftSettings(spell_wait_s=6.0)
-    timers = [host.timer(QUIET_NET)]
-    figs, _ = measure_referenced(
-        timers, host.timer(QUIET_REF), PROTOCOL, 6, QUIET_REF, "table", 0, settings, sleep=waits.append
-    )
-    f = figs[0]
-    assert f.raw_ms > 1.3 * QUIET_NET  # what a plain timing said
-    assert f.clean and f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.02)
-    assert waits and sum(waits) <= 6.0 + 1e-9
+    assert f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.03)
 
 
 def test_a_reference_recorded_in_a_spell_is_replaced_by_the_quiet_one_seen_now():

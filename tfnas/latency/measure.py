@@ -234,10 +234,6 @@ def measure_for_table(
     )  # fmt: skip
 
 
-# How end-to-end measurements judge and repeat rounds: as profilers.drift, and when the reference shows a spell,
-# up to 20 s of pauses for it to end (spells last seconds; a spell's figure is not believed).
-MEASURE_SETTINGS = DriftSettings(spell_wait_s=20.0)
-
 # Where a search's closed loop and closing figure time networks: a spawned process of their own (its own heap and
 # threads). Measured (benchmarks/latency/README.md, issue 24): the process that had just run the README's search timed
 # its network 3.4% slower (median over 273 alternating pairs; the small reference network 0.1%) than a fresh process
@@ -385,15 +381,7 @@ def measure_drift_cancelled(
         bar = progress_bar(total=len(archs) * rounds, desc="measure", enabled=None if progress else False, unit="run")
         try:
             return measure_referenced(
-                timers,
-                ref,
-                protocol,
-                rounds,
-                reference_ms,
-                reference_source,
-                seed,
-                settings or MEASURE_SETTINGS,
-                on_visit=bar.update,
+                timers, ref, protocol, rounds, reference_ms, reference_source, seed, settings, on_visit=bar.update
             )
         finally:
             bar.close()
@@ -438,8 +426,6 @@ def onnx_drift_cancelled(
         assert ref is not None
         bar = progress_bar(total=len(timers) * rounds, desc="measure", enabled=None if progress else False, unit="run")
         try:
-            return measure_referenced(
-                timers, ref, protocol, rounds, reference_ms, "table", seed, MEASURE_SETTINGS, bar.update
-            )
+            return measure_referenced(timers, ref, protocol, rounds, reference_ms, "table", seed, None, bar.update)
         finally:
             bar.close()
