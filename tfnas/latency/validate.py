@@ -227,8 +227,9 @@ def write_outputs(result: Validation, out_json: str | Path, plot: str | Path | N
     ax.errorbar(
         p,
         m,
-        yerr=[[mi - min(a, b) for mi, a, b in zip(m, result.pass_a_ms, result.pass_b_ms)],
-              [max(a, b) - mi for mi, a, b in zip(m, result.pass_a_ms, result.pass_b_ms)]],
+        # the drift-cancelled figure (steady rounds of both passes) can lie outside the two passes' range
+        yerr=[[max(0.0, mi - min(a, b)) for mi, a, b in zip(m, result.pass_a_ms, result.pass_b_ms)],
+              [max(0.0, max(a, b) - mi) for mi, a, b in zip(m, result.pass_a_ms, result.pass_b_ms)]],
         fmt="o", ms=4, capsize=2, label="networks (bars: pass A vs B)",
     )  # fmt: skip
     ax.set_xlabel("predicted (ms)")
