@@ -143,3 +143,14 @@ def validate_reference(source: str, ref: Any) -> dict[str, Any] | None:
     if not isinstance(ref.get("statistic"), str):
         raise ProfilerError(f"{source}: reference.statistic={ref.get('statistic')!r}; expected a statistic name")
     return dict(ref)
+
+
+def reference_record(ms: float, threads: int, backend: str, how: str, statistic: str) -> dict[str, Any]:
+    """What a table stores about the reference (its ``reference`` field): name, quiet time, statistic, threads,
+    backend, when, and how it was found."""
+    import time
+
+    return {
+        "name": REFERENCE_NAME, "ms": float(ms), "statistic": statistic, "threads": int(threads),
+        "backend": backend, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "how": how,
+    }  # fmt: skip

@@ -170,7 +170,7 @@ class _ReferenceTrack:
                 self.fn = reference_timer(get_backend(be.name, threads=be.threads), workdir)
         except (ProfilerError, TypeError):
             self.fn = None  # a backend without ONNX input (or a test double): no drift correction
-        self.protocol, self.clock = protocol, clock
+        self.protocol = protocol
         self.values: list[float] = table.meta.setdefault(REFERENCE_META, [])
         self.pending: list[dict[str, Any]] = []
         self.last: float | None = None
@@ -179,8 +179,7 @@ class _ReferenceTrack:
     def _time(self) -> float | None:
         if self.fn is None:
             return None
-        m = measure(self.fn, self.protocol) if self.clock is None else measure(self.fn, self.protocol, self.clock)
-        value = sig(m.latency_ms)
+        value = sig(measure(self.fn, self.protocol).latency_ms)
         self.values.append(value)
         for rec in self.pending:
             rec["ref_ms"] = sig((value + self.last) / 2.0) if self.last is not None else value
@@ -384,16 +383,11 @@ def _apply_reference(
         results = records.get(point_id(entry.key, entry.width))
         if results:
             table.add_measurement(entry.key, entry.width, _combine(results, protocol, baseline))
-    from profilers.reference import REFERENCE_NAME
+    from profilers.reference import reference_record
 
-    table.set_reference(
-        {
-            "name": REFERENCE_NAME, "ms": baseline, "statistic": protocol.statistic,
-            "threads": int(table.fingerprint.get("threads", 1)), "backend": str(table.meta.get("backend", "")),
-            "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "how": f"profile: low quantile of {len(table.meta.get(REFERENCE_META, []))} reference timings",
-        }
-    )  # fmt: skip
+    how = f"profile: low quantile of {len(table.meta.get(REFERENCE_META, []))} reference timings"
+    threads, backend = int(table.fingerprint.get("threads", 1)), str(table.meta.get("backend", ""))
+    table.set_reference(reference_record(baseline, threads, backend, how, protocol.statistic))
 
 
 def _noisy(table: LatencyTable, entries: list) -> list:

@@ -335,14 +335,10 @@ def table_reference_ms(table) -> float | None:
 
 
 def reference_record(ms: float, rt: Runtime, how: str, statistic: str) -> dict[str, Any]:
-    """What a table stores about the reference: its name, quiet time, statistic, threads and how it was found."""
-    import datetime
+    """``profilers.reference.reference_record`` for a runtime."""
+    from profilers.reference import reference_record as record
 
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {
-        "name": REFERENCE_NAME, "ms": float(ms), "statistic": statistic, "threads": rt.threads,
-        "backend": rt.backend, "measured": now, "how": how,
-    }  # fmt: skip
+    return record(ms, rt.threads, rt.backend, how, statistic)
 
 
 def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
