@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         "cancelled_ms": fig.cancelled_ms,
         "uncertainty_ms": fig.uncertainty_ms,
         "clean": fig.clean,
+        "reference_ms": fig.reference_ms,  # the reference's quiet time the figure converts with
+        "reference_source": fig.reference_source,
         "reference_seen_ms": seen,
         "statistic": fig.method,
         "device": current_fingerprint(args.threads, batch=args.batch, resolution=arch.resolution, precision=precision),
