@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from profilers import strict_json
 from profilers.errors import ProfilerError
 from profilers.lut import write_text_atomic
+from tfnas_base import strict_json
 
 BUNDLE_FORMAT = "tfnas.bundle"
 BUNDLE_VERSION = 2

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 
 from profilers.backends import BACKENDS
 from profilers.device import describe_device
-from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
 from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
+from tfnas_base.errors import UserError
 
 _DEFAULT = PROFILE_PROTOCOL
 
@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         print(format_info(LatencyTable.load(args.lut)))
         return 0
-    except ProfilerError as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and closed early

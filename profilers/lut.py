@@ -40,11 +40,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from profilers import strict_json
 from profilers.errors import ProfilerError
 from profilers.fingerprint import DEFAULT_MATCH_FIELDS, REQUIRED_FINGERPRINT_KEYS, current_fingerprint
 from profilers.reference import validate_reference
 from profilers.timing import Measurement
+from tfnas_base import strict_json
 
 LUT_FORMAT = "tfnas.lut"
 SCHEMA_VERSION = 2

@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from profilers.errors import ProfilerError
+from tfnas_base.errors import UserError
 
 PRECISIONS = ("fp32", "int8")
 VNNI_FEATURES = frozenset({"avx512-vnni", "avx-vnni", "amx-int8"})
@@ -278,7 +279,7 @@ def quantize_model(
                 calibrate_method=method,
                 extra_options={"ActivationSymmetric": settings.activations == "int8", "WeightSymmetric": True},
             )
-    except ProfilerError:
+    except UserError:
         raise
     except Exception as exc:  # the quantizer raises many types
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]

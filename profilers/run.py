@@ -30,16 +30,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from profilers import lock
 from profilers.backends import Backend, get_backend
 from profilers.bundle import Manifest, ManifestEntry, load_manifest
 from profilers.errors import ProfilerError
 from profilers.fingerprint import DEFAULT_MATCH_FIELDS, current_fingerprint
 from profilers.lut import LatencyTable, sig
-from profilers.progress import Progress
 from profilers.quantize import QuantJob, claim_folder, default_workers, quantize_jobs
 from profilers.timing import Clock, Measurement, TimingProtocol, measure
 from profilers.weights import materialize
+from tfnas_base import lock
+from tfnas_base.errors import UserError
+from tfnas_base.progress import Progress
 
 EntryCallback = Callable[[int, ManifestEntry, Measurement], None]
 PASSES_META = "passes"
@@ -72,7 +73,7 @@ def _open_table(
     if resume and out.exists():
         try:
             table = LatencyTable.load(out)
-        except ProfilerError as exc:
+        except UserError as exc:
             raise ProfilerError(f"cannot resume from {out}: {exc}; use --no-resume to start over") from None
         problems = []
         if table.space != manifest.space:
@@ -168,7 +169,7 @@ class _ReferenceTrack:
         try:  # the reference runs in fp32 with the table's threads, on the same runtime (not on a fake clock)
             if clock is None:
                 self.fn = reference_timer(get_backend(be.name, threads=be.threads), workdir)
-        except (ProfilerError, TypeError):
+        except (UserError, TypeError):
             self.fn = None  # a backend without ONNX input (or a test double): no drift correction
         self.protocol = protocol
         self.values: list[float] = table.meta.setdefault(REFERENCE_META, [])
@@ -245,7 +246,7 @@ def _prepare(
         if graph != entry.path:
             graph.unlink()
         return fn
-    except ProfilerError as exc:
+    except UserError as exc:
         raise ProfilerError(
             f"{exc}\n  (bundle entry {i}: key {entry.key!r}, width {entry.width}, file {entry.file}); "
             f"the {table.n_points()} points measured so far are saved in {out}"
@@ -322,7 +323,7 @@ def profile_bundle(
     ``save_every`` entries or ``save_interval_s`` seconds, whichever comes first, and on any
     exit (exception, Ctrl-C); ``on_entry`` is called after each measured entry (tests use it
     to inject interruptions). A second process profiling into the same ``out_path`` is refused
-    (``profilers.lock``). Every value is drift-cancelled against the reference network timed between the
+    (``tfnas_base.lock``). Every value is drift-cancelled against the reference network timed between the
     graphs, and (``retime_noisy``) noisy points are timed again, bounded in time, while their count falls.
     """
     with lock.exclusive(table_lock(out_path), f"latency table {out_path}"):

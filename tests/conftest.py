@@ -25,7 +25,7 @@ def tiny_space_dict() -> dict:
 
 @pytest.fixture
 def tiny_space():
-    from tfnas.spaces.mbv2 import space_from_dict
+    from tfnas.mbv2.space import space_from_dict
 
     return space_from_dict(TINY_SPACE, "tiny.yaml")
 
@@ -34,7 +34,7 @@ def tiny_space():
 def files(tiny_space, tiny_space_dict, tmp_path):
     """A tiny space file, a uniform architecture of it and a synthetic table (CLI journeys)."""
     from tests.test_latency_table import make_table
-    from tfnas.arch import Architecture
+    from tfnas.mbv2.arch import Architecture
 
     space_yaml = tmp_path / "tiny.yaml"
     space_yaml.write_text(yaml.safe_dump(tiny_space_dict))

@@ -8,10 +8,10 @@ import random
 import pytest
 import torch
 
-from tfnas.arch import Architecture, LayerChoice, load_arch
 from tfnas.errors import ConfigError
-from tfnas.models.mbv2_net import build_model
-from tfnas.ops.mbconv import InvertedResidual
+from tfnas.mbv2.arch import Architecture, LayerChoice, load_arch
+from tfnas.mbv2.net import build_model
+from tfnas.mbv2.ops import InvertedResidual
 from tfnas.utils.flops import count_macs, count_params
 
 

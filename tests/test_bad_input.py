@@ -12,9 +12,9 @@ import yaml
 
 from profilers.errors import ProfilerError
 from tests.test_search_tfnas import _target, tiny_config
-from tfnas.arch import Architecture, load_arch
 from tfnas.cli import main
 from tfnas.errors import ConfigError
+from tfnas.mbv2.arch import Architecture, load_arch
 
 
 @pytest.fixture
@@ -185,8 +185,8 @@ def test_export_out_onto_a_folder(tmp_path, tiny_space, capsys):
 
 
 def test_export_weights_of_another_class_count(tmp_path, tiny_space, capsys, monkeypatch):
-    from tfnas.models.mbv2_net import build_model
-    from tfnas.spaces import mbv2
+    from tfnas.mbv2 import space as mbv2
+    from tfnas.mbv2.net import build_model
     from tfnas.utils.checkpoint import save_checkpoint
 
     (tmp_path / "spaces").mkdir()
@@ -211,7 +211,7 @@ def test_export_weights_of_another_class_count(tmp_path, tiny_space, capsys, mon
 
 # ---- feedback a user notices ---------------------------------------------------------------------------------
 def test_progress_without_a_terminal_prints_plain_lines(capsys):
-    from profilers.progress import progress
+    from tfnas_base.progress import progress
 
     bar = progress(range(5), total=5, desc="search 1/3")  # stderr is captured: not a terminal
     bar.every_s = 0.0

@@ -15,12 +15,12 @@ import yaml
 
 from tests.conftest import TINY_SPACE
 from tests.test_search_tfnas import _target, tiny_config
-from tfnas.arch import load_arch
 from tfnas.data import evaluation_loader
 from tfnas.errors import ConfigError, TfnasError
-from tfnas.search.inherit import inherited_accuracy, is_search_run, kendall_tau, load_supernet
-from tfnas.search.searcher import TFNASSearch
-from tfnas.spaces.mbv2 import space_from_dict
+from tfnas.mbv2.arch import load_arch
+from tfnas.mbv2.search.inherit import inherited_accuracy, is_search_run, kendall_tau, load_supernet
+from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.space import space_from_dict
 
 
 # ---- Kendall tau-b --------------------------------------------------------------------------------------------
@@ -107,7 +107,9 @@ def test_compare_cli_reports_inherited_accuracy_and_tau(search_run, tmp_path, ca
     from tfnas.cli import main
 
     standalone = {"run": 0.5, "random_00": 0.3, "random_01": 0.4, "uniform_k3_e3": 0.2}
-    monkeypatch.setattr("tfnas.search.compare._train_one", lambda name, *a: {"test_acc": standalone[name], "params": 1})
+    monkeypatch.setattr(
+        "tfnas.mbv2.search.compare._train_one", lambda name, *a: {"test_acc": standalone[name], "params": 1}
+    )
     cfg = tmp_path / "compare.yaml"
     cfg.write_text(yaml.safe_dump({"num_samples": 32, "batch_size": 16, "uniform": ["k3_e3"]}))
     out = tmp_path / "cmp"
@@ -136,7 +138,7 @@ def test_compare_cli_reports_inherited_accuracy_and_tau(search_run, tmp_path, ca
     def no_reload(*a, **k):
         raise AssertionError("the supernet was loaded again")
 
-    monkeypatch.setattr("tfnas.search.compare.load_supernet", no_reload)
+    monkeypatch.setattr("tfnas.mbv2.search.compare.load_supernet", no_reload)
     assert main(argv) == 0
     assert json.loads((out / "results.json").read_text())["networks"] == nets
     assert "supernet ranking" in capsys.readouterr().out
@@ -152,7 +154,7 @@ def test_compare_cli_reports_inherited_accuracy_and_tau(search_run, tmp_path, ca
 def test_tfnas_train_init_from_starts_at_the_supernets_slice(search_run, tmp_path):
     """``tfnas train ARCH --init-from RUN``: the derived network starts as its slice of the supernet."""
     from tfnas.cli import main
-    from tfnas.search.inherit import slice_network
+    from tfnas.mbv2.search.inherit import slice_network
 
     model, cfg, data = load_supernet(search_run, device="cpu")
     arch = load_arch(search_run / "arch.json", model.space)

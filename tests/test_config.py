@@ -10,8 +10,8 @@ import yaml
 from tfnas.config import load_file
 from tfnas.darts.config import DartsSearchConfig, DartsTrainConfig, resolve_search_config
 from tfnas.errors import ConfigError
-from tfnas.search.config import load_config
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.search.config import load_config
+from tfnas.mbv2.space import MBV2Space
 from tfnas.utils.io import read_json, read_yaml, repo_root
 
 CONFIGS = repo_root() / "configs"
@@ -60,7 +60,7 @@ def test_every_shipped_search_config_is_valid_and_fully_used(path):
 
 @pytest.mark.parametrize("path", SPACE_FILES, ids=lambda p: p.stem)
 def test_every_shipped_space_is_valid(path):
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.space import load_space
 
     raw = json.loads(json.dumps(read_yaml(path)))  # JSON keys, as the saved form has them
     _assert_every_key_is_used(raw, load_file(path, MBV2Space, "space").to_dict(), path.name)
@@ -68,7 +68,7 @@ def test_every_shipped_space_is_valid(path):
 
 
 def test_shipped_darts_spaces_file_is_valid():
-    from tfnas.spaces.darts import available_cell_spaces, spaces_file
+    from tfnas.darts.space import available_cell_spaces, spaces_file
 
     assert available_cell_spaces() == ["s0", "s0_no_none", "s1", "s2", "s3", "s4"]
     assert "_about" in read_json(spaces_file())
@@ -126,7 +126,7 @@ def test_darts_config_probes(tmp_path, sections, expected):
     ],
 )
 def test_space_yaml_nested_keys_are_checked(tmp_path, tiny_space_dict, mutate, expected):
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.space import load_space
 
     mutate(tiny_space_dict)
     path = tmp_path / "tiny.yaml"

@@ -8,8 +8,8 @@ import torch
 from tfnas.darts.latency import deploy_positions
 from tfnas.darts.network import build_eval_net
 from tfnas.darts.shapes import DeployShape, SupernetSection
+from tfnas.darts.space import NUM_EDGES, cell_plan, get_genotype, load_cell_space
 from tfnas.darts.supernet import DartsSupernet, SupernetStructure
-from tfnas.spaces.darts import NUM_EDGES, cell_plan, get_genotype, load_cell_space
 
 
 def _seen(model: torch.nn.Module, x: torch.Tensor, edges: str) -> tuple[list[tuple], list[list[int]]]:

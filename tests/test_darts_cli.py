@@ -9,7 +9,7 @@ import torch
 
 from tfnas.cli import main
 from tfnas.darts.search import DartsSearch
-from tfnas.spaces.darts import get_genotype, load_genotype
+from tfnas.darts.space import get_genotype, load_genotype
 from tfnas.utils.io import read_yaml, repo_root
 
 TINY = {
@@ -109,8 +109,8 @@ def _expected_latency_by_hand(weights: dict, lat: dict) -> float:
     from profilers.lut import LatencyTable
     from tfnas.darts.latency import deploy_positions, fixed_parts, op_key
     from tfnas.darts.shapes import DeployShape
+    from tfnas.darts.space import cell_edges, load_cell_space
     from tfnas.resources import find_table
-    from tfnas.spaces.darts import cell_edges, load_cell_space
 
     table = LatencyTable.load(find_table(lat["table"]))
     shape = DeployShape(**lat["deploy"])

@@ -8,8 +8,8 @@ import torch
 from tfnas.darts.derive import derive_cell, derive_from_weights, derive_genotype
 from tfnas.darts.draw import plot_genotype
 from tfnas.darts.shapes import SupernetSection
+from tfnas.darts.space import DARTS_OPS, NUM_EDGES, PUBLISHED, load_cell_space
 from tfnas.darts.supernet import DartsSupernet, SupernetStructure
-from tfnas.spaces.darts import DARTS_OPS, NUM_EDGES, PUBLISHED, load_cell_space
 
 S0 = load_cell_space("s0")
 IDX = {op: i for i, op in enumerate(DARTS_OPS)}

@@ -14,7 +14,7 @@ from tfnas.darts.derive import derive_cell, derive_cell_threshold, derive_genoty
 from tfnas.darts.methods import AdversarialPerturbation, RandomSmoothing, build_method, project_rows
 from tfnas.darts.network import build_eval_net, count_params_without_aux
 from tfnas.darts.search import DartsSearch, build_search_model
-from tfnas.spaces.darts import NUM_EDGES, CellGenotype, Genotype, genotype_from_dict, get_genotype, load_cell_space
+from tfnas.darts.space import NUM_EDGES, CellGenotype, Genotype, genotype_from_dict, get_genotype, load_cell_space
 from tfnas.utils.flops import count_macs
 from tfnas.utils.io import read_yaml, repo_root
 

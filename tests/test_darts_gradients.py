@@ -10,8 +10,8 @@ from tfnas.darts.architect import VirtualStep, unrolled_arch_grads
 from tfnas.darts.hessian import EigenStopRule, dominant_eigenvalue, max_eigenvalue, supernet_val_eigenvalue
 from tfnas.darts.methods import build_method
 from tfnas.darts.shapes import SupernetSection
+from tfnas.darts.space import load_cell_space
 from tfnas.darts.supernet import DartsSupernet
-from tfnas.spaces.darts import load_cell_space
 
 
 def tiny(space: str = "s2", seed: int = 0) -> DartsSupernet:

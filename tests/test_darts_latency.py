@@ -15,8 +15,8 @@ from tfnas.darts.latency import (
     write_darts_bundle,
 )
 from tfnas.darts.shapes import DeployShape, SupernetSection
+from tfnas.darts.space import load_cell_space
 from tfnas.darts.supernet import DartsSupernet
-from tfnas.spaces.darts import load_cell_space
 
 COST = {"sep_conv_3x3": 2.0, "sep_conv_5x5": 3.0, "dil_conv_3x3": 1.5, "dil_conv_5x5": 2.5,
         "max_pool_3x3": 0.2, "avg_pool_3x3": 0.2, "skip_connect": 0.05}  # fmt: skip
@@ -123,7 +123,7 @@ def test_bundle_profiles_into_a_table_the_loss_accepts(tmp_path):
 
 def test_genotype_latency_counts_kept_edges():
     from tfnas.darts.latency import genotype_latency
-    from tfnas.spaces.darts import CellGenotype, Genotype
+    from tfnas.darts.space import CellGenotype, Genotype
 
     shape = DeployShape(C=8, num_cells=5, resolution=16)
     normal = CellGenotype(tuple(("sep_conv_3x3", i % 2) for i in range(8)))
@@ -146,7 +146,7 @@ def test_darts_calibration_fits_measured_eval_nets_and_prediction_applies_it():
 
     from tfnas.darts.calibrate import calibrate_darts
     from tfnas.darts.latency import genotype_latency, genotype_sum
-    from tfnas.spaces.darts import random_genotype
+    from tfnas.darts.space import random_genotype
 
     space = load_cell_space("s0")
     shape = DeployShape(C=4, num_cells=3, resolution=8)
@@ -182,7 +182,7 @@ def test_fair_darts_cells_that_concatenate_fewer_nodes_read_their_narrower_prepr
 
     from tfnas.darts.latency import genotype_sum
     from tfnas.darts.network import build_eval_net
-    from tfnas.spaces.darts import CellGenotype, Genotype
+    from tfnas.darts.space import CellGenotype, Genotype
 
     shape = DeployShape(C=4, num_cells=3, resolution=8)
     # node 5 has no inputs: the normal cell concatenates nodes 2, 3, 4 only

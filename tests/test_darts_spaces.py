@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from tfnas.darts.network import build_eval_net, count_params_without_aux
-from tfnas.errors import ConfigError
-from tfnas.spaces.darts import (
+from tfnas.darts.space import (
     NUM_EDGES,
     PUBLISHED,
     CellGenotype,
@@ -24,6 +23,7 @@ from tfnas.spaces.darts import (
     reduction_indices,
     stage_of,
 )
+from tfnas.errors import ConfigError
 from tfnas.utils.io import repo_root
 
 REFERENCE = Path("/work/shared/reference/darts_search_spaces.json")

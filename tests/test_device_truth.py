@@ -128,7 +128,7 @@ def test_measure_and_calibrate_refuse_a_foreign_table_and_the_flag_overrides(
         require_this_device(table, "measuring")
     assert require_this_device(table, "measuring", allow_foreign=True).identity
     arch = tmp_path / "arch.json"
-    from tfnas.arch import Architecture
+    from tfnas.mbv2.arch import Architecture
 
     doc = Architecture.uniform(tiny_space, "k3_e6_se").to_dict()
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny_space_dict))
@@ -260,7 +260,7 @@ def test_calibrate_never_rewrites_the_users_table_unasked_and_keeps_the_previous
 def test_the_closed_measured_loop_refuses_a_table_of_another_device(tiny_space, tmp_path):
     """search.measure_final re-aims on timings of this machine: with a foreign table it would chase the wrong device."""
     from tests.test_search_tfnas import tiny_config
-    from tfnas.search.searcher import TFNASSearch
+    from tfnas.mbv2.search.searcher import TFNASSearch
 
     cfg = tiny_config(tmp_path, tiny_space, measure_final=True)
     cfg["target_ms"] = 1.0  # feasible (0.29 .. 3.55 ms): an infeasible one is reported first

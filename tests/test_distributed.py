@@ -107,7 +107,7 @@ def _train_worker(rank: int, world_size: int, port: int, arch_path: str, out: st
         MASTER_PORT=str(port),
     )  # fmt: skip
     torch.set_num_threads(1)
-    from tfnas.arch import load_arch
+    from tfnas.mbv2.arch import load_arch
     from tfnas.train.common import RunLoop
     from tfnas.train.loop import TrainConfig, train_derived
 
@@ -131,8 +131,8 @@ def test_two_process_training_resumes_to_the_uninterrupted_weights(tmp_path):
     """Only rank 0 writes the checkpoint, yet every rank continues with the random draws it would have made."""
     import torch.multiprocessing as mp
 
-    from tfnas.arch import Architecture
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.arch import Architecture
+    from tfnas.mbv2.space import load_space
     from tfnas.utils.checkpoint import load_checkpoint
 
     arch_path = tmp_path / "arch.json"

@@ -10,13 +10,13 @@ import timm
 import torch
 import yaml
 
-from tfnas.arch import Architecture
 from tfnas.cli import main
+from tfnas.mbv2.arch import Architecture
 
 
 @pytest.fixture
 def arch_file(tmp_path, tiny_space_dict, monkeypatch):
-    from tfnas.spaces import mbv2
+    from tfnas.mbv2 import space as mbv2
 
     (tmp_path / "spaces").mkdir()
     (tmp_path / "spaces" / "tiny.yaml").write_text(yaml.safe_dump(tiny_space_dict))
@@ -80,8 +80,8 @@ def test_timm_entry_point_passes_on_or_rejects_what_train_py_gives(arch_file):
 def test_export_takes_trained_weights_and_names_a_mismatch(arch_file, tmp_path, capsys):
     from onnx import numpy_helper
 
-    from tfnas.arch import load_arch
-    from tfnas.models.mbv2_net import build_model
+    from tfnas.mbv2.arch import load_arch
+    from tfnas.mbv2.net import build_model
     from tfnas.utils.checkpoint import save_checkpoint
 
     arch = load_arch(arch_file)

@@ -76,7 +76,7 @@ def test_held_out_split_is_class_sorted_but_evaluation_batches_mix_classes(sorte
 
 def _tfnas_search(tmp_path, tiny_space, folder):
     from tests.test_search_tfnas import _target, tiny_config
-    from tfnas.search.searcher import TFNASSearch
+    from tfnas.mbv2.search.searcher import TFNASSearch
 
     cfg = tiny_config(tmp_path, tiny_space)
     cfg["data"].update(source=str(folder), held_out_fraction=0.5)

@@ -18,10 +18,13 @@ import pytest
 
 from profilers.device import compare
 from profilers.lut import LatencyTable
-from tfnas.arch import Architecture, LayerChoice
 from tfnas.cli import main
-from tfnas.errors import LatencyTableError, ProfilerError
-from tfnas.latency.official import (
+from tfnas.errors import LatencyTableError, UserError
+from tfnas.latency.predict import predict
+from tfnas.latency.table import device_match, load_table, require_this_device
+from tfnas.mbv2.arch import Architecture, LayerChoice
+from tfnas.mbv2.keys import arch_entries, fixed_signatures, layer_signature
+from tfnas.mbv2.official import (
     DEVICES,
     convert,
     import_official,
@@ -30,10 +33,7 @@ from tfnas.latency.official import (
     read_official,
     split_base,
 )
-from tfnas.latency.predict import predict
-from tfnas.latency.signatures import arch_entries, fixed_signatures, layer_signature
-from tfnas.latency.table import device_match, load_table, require_this_device
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_TABLE = ROOT / "latency_tables" / "tfnas_imagenet-official-titanrtx-b32-224.json"
@@ -191,7 +191,7 @@ def test_missing_and_extra_keys_are_listed(space, tmp_path, capsys):
 
 
 def space_layer_signatures(space):
-    from tfnas.latency.signatures import space_signatures
+    from tfnas.mbv2.keys import space_signatures
 
     return [s for s in space_signatures(space, 224) if s.width_range is not None]
 
@@ -279,7 +279,7 @@ def test_bad_files_are_refused_with_clear_errors(tmp_path, capsys):
     # the CLI prints them without a traceback (the one error root)
     rc, _, err = run_cli(capsys, "import-lut", tmp_path / "list.pkl", "--out", tmp_path / "x.json")
     assert rc == 2 and err.startswith("tfnas import-lut: error: ") and "Traceback" not in err
-    assert issubclass(LatencyTableError, ProfilerError)
+    assert issubclass(LatencyTableError, UserError)
 
 
 # ---- the shipped tables -----------------------------------------------------------------------------------------
@@ -349,8 +349,8 @@ def test_shipped_tables_are_foreign_here_predict_accepts_them(space, arch_file, 
 
 
 def test_search_accepts_the_gpu_table_but_not_measure_final(space, tmp_path):
-    from tfnas.search.config import resolve_config
-    from tfnas.search.searcher import TFNASSearch, build_latency_model
+    from tfnas.mbv2.search.config import resolve_config
+    from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
 
     cfg = {"space": "tfnas_imagenet", "lut": str(GPU_TABLE), "target_ms": 15.0}
     lat = build_latency_model(resolve_config(cfg), space)

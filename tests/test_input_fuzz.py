@@ -102,14 +102,14 @@ def check_loader(tmp_path: Path, doc: dict, load: Callable[[Path], object], suff
 
 
 def test_arch_files(tmp_path, tiny_space):
-    from tfnas.arch import Architecture, load_arch
+    from tfnas.mbv2.arch import Architecture, load_arch
 
     doc = Architecture.uniform(tiny_space, "k3_e3").to_dict()
     assert check_loader(tmp_path, doc, lambda p: load_arch(p, tiny_space), ".json", 1) > N // 2
 
 
 def test_search_configs(tmp_path):
-    from tfnas.search.config import load_config
+    from tfnas.mbv2.search.config import load_config
 
     doc = read_yaml(repo_root() / "configs" / "search" / "tfnas_cpu_demo.yaml")
     assert check_loader(tmp_path, doc, load_config, ".yaml", 2) > N // 2
@@ -127,7 +127,7 @@ def test_darts_configs(tmp_path):
 
 
 def test_genotype_files(tmp_path):
-    from tfnas.spaces.darts import PUBLISHED, load_genotype
+    from tfnas.darts.space import PUBLISHED, load_genotype
 
     for i, name in enumerate(("DARTS_V2", "PDARTS")):
         doc = PUBLISHED[name].to_dict()
@@ -135,7 +135,7 @@ def test_genotype_files(tmp_path):
 
 
 def test_space_files(tmp_path, tiny_space_dict):
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.space import load_space
 
     assert check_loader(tmp_path, tiny_space_dict, load_space, ".yaml", 3) > N // 2
 

@@ -19,9 +19,9 @@ from profilers.quantize import (
     quantized_summary,
 )
 from tests.test_latency_table import make_table
-from tfnas.arch import Architecture
 from tfnas.cli import main
 from tfnas.errors import LatencyTableError
+from tfnas.mbv2.arch import Architecture
 
 
 def as_int8(table):
@@ -63,7 +63,7 @@ def tiny_bundle(tiny_space, tmp_path):
 
 
 def _sigs(space):
-    from tfnas.latency.signatures import space_signatures
+    from tfnas.mbv2.keys import space_signatures
 
     return space_signatures(space, 32)
 
@@ -157,8 +157,8 @@ def test_lut_auto_with_int8_never_takes_an_fp32_table(tiny_space, tmp_path):
 def test_a_table_of_another_precision_is_refused_where_a_precision_is_asked(tiny_space, tmp_path):
     from tests.test_search_tfnas import tiny_config
     from tfnas.latency.table import load_table
-    from tfnas.search.config import resolve_config
-    from tfnas.search.searcher import build_latency_model
+    from tfnas.mbv2.search.config import resolve_config
+    from tfnas.mbv2.search.searcher import build_latency_model
 
     path = make_table(tiny_space).save(tmp_path / "fp32.json")
     with pytest.raises(LatencyTableError, match="holds fp32 latencies, but int8"):

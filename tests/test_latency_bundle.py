@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from profilers.bundle import load_manifest
-from tfnas.arch import Architecture
 from tfnas.latency.bundle import export_graph, graph_name, write_bundle
-from tfnas.latency.signatures import arch_entries, build_signature_module, space_signatures
 from tfnas.latency.table import WidthGrid
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.keys import arch_entries, build_signature_module, space_signatures
 
 GRID = WidthGrid("sparse", align=4, block=16, intervals=2)
 
@@ -20,7 +20,7 @@ GRID = WidthGrid("sparse", align=4, block=16, intervals=2)
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     from tests.conftest import TINY_SPACE
-    from tfnas.spaces.mbv2 import space_from_dict
+    from tfnas.mbv2.space import space_from_dict
 
     space = space_from_dict(TINY_SPACE, "tiny.yaml")
     out = write_bundle(space, tmp_path_factory.mktemp("bundle"), batch=1, grid=GRID, progress=False)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from profilers.timing import TimingProtocol
-from tfnas.arch import Architecture
 from tfnas.errors import TfnasError
 from tfnas.latency.measure import measure_arch
+from tfnas.mbv2.arch import Architecture
 
 TINY = TimingProtocol(warmup=1, min_repeats=3, max_repeats=10, floor_repeats=2, max_time_s=0.2, check_every=1)
 

@@ -7,12 +7,12 @@ import random
 import pytest
 
 from tests.test_latency_table import make_table, synthetic_latency
-from tfnas.arch import Architecture
 from tfnas.errors import LatencyTableError
 from tfnas.latency.calibrate import calibrate, fit_affine, fit_calibration
 from tfnas.latency.predict import feasible_range, predict, predict_breakdown
-from tfnas.latency.signatures import arch_entries, arch_mweights, build_signature_module, layer_signature, layer_weights
 from tfnas.latency.table import Lookup
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.keys import arch_entries, arch_mweights, build_signature_module, layer_signature, layer_weights
 
 
 def test_predict_is_the_sum_of_entries(tiny_space):
@@ -130,8 +130,8 @@ def test_weight_term_falls_back_to_affine_when_it_would_reward_weights():
 
 def test_weight_streaming_is_charged_on_the_padded_width(tiny_space):
     """ORT pads an aligned width to its SIMD block: up to the block boundary a layer is free, past it not."""
-    from tfnas.search.elastic import grow_free
-    from tfnas.search.latency import LatencyModel
+    from tfnas.mbv2.search.elastic import grow_free
+    from tfnas.mbv2.search.latency import LatencyModel
 
     table = make_table(tiny_space)  # sparse grid: align 4, block 16
     table.calibration = {"scale": 1.0, "offset_ms": 0.0, "ms_per_mweight": 5.0}

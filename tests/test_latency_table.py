@@ -7,12 +7,12 @@ import math
 
 import pytest
 
-from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
-from tfnas.latency.signatures import space_signatures
 from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, load_table, make_grid, table_grid
+from tfnas.mbv2.keys import space_signatures
+from tfnas_base.errors import UserError
 
 GRID = WidthGrid("sparse", align=4, block=16, intervals=4)
 
@@ -130,15 +130,15 @@ def test_corrupted_and_truncated_tables(tmp_path, lut_path):
     text = lut_path.read_text()
     bad = tmp_path / "truncated.json"
     bad.write_text(text[: len(text) // 2])
-    with pytest.raises(ProfilerError, match="not valid JSON"):  # the root of every user error
+    with pytest.raises(UserError, match="not valid JSON"):  # the root of every user error
         load_table(bad)
     doc = json.loads(text)
     first = next(iter(doc["entries"]))
     doc["entries"][first]["latency_ms"][0] = -1
     bad.write_text(json.dumps(doc))
-    with pytest.raises(ProfilerError, match="latency_ms"):
+    with pytest.raises(UserError, match="latency_ms"):
         load_table(bad)
-    with pytest.raises(ProfilerError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         load_table(tmp_path / "nope.json")
 
 
@@ -154,7 +154,7 @@ def test_fingerprint_mismatch_warns_naming_fields(tiny_space, tmp_path, recwarn)
 
 def test_searches_and_validations_on_an_int8_table_derive_multiples_of_16(tiny_space):
     from tfnas.latency.calibrate import sample_archs
-    from tfnas.search.latency import LatencyModel
+    from tfnas.mbv2.search.latency import LatencyModel
 
     table = make_table(tiny_space, grid=make_grid("sparse", "int8"))
     align = table_grid(table).align

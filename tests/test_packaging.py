@@ -30,7 +30,7 @@ from tfnas import __version__
 from tfnas.errors import ConfigError, LatencyTableError
 
 ROOT = Path(__file__).resolve().parents[1]
-BUILD_INPUTS = ("pyproject.toml", "README.md", "tfnas", "profilers", "configs", "latency_tables")
+BUILD_INPUTS = ("pyproject.toml", "README.md", "tfnas", "tfnas_base", "profilers", "configs", "latency_tables")
 CIFAR_TABLE = "tfnas_cifar-ort-cpu-avx512-1t-b1-32"
 
 
@@ -49,7 +49,7 @@ def test_pyproject_lists_every_code_package() -> None:
     tomllib = pytest.importorskip("tomllib")
     cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(cfg["packages"])
-    code = _code_packages("tfnas") | _code_packages("profilers")
+    code = _code_packages("tfnas") | _code_packages("tfnas_base") | _code_packages("profilers")
     assert code - listed == set(), "add these packages to [tool.setuptools] packages in pyproject.toml"
     shipped = {p for p in listed if p.startswith("tfnas._shipped.")}
     assert listed - code == shipped
@@ -193,7 +193,7 @@ def test_wheel_installed_elsewhere_runs_space_predict_and_a_tiny_search(wheel, t
         [
             str(python),
             "-c",
-            "import json; from tfnas.arch import Architecture; from tfnas.spaces.mbv2 import load_space;"
+            "import json; from tfnas.mbv2.arch import Architecture; from tfnas.mbv2.space import load_space;"
             "json.dump(Architecture.uniform(load_space('tfnas_cifar'), 'k3_e3').to_dict(), open('arch.json', 'w'))",
         ],
         work,
@@ -228,9 +228,7 @@ def test_wheel_installed_elsewhere_runs_space_predict_and_a_tiny_search(wheel, t
     assert bad.returncode == 2 and "infeasible for space 'tfnas_cifar'" in bad.stderr, bad.stderr
     bad = _run([tfnas, "darts", "search", "--config", "nope"], work, ok=False)
     assert bad.returncode == 2 and "darts_1st" in bad.stderr, bad.stderr
-    out = _run(
-        [str(python), "-c", "from tfnas.spaces.darts import available_cell_spaces as a; print(a())"], work
-    ).stdout
+    out = _run([str(python), "-c", "from tfnas.darts.space import available_cell_spaces as a; print(a())"], work).stdout
     assert "'s0'" in out and "'s4'" in out
 
 

@@ -240,7 +240,7 @@ def test_progress_without_tqdm(monkeypatch: pytest.MonkeyPatch) -> None:
     import io
     import sys
 
-    from profilers.progress import Progress
+    from tfnas_base.progress import Progress
 
     monkeypatch.setitem(sys.modules, "tqdm", None)  # makes `from tqdm import tqdm` fail
     stream = io.StringIO()

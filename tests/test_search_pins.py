@@ -15,10 +15,10 @@ import yaml
 from tests.conftest import TINY_SPACE
 from tests.test_data import _fake_cifar_arrays, _write_bin
 from tests.test_search_tfnas import synthetic_table
-from tfnas.search import searcher as searcher_module
-from tfnas.search.config import DEFAULTS, resolve_config
-from tfnas.search.elastic import ELASTIC_RULES, ElasticRule
-from tfnas.search.searcher import TFNASSearch, build_latency_model
+from tfnas.mbv2.search import searcher as searcher_module
+from tfnas.mbv2.search.config import DEFAULTS, resolve_config
+from tfnas.mbv2.search.elastic import ELASTIC_RULES, ElasticRule
+from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
 
 
 def _raw_config(tmp_path, tiny_space, search=None, data=None, unstated=()) -> dict:

@@ -16,10 +16,10 @@ from torch import nn
 
 from tests.test_data import _fake_cifar_arrays, _write_bin
 from tests.test_search_tfnas import synthetic_table, tiny_config
-from tfnas.search.config import DEFAULTS
-from tfnas.search.elastic import ELASTIC_RULES, keep_order, scale_widths_official
-from tfnas.search.searcher import TFNASSearch
-from tfnas.search.supernet import TFNASSupernet
+from tfnas.mbv2.search.config import DEFAULTS
+from tfnas.mbv2.search.elastic import ELASTIC_RULES, keep_order, scale_widths_official
+from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.search.supernet import TFNASSupernet
 from tfnas.utils.io import read_yaml, repo_root
 
 
@@ -222,9 +222,9 @@ def test_quality_benchmark_quick_mode_draws_first_trains_all_and_resumes(tmp_pat
 
 
 def test_random_architectures_depend_on_the_seed_only(tiny_space):
-    from tfnas.arch import Architecture
-    from tfnas.search.compare import CompareConfig, _choice, draw_entries
-    from tfnas.search.latency import LatencyModel
+    from tfnas.mbv2.arch import Architecture
+    from tfnas.mbv2.search.compare import CompareConfig, _choice, draw_entries
+    from tfnas.mbv2.search.latency import LatencyModel
 
     lat = LatencyModel(tiny_space, synthetic_table(tiny_space))
     searched = [("s", "searched", Architecture.uniform(tiny_space, "k3_e3"))]

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from tests.test_search_tfnas import _target, tiny_config
-from tfnas.search.config import DEFAULTS
-from tfnas.search.elastic import apply_widths, keep_order
-from tfnas.search.searcher import TFNASSearch
-from tfnas.search.shared_ops import SharedMixedLayer
-from tfnas.search.supernet import TFNASSupernet
+from tfnas.mbv2.search.config import DEFAULTS
+from tfnas.mbv2.search.elastic import apply_widths, keep_order
+from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.search.shared_ops import SharedMixedLayer
+from tfnas.mbv2.search.supernet import TFNASSupernet
 
 
 def _paths_agree(model: TFNASSupernet, x: torch.Tensor) -> float:
@@ -152,9 +152,9 @@ def test_slice_of_the_supernet_is_the_architecture_at_its_widths_and_depths(tiny
 
 @pytest.mark.parametrize("op_weights", ["shared", "independent"])
 def test_derived_network_can_start_from_its_slice_of_the_supernet(tiny_space, op_weights):
-    from tfnas.arch import Architecture
     from tfnas.errors import ConfigError
-    from tfnas.search.inherit import arch_choice, slice_network
+    from tfnas.mbv2.arch import Architecture
+    from tfnas.mbv2.search.inherit import arch_choice, slice_network
 
     torch.manual_seed(0)
     model = TFNASSupernet(tiny_space, 4, op_weights=op_weights, aligned_start=False)

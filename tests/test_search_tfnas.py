@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from profilers.lut import LatencyTable
-from tfnas.arch import Architecture, load_arch
 from tfnas.errors import ConfigError
 from tfnas.latency.predict import predict
-from tfnas.latency.signatures import space_signatures
-from tfnas.search.config import resolve_config
-from tfnas.search.elastic import (
+from tfnas.mbv2.arch import Architecture, load_arch
+from tfnas.mbv2.keys import space_signatures
+from tfnas.mbv2.search.config import resolve_config
+from tfnas.mbv2.search.elastic import (
     _reach,
     apply_widths,
     derive_choice,
@@ -24,10 +24,10 @@ from tfnas.search.elastic import (
     keep_order,
     scale_widths,
 )
-from tfnas.search.latency import LatencyModel
-from tfnas.search.sampling import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
-from tfnas.search.searcher import TFNASSearch, check_target
-from tfnas.search.supernet import TFNASSupernet
+from tfnas.mbv2.search.latency import LatencyModel
+from tfnas.mbv2.search.sampling import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
+from tfnas.mbv2.search.searcher import TFNASSearch, check_target
+from tfnas.mbv2.search.supernet import TFNASSupernet
 
 FINGERPRINT = {
     "cpu_model": "synthetic",
@@ -293,7 +293,7 @@ def tiny_config(tmp_path, tiny_space, **search):
 
 
 def _target(cfg, tiny_space, frac):
-    from tfnas.search.searcher import build_latency_model
+    from tfnas.mbv2.search.searcher import build_latency_model
 
     fast, slow = build_latency_model(resolve_config(cfg), tiny_space).feasible_range()
     return fast + frac * (slow - fast)
@@ -340,7 +340,7 @@ def test_resume_gives_the_same_result_as_uninterrupted(tmp_path, tiny_space, op_
     cfg["target_ms"] = _target(cfg, tiny_space, 0.3)
     full = TFNASSearch(cfg, tmp_path / "full").run()
 
-    from tfnas.search.searcher import SearchInterrupted
+    from tfnas.mbv2.search.searcher import SearchInterrupted
 
     stopped = json.loads(json.dumps(cfg))
     for n in (3, 6):  # mid-epoch, then right after an epoch end (after width scaling)
@@ -523,7 +523,7 @@ def test_measured_loop_stops_within_the_measurements_uncertainty(tmp_path, tiny_
 
 def _activation_dtypes(search) -> dict[str, set]:
     """Record the dtype of every candidate op's output, per kind of step (weight / arch)."""
-    from tfnas.search.elastic_ops import ElasticInvertedResidual
+    from tfnas.mbv2.search.elastic_ops import ElasticInvertedResidual
 
     seen: dict[str, set] = {"weight": set(), "arch": set()}
     step = ["weight"]
@@ -568,7 +568,7 @@ def test_epoch_checkpoints_are_throttled_but_the_last_epoch_always_saves(
     tmp_path, tiny_space, monkeypatch, interval, saves
 ):
     """A supernet checkpoint is large (357 MB for ImageNet): epoch-end saves younger than the interval are skipped."""
-    from tfnas.search.searcher import TFNASSearch
+    from tfnas.mbv2.search.searcher import TFNASSearch
     from tfnas.train.common import RunLoop
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=3, warmup_epochs=1)
@@ -585,8 +585,8 @@ def test_resumed_auto_table_run_keeps_the_table_it_started_with(tmp_path, tiny_s
     """lut: auto may choose another file once the host drifted; a resume must not (issue 24, item 4)."""
     from types import SimpleNamespace
 
-    import tfnas.search.run as run_mod
-    from tfnas.search.searcher import SearchInterrupted
+    import tfnas.mbv2.search.run as run_mod
+    from tfnas.mbv2.search.searcher import SearchInterrupted
 
     cfg = tiny_config(tmp_path, tiny_space)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.4)

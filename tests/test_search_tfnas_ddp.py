@@ -23,7 +23,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     os.environ["LOCAL_RANK"] = str(rank)
     torch.set_num_threads(1)
-    from tfnas.search.searcher import TFNASSearch
+    from tfnas.mbv2.search.searcher import TFNASSearch
     from tfnas.utils.distributed import cleanup, init_distributed
 
     info = init_distributed("cpu")
@@ -45,7 +45,7 @@ def test_two_process_gloo_search_agrees_across_ranks(tmp_path, tiny_space, op_we
     r0 = json.loads((out / "rank0.json").read_text())
     r1 = json.loads((out / "rank1.json").read_text())
     assert r0 == r1  # identical parameters on every rank -> identical derivation
-    from tfnas.arch import load_arch
+    from tfnas.mbv2.arch import load_arch
 
     arch = load_arch(out / "arch.json", tiny_space)
     assert abs(arch.meta["predicted_ms"] / cfg["target_ms"] - 1) <= 0.003

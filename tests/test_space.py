@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tfnas.errors import ConfigError
-from tfnas.spaces.mbv2 import load_space, space_from_dict
+from tfnas.mbv2.space import load_space, space_from_dict
 
 
 def test_imagenet_space_matches_the_paper():

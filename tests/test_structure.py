@@ -52,7 +52,7 @@ def _module_graph() -> dict[str, set[str]]:
 
 
 def _package_of(module: str) -> str:
-    """``tfnas.latency.measure`` -> ``tfnas.latency``; a top-level module (``tfnas.arch``) is its own place."""
+    """``tfnas.latency.measure`` -> ``tfnas.latency``; a top-level module (``tfnas.mbv2.arch``) is its own place."""
     parts = module.split(".")
     return ".".join(parts[:2])
 
@@ -107,8 +107,8 @@ def test_spaces_and_genotypes_load_without_torch(tmp_path):
     code = f"""
 import sys
 sys.modules["torch"] = None  # any import of torch now fails
-from tfnas.spaces.mbv2 import load_space
-from tfnas.spaces.darts import PUBLISHED, load_cell_space, load_genotype
+from tfnas.mbv2.space import load_space
+from tfnas.darts.space import PUBLISHED, load_cell_space, load_genotype
 PUBLISHED["DARTS_V2"].save({str(g)!r})
 assert load_genotype({str(g)!r}) == PUBLISHED["DARTS_V2"]
 print(load_space("tfnas_imagenet").num_layers(), load_cell_space("s3").num_ops)
@@ -173,12 +173,12 @@ def test_malformed_genotype_json_is_a_clean_error(tmp_path, capsys, doc, expecte
 # ---- inputs that slipped through --------------------------------------------------------------------------------
 def test_duplicate_keys_are_errors_in_tables_and_configs(tmp_path, tiny_space):
     from tests.test_search_tfnas import synthetic_table
-    from tfnas.errors import ProfilerError
-    from tfnas.search.config import load_config
+    from tfnas.mbv2.search.config import load_config
+    from tfnas_base.errors import UserError
 
     cfg = tmp_path / "c.yaml"
     cfg.write_text("target_ms: 5\nsearch: {epochs: 3}\ntarget_ms: 7\n")
-    with pytest.raises(ProfilerError, match=r"c.yaml.*'target_ms' appears twice.*line 1"):
+    with pytest.raises(UserError, match=r"c.yaml.*'target_ms' appears twice.*line 1"):
         load_config(cfg)
     lut = tmp_path / "t.json"
     synthetic_table(tiny_space).save(lut)
@@ -187,7 +187,7 @@ def test_duplicate_keys_are_errors_in_tables_and_configs(tmp_path, tiny_space):
     end = text.index("}", text.index("}", first) + 1) + 1  # the first entry: key and its object
     entry = text[first:end].strip()
     lut.write_text(text[:first] + entry + "," + text[first:])
-    with pytest.raises(ProfilerError, match=r"t.json.*appears twice"):
+    with pytest.raises(UserError, match=r"t.json.*appears twice"):
         from profilers.lut import LatencyTable
 
         LatencyTable.load(lut)
@@ -196,7 +196,7 @@ def test_duplicate_keys_are_errors_in_tables_and_configs(tmp_path, tiny_space):
 def test_a_huge_config_is_refused_before_parsing(tmp_path, monkeypatch):
     import tfnas.utils.io as io_mod
     from tfnas.errors import ConfigError
-    from tfnas.search.config import load_config
+    from tfnas.mbv2.search.config import load_config
 
     path = tmp_path / "big.yaml"
     with open(path, "w") as f:
@@ -221,7 +221,7 @@ def test_random_bytes_checkpoint_says_what_it_is(tmp_path):
 def _hold(lock_file: Path) -> subprocess.Popen:
     """Another process that holds ``lock_file`` (as a running search or profile would) until killed."""
     code = (
-        "import sys, time; from profilers import lock; lock.acquire(sys.argv[1], 'x'); print('held', flush=True);"
+        "import sys, time; from tfnas_base import lock; lock.acquire(sys.argv[1], 'x'); print('held', flush=True);"
         " time.sleep(60)"
     )
     proc = subprocess.Popen([sys.executable, "-c", code, str(lock_file)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -263,7 +263,7 @@ def test_a_second_profile_into_the_same_table_is_refused(tmp_path, capsys):
 def test_registries_suggest_the_name_meant():
     from tfnas.darts.ops import build_op
     from tfnas.errors import ConfigError
-    from tfnas.search.sampling import weight_paths
+    from tfnas.mbv2.search.sampling import weight_paths
 
     with pytest.raises(
         ConfigError, match=r"unknown DARTS op 'sep_conv3x3' \(choose from .*\); did you mean 'sep_conv_3x3'"
@@ -277,6 +277,6 @@ def test_registries_suggest_the_name_meant():
 
 def test_every_op_name_of_the_spaces_has_a_builder():
     from tfnas.darts.ops import OPS
-    from tfnas.spaces.darts import OP_NAMES
+    from tfnas.darts.space import OP_NAMES
 
     assert sorted(OPS) == sorted(OP_NAMES)

@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from tests.test_search_tfnas import _target, tiny_config
-from tfnas.arch import Architecture
-from tfnas.latency.signatures import build_signature_module, fixed_signatures
-from tfnas.models.mbv2_net import MBV2Net
-from tfnas.search.sampling import draw_paths, weight_paths
-from tfnas.search.searcher import TFNASSearch
-from tfnas.search.supernet import TFNASSupernet
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.keys import build_signature_module, fixed_signatures
+from tfnas.mbv2.net import MBV2Net
+from tfnas.mbv2.search.sampling import draw_paths, weight_paths
+from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.search.supernet import TFNASSupernet
+from tfnas.mbv2.space import load_space
 
 
 def _search(tmp_path, tiny_space, **search) -> TFNASSearch:
@@ -143,7 +143,7 @@ def test_searchable_layer_se_width_matches_reference_and_derived_net():
 
 
 def test_supernet_searches_without_dropout_and_derived_net_keeps_it(tiny_space_dict):
-    from tfnas.spaces.mbv2 import space_from_dict
+    from tfnas.mbv2.space import space_from_dict
 
     tiny_space_dict["head"]["dropout"] = 0.5
     space = space_from_dict(tiny_space_dict, "tiny.yaml")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import tfnas.train.common as training
-from tfnas.arch import Architecture
+from tfnas.mbv2.arch import Architecture
 from tfnas.train.loop import TrainConfig, train_derived
 from tfnas.utils.checkpoint import load_checkpoint
 

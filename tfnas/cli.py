@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from tfnas.errors import ProfilerError
+from tfnas_base.errors import UserError
 
 # Optional packages a command may need; a missing one is "not available", any other missing module a bug.
 OPTIONAL_MODULES = ("tensorrt", "cuda", "torchvision", "graphviz", "sklearn", "PIL")
@@ -116,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv[1:])
     try:
         return int(module.run(args) or 0)
-    except ProfilerError as e:  # the one root of user errors (TfnasError and the profilers' own)
+    except UserError as e:  # the one root of user errors (TfnasError and the profilers' own)
         print(f"tfnas {name}: error: {e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:

@@ -1,20 +1,19 @@
-"""User-facing errors: one root for the whole toolkit.
+"""The host side's user-facing errors, under the toolkit's one root (``tfnas_base.errors.UserError``).
 
-Every error a user can cause (bad config, bad file, impossible target, a table of
-another device) is a ``ProfilerError``: the device-side profilers define it (they
-import nothing of ``tfnas``), and ``TfnasError`` extends it on the host side. The
-CLI catches the root once, prints the message and exits non-zero; a traceback
-means a bug.
+Every error a user can cause (bad config, bad file, impossible target, a table of another device) is a
+``UserError``: ``TfnasError`` here, ``ProfilerError`` from the device-side profilers. The CLI catches the root
+once, prints the message and exits non-zero; a traceback means a bug.
 """
 
 from __future__ import annotations
 
 from profilers.errors import ProfilerError
+from tfnas_base.errors import UserError
 
-__all__ = ["ConfigError", "LatencyTableError", "ProfilerError", "TfnasError"]
+__all__ = ["ConfigError", "LatencyTableError", "ProfilerError", "TfnasError", "UserError"]
 
 
-class TfnasError(ProfilerError):
+class TfnasError(UserError):
     """An error caused by user input; its message says what and where."""
 
 

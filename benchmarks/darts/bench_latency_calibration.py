@@ -28,10 +28,10 @@ from tfnas.darts.predict import (
 from profilers.lut import LatencyTable
 from profilers.run import profile_bundle
 from profilers.timing import PROFILE_PROTOCOL
+from tfnas.darts.space import load_cell_space
 from tfnas.latency.calibrate import error_stats
 from tfnas.latency.measure import protocol_for
 from tfnas.latency.table import table_device
-from tfnas.spaces.darts import load_cell_space
 from tfnas.utils.io import atomic_write_json
 
 

@@ -99,15 +99,15 @@ def cmd_spells(args: argparse.Namespace) -> dict:
     from profilers.backends import get_backend
     from profilers.reference import reference_timer
     from profilers.timing import measure
-    from tfnas.arch import load_arch
     from tfnas.latency.measure import DEFAULT_PROTOCOL, export_arch, input_shape
-    from tfnas.models.mbv2_net import build_model
+    from tfnas.mbv2.arch import load_arch
+    from tfnas.mbv2.net import build_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.search:  # the real search process: its training, data loaders and last checkpoint, then time here
-        from tfnas.search.config import load_config
-        from tfnas.search.run import run_search
+        from tfnas.mbv2.search.config import load_config
+        from tfnas.mbv2.search.run import run_search
 
         cfg = load_config(args.search, {"out": str(out / "search"), "search.measure_final": False})
         arch = run_search(cfg, force=True, say=lambda *a: None, measure=False).result.arch

@@ -233,9 +233,9 @@ def bench_nodes(args: argparse.Namespace) -> dict:
 
 def bench_compare(args: argparse.Namespace) -> dict:
     """Two searched architectures side by side: per layer op, width and latency in both tables."""
-    from tfnas.arch import load_arch
     from tfnas.latency.predict import predict, predict_breakdown
     from tfnas.latency.table import load_table
+    from tfnas.mbv2.arch import load_arch
 
     out: dict = {}
     tables = {}
@@ -266,10 +266,10 @@ def bench_compare(args: argparse.Namespace) -> dict:
 
 def bench_e2e(args: argparse.Namespace) -> dict:
     """Whole networks at both precisions in the same interleaved rounds: where does int8 pay off here?"""
-    from tfnas.arch import Architecture, load_arch
     from tfnas.latency.calibrate import sample_archs
     from tfnas.latency.measure import DEFAULT_PROTOCOL, Runtime, _prepare_onnx, interleave, round_latency
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.arch import Architecture, load_arch
+    from tfnas.mbv2.space import load_space
 
     space = load_space(args.space)
     archs, names, groups = [], [], []
@@ -322,8 +322,8 @@ def bench_widths(args: argparse.Namespace) -> dict:
     the line; a class well above the line is one a search should not pick)."""
     from tfnas.latency.bundle import export_graph
     from tfnas.latency.measure import interleave, round_latency
-    from tfnas.latency.signatures import build_signature_module, space_signatures
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.keys import build_signature_module, space_signatures
+    from tfnas.mbv2.space import load_space
 
     space = load_space(args.space)
     sigs = {s.key: s for s in space_signatures(space)}

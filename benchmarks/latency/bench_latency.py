@@ -31,9 +31,9 @@ from tfnas.latency.bundle import write_bundle
 from tfnas.latency.calibrate import error_stats, sample_archs
 from tfnas.latency.measure import measure_archs, round_latency
 from tfnas.latency.predict import predict
-from tfnas.latency.signatures import space_signatures
 from tfnas.latency.table import Lookup, WidthGrid, load_table, make_grid
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.keys import space_signatures
+from tfnas.mbv2.space import load_space
 from tfnas.utils.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -55,8 +55,8 @@ def _reference(folder: Path, shape: tuple[int, ...], name: str):
 
 def cmd_references(args: argparse.Namespace, out: Path) -> dict:
     from profilers.timing import measure
-    from tfnas.arch import Architecture, load_arch
     from tfnas.latency.measure import DEFAULT_PROTOCOL
+    from tfnas.mbv2.arch import Architecture, load_arch
 
     arch = load_arch(args.arch)
     space = arch.space
@@ -119,8 +119,8 @@ def _round_robin(timers: list, rounds: int) -> dict:
 
 
 def cmd_processes(args: argparse.Namespace, out: Path) -> dict:
-    from tfnas.arch import load_arch
     from tfnas.latency.measure import export_arch, input_shape
+    from tfnas.mbv2.arch import load_arch
 
     arch = load_arch(args.arch)
     path, shape = str(export_arch(arch, out / "net.onnx")), input_shape(arch, 1)
@@ -145,8 +145,8 @@ def cmd_processes(args: argparse.Namespace, out: Path) -> dict:
 
 def cmd_sessions(args: argparse.Namespace, out: Path) -> dict:
     from profilers.timing import measure
-    from tfnas.arch import load_arch
     from tfnas.latency.measure import DEFAULT_PROTOCOL
+    from tfnas.mbv2.arch import load_arch
 
     arch = load_arch(args.arch)
     sessions = [_timer(arch, out, "net") for _ in range(args.k)]

@@ -18,12 +18,12 @@ import sys
 import numpy as np
 
 from profilers.lut import LatencyTable
-from tfnas.arch import Architecture, LayerChoice
 from tfnas.latency.calibrate import sample_archs
 from tfnas.latency.measure import measure_archs, protocol_for, round_latency
 from tfnas.latency.predict import predict
 from tfnas.latency.table import Lookup, table_device
-from tfnas.spaces.mbv2 import MBV2Space, load_space
+from tfnas.mbv2.arch import Architecture, LayerChoice
+from tfnas.mbv2.space import MBV2Space, load_space
 from tfnas.utils.io import atomic_write_json
 
 

@@ -26,7 +26,7 @@ from profilers.backends import get_backend
 from profilers.fingerprint import current_fingerprint
 from tfnas.latency.calibrate import sample_archs
 from tfnas.latency.measure import export_arch, input_shape
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.space import load_space
 from tfnas.utils.io import atomic_write_json
 
 

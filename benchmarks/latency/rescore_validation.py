@@ -19,7 +19,7 @@ from tfnas.latency.calibrate import sample_archs
 from tfnas.latency.predict import predict
 from tfnas.latency.table import Lookup, load_table, table_grid
 from tfnas.latency.validate import error_report
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.space import load_space
 from tfnas.utils.io import atomic_write_json
 
 

@@ -16,10 +16,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
-    from tfnas.search.config import load_config
-    from tfnas.search.elastic import hit_target
-    from tfnas.search.searcher import build_latency_model
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.search.config import load_config
+    from tfnas.mbv2.search.elastic import hit_target
+    from tfnas.mbv2.search.searcher import build_latency_model
+    from tfnas.mbv2.space import load_space
 
     cfg = load_config(ROOT / "configs" / "search" / "tfnas_cpu_demo.yaml")
     cfg["lut"] = str(ROOT / "latency_tables" / "tfnas_imagenet-ort-cpu-avx512-1t-b1-224.json")  # timing needs none

@@ -3,7 +3,7 @@
 For each task (the generated ``shapes`` task, where the architecture matters, and scikit-learn's digits):
   1. search with the published defaults over several seeds, and the ablations (Gumbel-only sampling,
      the previous supernet, our grid elastic scaling) with the same protocol;
-  2. ``tfnas.search.compare``: draw the random architectures (seeded, before anything is trained) and
+  2. ``tfnas.mbv2.search.compare``: draw the random architectures (seeded, before anything is trained) and
      the uniform baselines, bring all to the budget of the first search, time them here, train every
      network with one recipe, and rank each searched network among the random ones.
 The search protocol below was fixed from the supernets' held-out accuracy alone (they must learn the
@@ -102,8 +102,8 @@ def quick_setup(out: Path) -> tuple[dict, dict, dict, tuple[str, ...], list[int]
     import yaml
 
     from profilers.lut import LatencyTable
-    from tfnas.latency.signatures import space_signatures
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.keys import space_signatures
+    from tfnas.mbv2.space import load_space
 
     out.mkdir(parents=True, exist_ok=True)
     tiny = yaml.safe_load((ROOT / "configs" / "spaces" / "tiny.yaml").read_text())
@@ -140,8 +140,8 @@ def _search(cfg: dict, out: str, threads: int) -> dict:
     """One search in its own process (threads pinned); returns what the comparison needs."""
     import torch
 
-    from tfnas.search.config import resolve_config
-    from tfnas.search.run import run_search
+    from tfnas.mbv2.search.config import resolve_config
+    from tfnas.mbv2.search.run import run_search
 
     torch.set_num_threads(threads)
     report = Path(out) / "report.json"
@@ -196,7 +196,7 @@ def run(args: argparse.Namespace) -> dict:
         search_s = time.perf_counter() - t0
         if args.searches_only:
             continue
-        from tfnas.search.compare import CompareConfig, compare, searched_from
+        from tfnas.mbv2.search.compare import CompareConfig, compare, searched_from
 
         search_dirs = [tdir / "searches" / name for name, _, _ in runs]
         searched = [(name, kind, a) for (name, kind, _), (_, _, a) in zip(runs, searched_from(search_dirs))]
@@ -246,8 +246,8 @@ def run(args: argparse.Namespace) -> dict:
 def supernet_ranking(search_dirs: list[Path], names: list[str], trainings: list[dict], tdir: Path) -> dict:
     """Per search: its supernet's inherited top-1 of every compared network (its held-out split) and the Kendall
     tau against their stand-alone top-1 (the mean over the training seeds)."""
-    from tfnas.arch import Architecture
-    from tfnas.search.inherit import inherited_accuracy, kendall_tau, load_supernet
+    from tfnas.mbv2.arch import Architecture
+    from tfnas.mbv2.search.inherit import inherited_accuracy, kendall_tau, load_supernet
 
     standalone: dict[str, list[float]] = {}
     for t in trainings:

@@ -38,11 +38,11 @@ import torch
 import yaml
 
 from profilers.lut import LatencyTable
-from tfnas.latency.signatures import space_signatures
-from tfnas.search import searcher as searcher_mod
-from tfnas.search.config import resolve_config
-from tfnas.search.searcher import TFNASSearch, build_latency_model
-from tfnas.spaces.mbv2 import space_from_dict
+from tfnas.mbv2.keys import space_signatures
+from tfnas.mbv2.search import searcher as searcher_mod
+from tfnas.mbv2.search.config import resolve_config
+from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
+from tfnas.mbv2.space import space_from_dict
 
 SCHEMES = ("gumbel", "gumbel_gumbel", "max_alpha", "min_alpha", "gumbel_random")  # the paper's variants
 

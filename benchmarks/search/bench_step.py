@@ -45,8 +45,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="write the result JSON here")
     args = ap.parse_args()
 
-    from tfnas.search.config import resolve_config
-    from tfnas.search.searcher import TFNASSearch
+    from tfnas.mbv2.search.config import resolve_config
+    from tfnas.mbv2.search.searcher import TFNASSearch
 
     torch.set_num_threads(args.threads)
     lut = Path(__file__).resolve().parents[2] / "latency_tables" / "tfnas_imagenet-ort-cpu-avx512-1t-b1-224.json"

@@ -125,7 +125,7 @@ class OfficialStep:
     """The official ``Network`` and ``train_w_arch``'s two steps (weights every step, architecture every 2nd)."""
 
     def __init__(self, directory: Path, num_classes: int, resolution: int, lut: Path, args: argparse.Namespace):
-        from tfnas.latency.official import read_official
+        from tfnas.mbv2.official import read_official
 
         sys.path.insert(0, str(directory))
         # the official code, importable only now
@@ -195,8 +195,8 @@ class OfficialStep:
 
 # ---- ours --------------------------------------------------------------------------------------------------------
 def build_ours(op_weights: str, args: argparse.Namespace, lut: Path, out_dir: str):
-    from tfnas.search.config import resolve_config
-    from tfnas.search.searcher import TFNASSearch
+    from tfnas.mbv2.search.config import resolve_config
+    from tfnas.mbv2.search.searcher import TFNASSearch
 
     cfg = resolve_config(
         {

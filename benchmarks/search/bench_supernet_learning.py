@@ -22,8 +22,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tfnas.data import build_datasets, evaluation_loader, make_loader  # noqa: E402
-from tfnas.search.supernet import TFNASSupernet  # noqa: E402
-from tfnas.spaces.mbv2 import load_space  # noqa: E402
+from tfnas.mbv2.search.supernet import TFNASSupernet  # noqa: E402
+from tfnas.mbv2.space import load_space  # noqa: E402
 
 
 def main() -> None:

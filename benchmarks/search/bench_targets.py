@@ -30,7 +30,7 @@ def recalibrate(cfg: dict, space, n: int, seed: int, work: Path) -> tuple[str, d
     model from the drift of a shared machine between calibration and measurement."""
     from tfnas.latency.calibrate import calibrate
     from tfnas.latency.table import load_table
-    from tfnas.search.searcher import resolve_path
+    from tfnas.mbv2.search.searcher import resolve_path
 
     table = load_table(resolve_path(cfg["lut"]), space, warn_fingerprint=False)
     cal = calibrate(table, space, n, seed, progress=False)
@@ -75,9 +75,9 @@ def main() -> None:
 
     from tfnas.latency.measure import measure_archs
     from tfnas.latency.predict import predict
-    from tfnas.search.config import load_config
-    from tfnas.search.searcher import TFNASSearch, build_latency_model
-    from tfnas.spaces.mbv2 import load_space
+    from tfnas.mbv2.search.config import load_config
+    from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
+    from tfnas.mbv2.space import load_space
     from tfnas.utils.io import atomic_write_json
 
     base = load_config(args.config)
@@ -125,7 +125,7 @@ def main() -> None:
             }
         )
     # a hand-made control (not searched): separates table/calibration error from search error
-    from tfnas.arch import Architecture
+    from tfnas.mbv2.arch import Architecture
 
     control = Architecture.uniform(space, "k3_e6", lat.resolution)
     control_row = {

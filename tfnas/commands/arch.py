@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from tfnas.arch import load_arch
-from tfnas.models.mbv2_net import build_model
+from tfnas.mbv2.arch import load_arch
+from tfnas.mbv2.net import build_model
 from tfnas.utils.flops import count_macs, count_params
 
 

@@ -6,7 +6,7 @@ import argparse
 
 from tfnas.latency.bundle import write_bundle
 from tfnas.latency.table import GRID_BUILDERS, make_grid
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.space import load_space
 
 
 def add_grid_arguments(p: argparse.ArgumentParser) -> None:

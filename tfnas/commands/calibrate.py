@@ -10,7 +10,7 @@ import argparse
 
 from tfnas.latency.calibrate import CALIBRATION_ROUNDS, CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate
 from tfnas.latency.table import load_table, require_this_device, table_precision
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.space import load_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

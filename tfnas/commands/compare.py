@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("searched", nargs="+", help="search run folders or architecture JSON files")
     p.add_argument("--out", required=True, help="comparison folder (resumable: a rerun continues it)")
     p.add_argument("--lut", default=None, help="latency table (default: the one the first search used)")
-    p.add_argument("--config", default=None, help="YAML of compare settings (tfnas.search.compare.CompareConfig)")
+    p.add_argument("--config", default=None, help="YAML of compare settings (tfnas.mbv2.search.compare.CompareConfig)")
     p.add_argument("--data", default=None, help="generated | shapes[:difficulty] | digits | a dataset folder")
     p.add_argument("--resolution", type=int, default=None, help="training resolution")
     p.add_argument("--random", type=int, default=None, help="random architectures to draw (default 10)")
@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tfnas.config import apply_overrides, load_file, validate
     from tfnas.errors import ConfigError
-    from tfnas.search.compare import CompareConfig, compare, searched_from
-    from tfnas.search.inherit import is_search_run
+    from tfnas.mbv2.search.compare import CompareConfig, compare, searched_from
+    from tfnas.mbv2.search.inherit import is_search_run
 
     flags = {"data": args.data, "resolution": args.resolution, "random": args.random, "recipe.epochs": args.epochs,
              "jobs": args.jobs, "measure": False if args.no_measure else None}  # fmt: skip

@@ -130,7 +130,7 @@ def _latency_budget(search: Any) -> str:
 def _eval_report(args: argparse.Namespace) -> dict[str, Any]:
     from tfnas.darts.network import build_eval_net, count_params_without_aux
     from tfnas.darts.shapes import SETTINGS
-    from tfnas.spaces.darts import get_genotype
+    from tfnas.darts.space import get_genotype
     from tfnas.utils.flops import count_macs
 
     genotype = get_genotype(args.genotype)
@@ -187,8 +187,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from tfnas.config import apply_overrides, validate
     from tfnas.darts.config import DartsTrainConfig, load_train_config
+    from tfnas.darts.space import get_genotype
     from tfnas.darts.train import train_eval_net
-    from tfnas.spaces.darts import get_genotype
     from tfnas.train.common import claim_run_dir
 
     genotype = get_genotype(args.genotype)
@@ -205,7 +205,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _genotypes(args: argparse.Namespace) -> int:
-    from tfnas.spaces.darts import PUBLISHED, get_genotype
+    from tfnas.darts.space import PUBLISHED, get_genotype
 
     if args.show:
         print(json.dumps(get_genotype(args.show).to_dict(), indent=1))
@@ -239,7 +239,7 @@ def _bundle(args: argparse.Namespace) -> int:
     from tfnas.config import validate
     from tfnas.darts.latency import write_darts_bundle
     from tfnas.darts.shapes import DeployShape
-    from tfnas.spaces.darts import load_cell_space
+    from tfnas.darts.space import load_cell_space
 
     shape = validate(DeployShape, _parse_deploy(args.deploy), "--deploy")
     out = write_darts_bundle(load_cell_space(args.space), shape, args.out)

@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from tfnas.arch import load_arch
 from tfnas.errors import TfnasError
 from tfnas.export.onnx import check_parity, export_onnx
-from tfnas.models.mbv2_net import build_model
+from tfnas.mbv2.arch import load_arch
+from tfnas.mbv2.net import build_model
 from tfnas.utils.checkpoint import classifier_classes, load_state_checked, load_weights_state
 from tfnas.utils.flops import count_macs, count_params
 

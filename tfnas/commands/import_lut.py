@@ -2,7 +2,7 @@
 
 The pickle is read without running code (``OrderedDict`` and plain data only), mapped onto the space's op
 signatures and written as a schema-2 JSON table of the device it was measured on (never this machine): see
-``tfnas/latency/official.py`` and ``latency_tables/README.md``.
+``tfnas/mbv2/official.py`` and ``latency_tables/README.md``.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import argparse
 from pathlib import Path
 
 from tfnas.errors import ConfigError, LatencyTableError
-from tfnas.latency.official import DEVICES, import_official
 from tfnas.latency.table import table_device
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.official import DEVICES, import_official
+from tfnas.mbv2.space import load_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 
 from profilers.fingerprint import current_fingerprint
-from tfnas.arch import load_arch
 from tfnas.errors import TfnasError
 from tfnas.latency.measure import (
     DEFAULT_PROTOCOL,
@@ -16,6 +15,7 @@ from tfnas.latency.measure import (
     protocol_for,
     table_reference_ms,
 )
+from tfnas.mbv2.arch import load_arch
 from tfnas.utils.io import atomic_write_json
 
 

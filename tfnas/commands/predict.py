@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from tfnas.arch import load_arch
 from tfnas.latency.predict import apply_calibration, predict_breakdown, table_calibration
-from tfnas.latency.signatures import arch_mweights
 from tfnas.latency.table import Lookup, device_match, load_table, table_device, table_precision
+from tfnas.mbv2.arch import load_arch
+from tfnas.mbv2.keys import arch_mweights
 from tfnas.utils.io import atomic_write_json
 
 

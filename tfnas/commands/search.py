@@ -42,9 +42,9 @@ def overrides(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tfnas.mbv2.search.config import load_config
+    from tfnas.mbv2.search.run import explain_loop, run_search
     from tfnas.resources import find_config
-    from tfnas.search.config import load_config
-    from tfnas.search.run import explain_loop, run_search
 
     path = find_config(args.config, "search")
     flags = overrides(args)

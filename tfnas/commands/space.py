@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from tfnas.spaces.mbv2 import available_spaces, load_space
+from tfnas.mbv2.space import available_spaces, load_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ import argparse
 import os
 import typing
 
-from tfnas.arch import load_arch
+from tfnas.mbv2.arch import load_arch
 from tfnas.train.loop import TrainConfig, load_train_config, train_derived
 
 
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         claim_run_dir(args.out, args.resume, args.force)
     arch, init, extra = load_arch(args.arch), None, None
     if args.init_from:
-        from tfnas.search.inherit import load_supernet, slice_network
+        from tfnas.mbv2.search.inherit import load_supernet, slice_network
 
         supernet = load_supernet(args.init_from, device="cpu")[0]
         init, extra = (lambda classes: slice_network(supernet, arch, classes)), {"init_from": str(args.init_from)}

@@ -11,7 +11,7 @@ from pathlib import Path
 from tfnas.errors import TfnasError
 from tfnas.latency.table import load_table
 from tfnas.latency.validate import VALIDATION_ROUNDS, VALIDATION_SAMPLES, VALIDATION_SEED, validate_table, write_outputs
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.space import load_space
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -19,10 +19,10 @@ from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol
 from tfnas.darts.latency import deployed_net, genotype_mparams, genotype_sum
 from tfnas.darts.shapes import DeployShape
+from tfnas.darts.space import CellSpace, Genotype, random_genotype
 from tfnas.export.onnx import export_onnx
 from tfnas.latency.calibrate import error_stats, fit_calibration
 from tfnas.latency.measure import Runtime, onnx_drift_cancelled, onnx_timer, protocol_for, reference_record
-from tfnas.spaces.darts import CellSpace, Genotype, random_genotype
 
 
 def measure_genotypes(

@@ -19,9 +19,9 @@ from tfnas.config.loader import Schema, load_file, validate
 from tfnas.config.specs import OptimizerSpec, ScheduleSpec, adam, cosine, section, sgd
 from tfnas.darts.methods import METHODS, DartsFirstOrder, MethodOptions
 from tfnas.darts.shapes import SETTINGS, DartsNet, DeployShape, SupernetSection
+from tfnas.darts.space import CellSpace, load_cell_space
 from tfnas.errors import ConfigError
 from tfnas.registry import did_you_mean
-from tfnas.spaces.darts import CellSpace, load_cell_space
 from tfnas.train.loop import TrainRecipe
 
 

@@ -22,9 +22,9 @@ from collections.abc import Callable
 
 import torch
 
+from tfnas.darts.space import NUM_INPUT_NODES, NUM_NODES, CellGenotype, CellSpace, Genotype, node_edge_slices
 from tfnas.darts.supernet import DartsSupernet
 from tfnas.registry import Registry
-from tfnas.spaces.darts import NUM_INPUT_NODES, NUM_NODES, CellGenotype, CellSpace, Genotype, node_edge_slices
 
 EdgeOps = tuple[tuple[str, ...], ...]
 DeriveRule = Callable[..., CellGenotype]

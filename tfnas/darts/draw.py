@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfnas.spaces.darts import NUM_INPUT_NODES, CellGenotype, Genotype
+from tfnas.darts.space import NUM_INPUT_NODES, CellGenotype, Genotype
 from tfnas.utils.io import save_figure
 
 

@@ -31,12 +31,13 @@ from tfnas.darts.config import DartsLatency
 from tfnas.darts.network import Head, Stem, build_eval_net, count_params_without_aux, preprocess
 from tfnas.darts.ops import build_op
 from tfnas.darts.shapes import DeployShape
+from tfnas.darts.space import NUM_NODES, CellPlan, CellSpace, Genotype, cell_plan, node_edge_slices
 from tfnas.darts.supernet import ArchWeights, DartsSupernet
-from tfnas.errors import ConfigError, ProfilerError
+from tfnas.errors import ConfigError
 from tfnas.latency.bundle import BundleGraph, write_graphs
 from tfnas.latency.predict import Calibration
 from tfnas.resources import find_table
-from tfnas.spaces.darts import NUM_NODES, CellPlan, CellSpace, Genotype, cell_plan, node_edge_slices
+from tfnas_base.errors import UserError
 
 Outputs = Callable[[bool, int], int]  # (reduction, alpha set) -> nodes a cell concatenates
 SKIPPED_OPS = ("none", "noise")  # no work worth a table entry
@@ -156,7 +157,7 @@ def latency_tensors(
     def lookup(key: str) -> float:
         try:
             return float(table.latency(key, None))
-        except (KeyError, ProfilerError) as err:
+        except (KeyError, UserError) as err:
             missing.append(f"{key} ({err.__class__.__name__})")
             return 0.0
 

@@ -2,7 +2,7 @@
 
 The search supernet (``tfnas.darts.supernet``), the evaluation network (here) and the latency
 bundle (``tfnas.darts.latency``) all take their stem, preprocessing and head from the functions
-below and their cell shapes from ``tfnas.spaces.darts.cell_plan``, so the three cannot disagree.
+below and their cell shapes from ``tfnas.darts.space.cell_plan``, so the three cannot disagree.
 
 Evaluation networks keep only a genotype's edges (affine BN), add drop path on non-identity
 edges and an auxiliary classifier after the second reduction. Multi-level genotypes use their
@@ -19,7 +19,7 @@ from torch import nn
 from tfnas.config.loader import validate
 from tfnas.darts.ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
 from tfnas.darts.shapes import SETTINGS, CellNet, DartsNet
-from tfnas.spaces.darts import NUM_INPUT_NODES, CellGenotype, CellPlan, Genotype, cell_plan, reduction_indices
+from tfnas.darts.space import NUM_INPUT_NODES, CellGenotype, CellPlan, Genotype, cell_plan, reduction_indices
 
 
 # ---- the shared parts -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from torch import nn
 from tfnas.registry import Registry
 
 OpBuilder = Callable[[int, int, bool], nn.Module]
-OPS: Registry[OpBuilder] = Registry("DARTS op")  # one builder per name of tfnas.spaces.darts.OP_NAMES
+OPS: Registry[OpBuilder] = Registry("DARTS op")  # one builder per name of tfnas.darts.space.OP_NAMES
 
 
 def build_op(name: str, C: int, stride: int, affine: bool = True) -> nn.Module:

@@ -27,10 +27,10 @@ from tfnas.darts.draw import plot_genotype
 from tfnas.darts.hessian import EigenStopRule, supernet_val_eigenvalue
 from tfnas.darts.latency import build_latency_regularizer
 from tfnas.darts.methods import SearchMethod
+from tfnas.darts.space import Genotype
 from tfnas.darts.supernet import DartsSupernet
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
-from tfnas.spaces.darts import Genotype
 from tfnas.train.common import RunLoop, StepTimer, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format

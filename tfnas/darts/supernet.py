@@ -26,7 +26,7 @@ from torch import nn
 from tfnas.darts.network import Head, Stem, network_plan, preprocess
 from tfnas.darts.ops import POOL_OPS, FactorizedReduce, Identity, build_op, channel_shuffle
 from tfnas.darts.shapes import SupernetSection
-from tfnas.spaces.darts import NUM_EDGES, NUM_NODES, CellPlan, CellSpace, node_edge_slices
+from tfnas.darts.space import NUM_EDGES, NUM_NODES, CellPlan, CellSpace, node_edge_slices
 
 ArchWeights = dict[str, torch.Tensor]
 

@@ -9,8 +9,8 @@ import torch
 
 from tfnas.darts.config import DartsTrainConfig
 from tfnas.darts.network import build_eval_net, count_params_without_aux
+from tfnas.darts.space import Genotype
 from tfnas.data import build_datasets, is_builtin_source
-from tfnas.spaces.darts import Genotype
 from tfnas.train.loop import train_network
 from tfnas.utils.seed import seed_everything
 

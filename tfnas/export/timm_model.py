@@ -21,9 +21,9 @@ from typing import Any
 from timm.models import register_model
 from torch import nn
 
-from tfnas.arch import Architecture, load_arch
 from tfnas.errors import ConfigError
-from tfnas.models.mbv2_net import MBV2Net, build_model
+from tfnas.mbv2.arch import Architecture, load_arch
+from tfnas.mbv2.net import MBV2Net, build_model
 
 # what timm's create_model passes every entry point; about weights, which tfnas_derived never has
 _WEIGHT_SOURCES = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")

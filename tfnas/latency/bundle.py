@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from profilers.bundle import MANIFEST_NAME, manifest_document
-from profilers.progress import Progress, progress
 from profilers.weights import strip_weights
 from tfnas.errors import ConfigError
 from tfnas.export.onnx import quiet_export
-from tfnas.latency.signatures import Signature, build_signature_module, space_signatures
 from tfnas.latency.table import WidthGrid, make_grid
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.keys import Signature, build_signature_module, space_signatures
+from tfnas.mbv2.space import MBV2Space
 from tfnas.utils.io import atomic_path, atomic_write_json
+from tfnas_base.progress import Progress, progress
 
 WidthFilter = Callable[[Signature, int], bool]
 

@@ -27,13 +27,13 @@ import numpy as np
 
 from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol
-from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import TfnasError
 from tfnas.latency.measure import measure_drift_cancelled, protocol_for, reference_record, table_runtime
 from tfnas.latency.predict import Calibration, predict
-from tfnas.latency.signatures import arch_mweights
 from tfnas.latency.table import Lookup, table_grid
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.arch import Architecture, LayerChoice
+from tfnas.mbv2.keys import arch_mweights
+from tfnas.mbv2.space import MBV2Space
 
 MeasureFn = Callable[[Architecture], float]
 

@@ -31,10 +31,10 @@ from profilers.drift import DriftCancelled, DriftSettings, measure_referenced, m
 from profilers.quantize import QuantSettings, check_precision, default_settings
 from profilers.reference import REFERENCE_NAME, reference_timer
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
-from tfnas.arch import Architecture
 from tfnas.errors import TfnasError
 from tfnas.latency.table import table_precision
-from tfnas.models.mbv2_net import build_model
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.net import build_model
 
 Timer = Callable[[TimingProtocol], Measurement]
 Preparer = Callable[["Architecture", "Runtime", Path], Timer]  # (arch, runtime, workdir) -> timer
@@ -160,7 +160,7 @@ def interleave(
 ) -> list[list[Measurement]]:
     """Per timer, one measurement per round; each round visits the timers in a new shuffled order, so a burst
     of load on a shared machine hits one round of one network instead of all samples of it."""
-    from profilers.progress import progress as progress_bar
+    from tfnas_base.progress import progress as progress_bar
 
     results: list[list[Measurement]] = [[] for _ in timers]
     rng = random.Random(seed)
@@ -366,7 +366,7 @@ def measure_drift_cancelled(
     a reference). ``reference_ms`` None: converted with the quiet time seen in this measurement."""
     _check(rt.backend, rt.threads, rt.batch)
     protocol = protocol or DEFAULT_PROTOCOL
-    from profilers.progress import progress as progress_bar
+    from tfnas_base.progress import progress as progress_bar
 
     with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
         timers = [PREPARERS[rt.backend](a, rt, Path(tmp) / str(i)) for i, a in enumerate(archs)]
@@ -414,7 +414,7 @@ def onnx_drift_cancelled(
 ) -> tuple[list[DriftCancelled], float]:
     """Drift-cancelled figures of ready ONNX timers (ONNX Runtime, ``threads``): the DARTS measurements and
     ``tfnas darts eval --measure``. ``reference_ms`` None: the reference's quiet time seen in this measurement."""
-    from profilers.progress import progress as progress_bar
+    from tfnas_base.progress import progress as progress_bar
 
     protocol = protocol or DEFAULT_PROTOCOL
     with tempfile.TemporaryDirectory(prefix="tfnas-ref-") as tmp:

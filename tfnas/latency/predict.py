@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from profilers.lut import LatencyTable
-from tfnas.arch import Architecture
 from tfnas.errors import LatencyTableError
-from tfnas.latency.signatures import arch_entries, arch_mweights, fixed_signatures, layer_key, layer_weights
 from tfnas.latency.table import Lookup, as_lookup
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.keys import arch_entries, arch_mweights, fixed_signatures, layer_key, layer_weights
+from tfnas.mbv2.space import MBV2Space
 
 
 def table_calibration(table: LatencyTable | Lookup) -> dict[str, Any] | None:

@@ -11,7 +11,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from profilers import lock
 from profilers.bundle import set_manifest_precision
 from profilers.lut import LatencyTable
 from profilers.quantize import BackgroundQuantizer, QuantJob, check_precision, claim_folder, default_settings
@@ -20,7 +19,8 @@ from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
 from tfnas.errors import TfnasError
 from tfnas.latency.bundle import graph_name, plan_bundle, write_bundle
 from tfnas.latency.table import WidthGrid, make_grid
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.space import MBV2Space
+from tfnas_base import lock
 
 
 def _record_build(table: LatencyTable, points_before: int, bundle_s: float, timing_s: float) -> None:

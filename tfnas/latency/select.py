@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from profilers.device import IDENTITY_FIELDS, isa_class
-from profilers.errors import ProfilerError
 from profilers.lut import LatencyTable
 from profilers.quantize import check_precision
 from profilers.timing import table_statistic
@@ -27,7 +26,8 @@ from tfnas.latency.calibrate import calibrate
 from tfnas.latency.profile import profile_table
 from tfnas.latency.table import device_match, here_fingerprint, table_precision
 from tfnas.latency.validate import Validation, error_report, judge, validate_table
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.space import MBV2Space
+from tfnas_base.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def matching_tables(
     for path in _candidates(folders):
         try:
             table = LatencyTable.load(path)
-        except ProfilerError:
+        except UserError:
             continue  # not a table, or a broken one: never chosen silently
         fp = table.fingerprint
         if table.space != space.name or (fp.get("resolution"), fp.get("batch")) != (resolution, batch):

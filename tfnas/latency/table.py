@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from profilers.device import DeviceMatch, compare, describe_device
-from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint, onnxruntime_version
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
+from tfnas.mbv2.space import MBV2Space
 from tfnas.resources import find_table
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas_base.errors import UserError
 
 Width = int | None
 log = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ def as_lookup(table: LatencyTable | Lookup) -> Lookup:
 
 def required_entries(space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
     """(key, width) pairs a table must answer for every architecture of ``space``: range ends of each op."""
-    from tfnas.latency.signatures import space_signatures
+    from tfnas.mbv2.keys import space_signatures
 
     out: list[tuple[str, Width]] = []
     for sig in space_signatures(space, resolution):
@@ -357,7 +357,7 @@ def load_table(
         want_r = resolution if resolution is not None else fp.get("resolution")
         try:
             table.check_shape(want_b, want_r)
-        except ProfilerError as exc:
+        except UserError as exc:
             raise LatencyTableError(
                 f"{exc}; profile a table at that shape (tfnas profile --batch/--resolution)"
             ) from None

@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from profilers.errors import ProfilerError
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
-from profilers.progress import progress as progress_bar
 from profilers.timing import Measurement, TimingProtocol, measure
 from tfnas.errors import TfnasError
 from tfnas.latency.bundle import plan_bundle
-from tfnas.latency.signatures import build_signature_module
 from tfnas.latency.table import WidthGrid
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.keys import build_signature_module
+from tfnas.mbv2.space import MBV2Space
+from tfnas_base.errors import UserError
+from tfnas_base.progress import progress as progress_bar
 
 
 def require_cuda() -> None:
@@ -91,7 +91,7 @@ def profile_space(
     if resume and out.exists():
         try:
             table = LatencyTable.load(out)
-        except ProfilerError as exc:  # the same hint as the ONNX profilers' resume
+        except UserError as exc:  # the same hint as the ONNX profilers' resume
             raise TfnasError(f"cannot resume from {out}: {exc}; use --no-resume to start over") from None
         diffs = table.fingerprint_mismatch(fp)
         if diffs or table.protocol != protocol.to_dict():

@@ -20,12 +20,12 @@ from typing import Any
 
 from profilers.lut import LatencyTable
 from profilers.timing import Measurement
-from tfnas.arch import Architecture
 from tfnas.latency.calibrate import error_stats, sample_archs
 from tfnas.latency.measure import measure_table_drift_cancelled, protocol_for, round_latency
 from tfnas.latency.predict import predict
 from tfnas.latency.table import Lookup, device_match, table_device, table_grid, table_precision
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.space import MBV2Space
 from tfnas.utils.io import atomic_write_json, save_figure
 
 # Verdict thresholds: a table "holds" when its error is within this or within twice the host's noise floor.

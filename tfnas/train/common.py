@@ -11,7 +11,7 @@ described by its config file:
 * ``RunLoop``: the epoch loop of every trainer (begin, resume, metrics, checkpoints,
   and the run folder's lock: a second process writing into it is refused);
 * ``StepTimer``: wall-clock per named phase (e.g. weight step vs arch step);
-* ``progress`` (from ``profilers.progress``, shared with the device side): a tqdm bar on a
+* ``progress`` (from ``tfnas_base.progress``, shared with the device side): a tqdm bar on a
   terminal, plain lines in a log.
 """
 
@@ -27,8 +27,6 @@ from typing import Any
 
 import torch
 
-from profilers import lock
-from profilers.progress import progress as progress  # re-exported: the trainers' one progress helper
 from tfnas.config.loader import validate
 from tfnas.config.specs import OptimizerSpec, ScheduleSpec
 from tfnas.errors import ConfigError, TfnasError
@@ -41,6 +39,8 @@ from tfnas.utils.checkpoint import (
 )
 from tfnas.utils.io import atomic_write_json, atomic_write_text, read_json
 from tfnas.utils.metrics import MetricsLogger
+from tfnas_base import lock
+from tfnas_base.progress import progress as progress  # re-exported: the trainers' one progress helper
 
 LRSchedule = Callable[[int], float]
 

@@ -22,12 +22,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from tfnas.arch import Architecture
 from tfnas.config.loader import Schema, load_file
 from tfnas.config.specs import OptimizerSpec, ScheduleSpec, cosine, sgd
 from tfnas.data import DataBundle, build_datasets, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
-from tfnas.models.mbv2_net import build_model
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.net import build_model
 from tfnas.train.common import RunLoop, build_lr_schedule, build_optimizer, evaluate, progress, set_lr
 from tfnas.utils.checkpoint import save_checkpoint
 from tfnas.utils.distributed import all_reduce_mean, cleanup, init_distributed, make_sampler, unwrap, wrap_ddp

@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from profilers import strict_json
 from tfnas.errors import ConfigError
+from tfnas_base import strict_json
 
 # Configs, spaces, architectures and genotypes are a few KB; a file this large is not one of them (a
 # 30 MB YAML takes minutes to parse), so it is refused before parsing.

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tfnas.ops.mbconv import make_act
-from tfnas.search.elastic_ops import (
+from tfnas.mbv2.ops import make_act
+from tfnas.mbv2.search.elastic_ops import (
     MixedLayer,
     OpSpec,
     SearchableLayer,

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tfnas.search.latency import LatencyModel
-from tfnas.search.supernet import TFNASSupernet
+from tfnas.mbv2.search.latency import LatencyModel
+from tfnas.mbv2.search.supernet import TFNASSupernet
 
 
 def _step_width(allowed: list[int], w: int, frac: float, direction: int) -> int:

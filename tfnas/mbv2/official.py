@@ -39,9 +39,9 @@ from typing import Any
 from profilers.lut import LatencyTable
 from tfnas import __version__
 from tfnas.errors import ConfigError, LatencyTableError
-from tfnas.latency.signatures import Signature, fixed_signatures, space_signatures
-from tfnas.models.mbv2_net import first_block_se_width
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.keys import Signature, fixed_signatures, space_signatures
+from tfnas.mbv2.net import first_block_se_width
+from tfnas.mbv2.space import MBV2Space
 from tfnas.utils.io import read_bytes
 
 OFFICIAL_REPO = "https://github.com/AberHu/TF-NAS"
@@ -526,8 +526,8 @@ def _meta(
             "device_as_published": device.described,
         },
         "conversion": {
-            "command": command or f"tfnas.latency.official.convert(read_official({official.source!r}), ...)",
-            "tool": f"tfnas {__version__} (tfnas/latency/official.py)",
+            "command": command or f"tfnas.mbv2.official.convert(read_official({official.source!r}), ...)",
+            "tool": f"tfnas {__version__} (tfnas/mbv2/official.py)",
             "date": _now(),
             "device_preset": device.name,
         },

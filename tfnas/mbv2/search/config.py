@@ -57,7 +57,7 @@ class TfnasSearch(Schema):
     latency_lambda: float = Field(0.1, ge=0)
     bn: Literal["plain", "affine"] = "plain"  # the reference: supernet BNs without affine parameters
     # independent: each candidate op its own weights (the reference); shared: a layer's candidates are views
-    # of one superkernel (tfnas/search/shared_ops.py)
+    # of one superkernel (tfnas/mbv2/search/shared_ops.py)
     op_weights: Literal["independent", "shared"] = "independent"
     aligned_start: bool | None = None  # a layer's candidates start as one function (None: with shared weights)
     optimizer_reset: Literal["epoch", "never"] = "epoch"  # the reference builds both optimisers anew each epoch

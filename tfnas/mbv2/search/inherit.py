@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from tfnas.arch import Architecture
 from tfnas.data import DataBundle, evaluation_loader
 from tfnas.errors import ConfigError, TfnasError
-from tfnas.models.mbv2_net import MBV2Net, build_model
-from tfnas.search.config import TfnasSearchConfig, resolve_config
-from tfnas.search.searcher import search_data
-from tfnas.search.supernet import TFNASSupernet
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.net import MBV2Net, build_model
+from tfnas.mbv2.search.config import TfnasSearchConfig, resolve_config
+from tfnas.mbv2.search.searcher import search_data
+from tfnas.mbv2.search.supernet import TFNASSupernet
+from tfnas.mbv2.space import load_space
 from tfnas.utils.checkpoint import load_checkpoint, load_state_checked
 from tfnas.utils.io import read_json
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tfnas.arch import Architecture
-from tfnas.models.mbv2_net import build_model
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.net import build_model
 from tfnas.utils.flops import count_macs, count_params
 from tfnas.utils.io import atomic_write_json, save_figure
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tfnas.ops.mbconv import make_act
+from tfnas.mbv2.ops import make_act
 
 
 def batch_stats_bn(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from profilers.errors import ProfilerError
+from tfnas_base.errors import UserError
 
 try:
     import fcntl
@@ -26,7 +26,7 @@ _HELD: dict[str, list[int]] = {}  # resolved path -> [fd, depth] of the locks th
 
 
 def acquire(lock_path: str | os.PathLike[str], what: str) -> None:
-    """Take ``lock_path`` or raise ``ProfilerError`` naming the process that holds it."""
+    """Take ``lock_path`` or raise ``UserError`` naming the process that holds it."""
     key = str(Path(lock_path).resolve())
     if key in _HELD:
         _HELD[key][1] += 1
@@ -41,7 +41,7 @@ def acquire(lock_path: str | os.PathLike[str], what: str) -> None:
     except BlockingIOError:
         holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
-        raise ProfilerError(
+        raise UserError(
             f"{what} is being written by another process ({holder}); wait for it to finish, or choose another"
             f" output (lock file: {key})"
         ) from None

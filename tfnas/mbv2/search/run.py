@@ -19,10 +19,10 @@ from tfnas.errors import ConfigError
 from tfnas.latency.measure import measure_on_table_device
 from tfnas.latency.select import choose_table
 from tfnas.latency.table import device_match, table_device
-from tfnas.search.config import TfnasSearchConfig
-from tfnas.search.latency import LatencyModel
-from tfnas.search.searcher import SearchResult, TFNASSearch
-from tfnas.spaces.mbv2 import load_space
+from tfnas.mbv2.search.config import TfnasSearchConfig
+from tfnas.mbv2.search.latency import LatencyModel
+from tfnas.mbv2.search.searcher import SearchResult, TFNASSearch
+from tfnas.mbv2.space import load_space
 from tfnas.train.common import claim_run_dir
 from tfnas.utils.distributed import cleanup, init_distributed
 from tfnas.utils.io import atomic_write_json, read_json

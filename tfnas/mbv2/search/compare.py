@@ -3,7 +3,7 @@
 ``compare`` takes one or more searched architectures (or finished search runs), a latency table and
 data. It draws ``random`` architectures of the same space (seeded, *before* anything is trained), adds
 the uniform baselines (one op everywhere), brings every network to the same predicted latency with the
-search's own width fitting (``tfnas.search.elastic.hit_target``), optionally times each one on this
+search's own width fitting (``tfnas.mbv2.search.elastic.hit_target``), optionally times each one on this
 machine (when it is the table's device), trains all of them with one recipe, and reports each
 network's top-1 on the data's test split, each searched network's rank among the random ones, and a
 plot of accuracy against latency. Given a search run folder as ``supernet``, it also scores every
@@ -33,18 +33,18 @@ from typing import Any
 import torch
 from pydantic import Field
 
-from tfnas.arch import Architecture, load_arch
 from tfnas.config.loader import Schema
 from tfnas.data import build_datasets
 from tfnas.errors import ConfigError
 from tfnas.latency.measure import measure_table_drift_cancelled
 from tfnas.latency.table import device_match, load_table, table_grid
-from tfnas.models.mbv2_net import build_model
-from tfnas.search.elastic import hit_target
-from tfnas.search.inherit import inherited_accuracy, kendall_tau, load_supernet
-from tfnas.search.latency import LatencyModel
-from tfnas.search.searcher import check_target
-from tfnas.spaces.mbv2 import MBV2Space, load_space
+from tfnas.mbv2.arch import Architecture, load_arch
+from tfnas.mbv2.net import build_model
+from tfnas.mbv2.search.elastic import hit_target
+from tfnas.mbv2.search.inherit import inherited_accuracy, kendall_tau, load_supernet
+from tfnas.mbv2.search.latency import LatencyModel
+from tfnas.mbv2.search.searcher import check_target
+from tfnas.mbv2.space import MBV2Space, load_space
 from tfnas.train.loop import TrainRecipe, train_network
 from tfnas.utils.io import atomic_write_json, atomic_write_text, read_json, save_figure
 from tfnas.utils.seed import seed_everything

@@ -7,12 +7,12 @@ report (``report``) and the whole run as the CLI does it (``run``). Facts from H
 
 from __future__ import annotations
 
-from tfnas.search.config import DEFAULTS, TfnasSearchConfig, load_config, resolve_config
-from tfnas.search.latency import LatencyModel
-from tfnas.search.run import SearchOutcome, run_search
-from tfnas.search.sampling import PATH_SAMPLERS, WEIGHT_SCHEMES
-from tfnas.search.searcher import SearchResult, TFNASSearch, check_target
-from tfnas.search.supernet import TFNASSupernet
+from tfnas.mbv2.search.config import DEFAULTS, TfnasSearchConfig, load_config, resolve_config
+from tfnas.mbv2.search.latency import LatencyModel
+from tfnas.mbv2.search.run import SearchOutcome, run_search
+from tfnas.mbv2.search.sampling import PATH_SAMPLERS, WEIGHT_SCHEMES
+from tfnas.mbv2.search.searcher import SearchResult, TFNASSearch, check_target
+from tfnas.mbv2.search.supernet import TFNASSupernet
 
 __all__ = [
     "DEFAULTS",

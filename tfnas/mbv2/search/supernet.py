@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from tfnas.errors import ConfigError
-from tfnas.models.mbv2_net import build_first_block, build_head, build_stem
+from tfnas.mbv2.net import build_first_block, build_head, build_stem
+from tfnas.mbv2.search.elastic_ops import MixedLayer
+from tfnas.mbv2.search.shared_ops import SharedMixedLayer, independent_layer
+from tfnas.mbv2.space import MBV2Space
 from tfnas.registry import Registry
-from tfnas.search.elastic_ops import MixedLayer
-from tfnas.search.shared_ops import SharedMixedLayer, independent_layer
-from tfnas.spaces.mbv2 import MBV2Space
 
 # search.op_weights -> the searchable layer: candidates with their own weights (the reference), or one
 # superkernel whose views they are

@@ -26,18 +26,18 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 from torch.utils.data._utils.collate import default_collate
 
-from tfnas.arch import Architecture
 from tfnas.data import DataBundle, build_datasets, evaluation_loader, is_builtin_source, make_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.latency.table import load_table, require_this_device, table_grid
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.search.config import AUTOCAST_DTYPES, TfnasSearchConfig, resolve_config
+from tfnas.mbv2.search.elastic import ELASTIC_RULES, apply_widths, derive_choice, hit_target
+from tfnas.mbv2.search.latency import LatencyModel
+from tfnas.mbv2.search.report import arch_cost, plot_history, write_report
+from tfnas.mbv2.search.sampling import draw_paths, gumbel_softmax_weights, weight_paths
+from tfnas.mbv2.search.supernet import TFNASSupernet
+from tfnas.mbv2.space import MBV2Space, load_space
 from tfnas.resources import shipped_file
-from tfnas.search.config import AUTOCAST_DTYPES, TfnasSearchConfig, resolve_config
-from tfnas.search.elastic import ELASTIC_RULES, apply_widths, derive_choice, hit_target
-from tfnas.search.latency import LatencyModel
-from tfnas.search.report import arch_cost, plot_history, write_report
-from tfnas.search.sampling import draw_paths, gumbel_softmax_weights, weight_paths
-from tfnas.search.supernet import TFNASSupernet
-from tfnas.spaces.mbv2 import MBV2Space, load_space
 from tfnas.train.common import RunLoop, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.utils.memory_format import apply_memory_format
 

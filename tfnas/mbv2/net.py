@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tfnas.arch import Architecture
-from tfnas.ops.mbconv import ConvBNAct, Head, InvertedResidual
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.ops import ConvBNAct, Head, InvertedResidual
+from tfnas.mbv2.space import MBV2Space
 
 
 def build_stem(space: MBV2Space) -> nn.Module:

@@ -19,12 +19,12 @@ from collections.abc import Sequence
 import torch
 
 from profilers.lut import LatencyTable
-from tfnas.arch import Architecture, LayerChoice
 from tfnas.errors import LatencyTableError
 from tfnas.latency.predict import Calibration, table_calibration
-from tfnas.latency.signatures import fixed_signatures, layer_key, layer_weights
 from tfnas.latency.table import Lookup, as_lookup
-from tfnas.spaces.mbv2 import MBV2Space
+from tfnas.mbv2.arch import Architecture, LayerChoice
+from tfnas.mbv2.keys import fixed_signatures, layer_key, layer_weights
+from tfnas.mbv2.space import MBV2Space
 
 
 class LatencyModel:

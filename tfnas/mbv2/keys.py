@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from tfnas.arch import Architecture
-from tfnas.models.mbv2_net import build_first_block, build_head, build_layer, build_stem
-from tfnas.spaces.mbv2 import LayerGeometry, MBV2Space, conv_out_size
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.net import build_first_block, build_head, build_layer, build_stem
+from tfnas.mbv2.space import LayerGeometry, MBV2Space, conv_out_size
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,0 @@
-"""Plain PyTorch networks built from derived architectures and genotypes."""
