@@ -29,13 +29,11 @@ The tfnas host side imports this module too; it must stay free of torch/tfnas.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import datetime as _dt
 import difflib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,6 +43,7 @@ from profilers.fingerprint import DEFAULT_MATCH_FIELDS, REQUIRED_FINGERPRINT_KEY
 from profilers.reference import validate_reference
 from profilers.timing import Measurement
 from tfnas_base import strict_json
+from tfnas_base.atomic import atomic_write_text
 
 LUT_FORMAT = "tfnas.lut"
 SCHEMA_VERSION = 2
@@ -514,52 +513,13 @@ def write_text_atomic(path: str | Path, text: str, what: str) -> Path:
     """Write ``text`` to ``path`` through a synced temporary file and a rename: on any failure the previous
     file is left untouched; an ``OSError`` becomes a ``ProfilerError`` naming ``what`` and the path."""
     p = Path(path)
-    tmp_name: str | None = None
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-        os.chmod(tmp_name, _file_mode(p))  # mkstemp makes 0600; tables and manifests are shareable artefacts
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, p)
-        tmp_name = None
-        _fsync_dir(p.parent)
+    try:  # tables and manifests are shareable artefacts: a rewrite keeps the file's mode, the rename is synced
+        atomic_write_text(p, text, keep_mode=True, sync_dir=True)
     except OSError as exc:
         raise ProfilerError(f"cannot write {what} {p}: {exc}") from None
-    finally:
-        if tmp_name is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
     return p
 
 
 def sig(x: float, digits: int = 6) -> float:
     """Round to ``digits`` significant digits (measurement noise is far above that)."""
     return float(f"{x:.{digits}g}")
-
-
-def _file_mode(path: Path) -> int:
-    """Mode of the file being replaced, else 0666 minus the umask (what ``open`` would give)."""
-    try:
-        return path.stat().st_mode & 0o777
-    except OSError:
-        pass
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (best effort; not supported everywhere)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import threading
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -56,6 +55,7 @@ from typing import Any
 import numpy as np
 
 from profilers.errors import ProfilerError
+from tfnas_base.atomic import atomic_path
 from tfnas_base.errors import UserError
 
 PRECISIONS = ("fp32", "int8")
@@ -345,13 +345,8 @@ def _run_job(job: QuantJob, settings: dict[str, Any]) -> str:
         fill_weights(model, src.name)  # the weights the fp32 table times (same seed: the file name)
     s = QuantSettings.from_dict(settings)
     data = generated_calibration(job.input_shape, s.calibration_samples, src.name, s.calibration_seed)
-    out = Path(job.out)
-    tmp = out.with_name(out.name + ".tmp.onnx")  # a graph killed half-written must not look quantized
-    try:
+    with atomic_path(job.out, ".tmp.onnx") as tmp:  # a graph killed half-written must not look quantized
         quantize_model(model, tmp, data, s)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return job.out
 
 

@@ -167,12 +167,12 @@ def test_a_pickle_given_as_an_arch_or_a_search_config(tmp_path, capsys, command)
 
 def test_a_pickle_given_as_a_lut_says_so(tmp_path):
     """Loaded by profilers.lut (device side): the message must say it is not a JSON table."""
-    from tfnas.latency.table import load_table
+    from tfnas.latency.table import open_table
 
     path = tmp_path / "lut.json"
     path.write_bytes(pickle.dumps({"entries": {}}))
     with pytest.raises(ProfilerError) as e:  # the root of every user error, host and device side
-        load_table(path, None)
+        open_table(path)
     msg = str(e.value)
     assert str(path) in msg and "not a JSON latency table" in msg and "pickle" in msg.replace(str(path), "")
 

@@ -151,6 +151,30 @@ def test_compare_cli_reports_inherited_accuracy_and_tau(search_run, tmp_path, ca
     assert "supernet ranking" not in capsys.readouterr().out
 
 
+def test_compare_runs_defaults_to_the_searchs_table_and_supernet(search_run, tmp_path, monkeypatch):
+    """The library call behind ``tfnas compare``: no table or supernet given, both come from the search run."""
+    from tfnas.mbv2.search.compare import CompareConfig, compare_runs
+
+    seen = {}
+
+    def fake_compare(searched, table_path, out_dir, cfg, target_ms=None, say=print, supernet=None):
+        seen.update(names=[s[0] for s in searched], table=table_path, supernet=supernet, out=out_dir)
+        return {"networks": []}
+
+    monkeypatch.setattr("tfnas.mbv2.search.compare.compare", fake_compare)
+    arch_lut = json.loads((search_run / "arch.json").read_text())["meta"]["lut"]
+    compare_runs([search_run], tmp_path / "cmp", CompareConfig())
+    assert seen == {"names": ["run"], "table": arch_lut, "supernet": search_run, "out": tmp_path / "cmp"}
+    assert (tmp_path / "cmp" / ".tfnas-run").exists()  # claimed like every run folder
+    compare_runs([search_run / "arch.json"], tmp_path / "cmp2", CompareConfig(), table_path="other.json")
+    assert seen["supernet"] is None and seen["table"] == "other.json"  # an architecture file has no supernet
+    bare = json.loads((search_run / "arch.json").read_text())
+    bare["meta"].pop("lut")
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    with pytest.raises(ConfigError, match="names no latency table; pass --lut"):
+        compare_runs([tmp_path / "bare.json"], tmp_path / "cmp3", CompareConfig())
+
+
 def test_tfnas_train_init_from_starts_at_the_supernets_slice(search_run, tmp_path):
     """``tfnas train ARCH --init-from RUN``: the derived network starts as its slice of the supernet."""
     from tfnas.cli import main

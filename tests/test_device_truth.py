@@ -12,9 +12,11 @@ from profilers.timing import Measurement
 from tests.test_latency_table import make_table
 from tfnas.cli import main
 from tfnas.errors import LatencyTableError
-from tfnas.latency.select import choose_table
-from tfnas.latency.table import load_table, require_this_device
-from tfnas.latency.validate import Validation, kendall_tau, validate_table, write_outputs
+from tfnas.latency.table import open_table, require_this_device
+from tfnas.latency.validate import Validation, kendall_tau, write_outputs
+from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.select import choose_table
+from tfnas.mbv2.validate import validate_table
 
 GENOA = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -123,7 +125,7 @@ def test_measure_and_calibrate_refuse_a_foreign_table_and_the_flag_overrides(
     import yaml
 
     path = foreign(make_table(tiny_space)).save(tmp_path / "foreign.json")
-    table = load_table(path, warn_fingerprint=False)
+    table = open_table(path)
     with pytest.raises(LatencyTableError, match=r"(?s)another device.*\n  cpu_isa: table \['avx2', 'fma'\]"):
         require_this_device(table, "measuring")
     assert require_this_device(table, "measuring", allow_foreign=True).identity
@@ -162,7 +164,7 @@ def test_validate_end_to_end_on_a_tiny_space_writes_json_and_plot(tiny_space, tm
 
 def _fake_rounds(factor_a: float, factor_b: float):
     """Rounds whose measured latency is the table's prediction times a factor per pass."""
-    from tfnas.latency.predict import predict
+    from tfnas.mbv2.predict import predict
 
     def rounds_fn(archs, rounds):
         out = []
@@ -240,15 +242,15 @@ def test_lut_auto_profiles_when_no_table_is_of_this_device_or_none_holds(tiny_sp
 
 
 def test_calibrate_never_rewrites_the_users_table_unasked_and_keeps_the_previous_fit(tiny_space, tmp_path, capsys):
-    from tfnas.latency.calibrate import calibrate
-    from tfnas.latency.predict import predict
+    from tfnas.mbv2.calibrate import calibrate
+    from tfnas.mbv2.predict import predict
 
     path = make_table(tiny_space).save(tmp_path / "lut.json")
     before = path.read_bytes()
     with pytest.raises(SystemExit) as exc:
         main(["calibrate", "--lut", str(path)])
     assert exc.value.code == 2 and "--in-place" in capsys.readouterr().err and path.read_bytes() == before
-    table = load_table(path, tiny_space, warn_fingerprint=False)
+    table = open_table(path, SpaceNeeds(tiny_space))
     calibrate(table, tiny_space, n=4, measure_fn=lambda a: 1.2 * predict(a, table, calibrated=False), progress=False)
     first = dict(table.calibration)
     calibrate(table, tiny_space, n=4, measure_fn=lambda a: 1.5 * predict(a, table, calibrated=False), progress=False)
@@ -291,7 +293,7 @@ def test_lut_auto_rescales_a_matching_table_to_the_hosts_speed_now(tiny_space, t
 
     choice = choose_table(tiny_space, 32, shipped=shipped, cache=cache, validate_fn=slow_host, say=print)
     assert choice.how == "shipped" and choice.path.parent == cache and "x1.080" in choice.note
-    copy = load_table(choice.path, warn_fingerprint=False)
+    copy = open_table(choice.path)
     assert copy.calibration["scale"] == pytest.approx(1.08) and copy.calibration["offset_ms"] == pytest.approx(0.108)
     assert copy.meta["calibration_history"][-1]["scale"] == 1.0
     assert (shipped / "mine.json").read_bytes() == before  # the shipped table is never rewritten

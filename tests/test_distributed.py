@@ -108,8 +108,8 @@ def _train_worker(rank: int, world_size: int, port: int, arch_path: str, out: st
     )  # fmt: skip
     torch.set_num_threads(1)
     from tfnas.mbv2.arch import load_arch
+    from tfnas.mbv2.train import TrainConfig, train_derived
     from tfnas.train.common import RunLoop
-    from tfnas.train.loop import TrainConfig, train_derived
 
     if mode == "cut":
         real_save = RunLoop.save

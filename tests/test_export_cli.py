@@ -44,7 +44,7 @@ def test_export_bad_arch_is_a_clean_error(tmp_path, capsys):
 
 
 def test_timm_entry_point_builds_the_derived_network(arch_file):
-    import tfnas.export.timm_model  # noqa: F401  (registers the model)
+    import tfnas.mbv2.timm_model  # noqa: F401  (registers the model)
 
     model = timm.create_model("tfnas_derived", arch=str(arch_file), num_classes=7)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
@@ -52,7 +52,7 @@ def test_timm_entry_point_builds_the_derived_network(arch_file):
 
 
 def test_timm_entry_point_passes_on_or_rejects_what_train_py_gives(arch_file):
-    import tfnas.export.timm_model  # noqa: F401  (registers the model)
+    import tfnas.mbv2.timm_model  # noqa: F401  (registers the model)
     from tfnas.errors import ConfigError
 
     # what timm's train.py hands every model (None: flag not given; create_model drops those)

@@ -20,10 +20,10 @@ from profilers.device import compare
 from profilers.lut import LatencyTable
 from tfnas.cli import main
 from tfnas.errors import LatencyTableError, UserError
-from tfnas.latency.predict import predict
-from tfnas.latency.table import device_match, load_table, require_this_device
+from tfnas.latency.table import device_match, open_table, require_this_device
 from tfnas.mbv2.arch import Architecture, LayerChoice
 from tfnas.mbv2.keys import arch_entries, fixed_signatures, layer_signature
+from tfnas.mbv2.lut import SpaceNeeds
 from tfnas.mbv2.official import (
     DEVICES,
     convert,
@@ -33,6 +33,7 @@ from tfnas.mbv2.official import (
     read_official,
     split_base,
 )
+from tfnas.mbv2.predict import predict
 from tfnas.mbv2.space import load_space
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,7 +186,7 @@ def test_missing_and_extra_keys_are_listed(space, tmp_path, capsys):
         f"tfnas import-lut mine.pkl --device titanrtx --out {out.as_posix()}"
     )
     with pytest.raises(LatencyTableError, match="lacks 4 entries"):  # 2 signatures x 2 range ends
-        load_table(out, space, warn_fingerprint=False)
+        open_table(out, SpaceNeeds(space))
     rc, _, err = run_cli(capsys, "import-lut", src, "--device", "titanrtx", "--out", out, "--allow-missing")
     assert rc == 2 and "exists; pass --force" in err
 
@@ -287,7 +288,7 @@ def test_bad_files_are_refused_with_clear_errors(tmp_path, capsys):
 
 @pytest.mark.parametrize("path", [GPU_TABLE, CPU_TABLE], ids=["titanrtx", "xeon6130"])
 def test_shipped_tables_load_and_predict_the_official_rule(space, path):
-    table = load_table(path, space, warn_fingerprint=False)  # every entry the space needs, at every range end
+    table = open_table(path, SpaceNeeds(space))  # every entry the space needs, at every range end
     assert table.complete and table.calibration is None and table.meta["official"]["problems"] == []
     assert table.meta["source"]["licence"].startswith("MIT") and "AberHu/TF-NAS" in table.meta["source"]["repository"]
     assert len(table.meta["source"]["sha256"]) == 64 and table.meta["conversion"]["command"].startswith("tfnas import")
@@ -349,8 +350,9 @@ def test_shipped_tables_are_foreign_here_predict_accepts_them(space, arch_file, 
 
 
 def test_search_accepts_the_gpu_table_but_not_measure_final(space, tmp_path):
+    from tfnas.mbv2.search.build import build_latency_model
     from tfnas.mbv2.search.config import resolve_config
-    from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
+    from tfnas.mbv2.search.searcher import TFNASSearch
 
     cfg = {"space": "tfnas_imagenet", "lut": str(GPU_TABLE), "target_ms": 15.0}
     lat = build_latency_model(resolve_config(cfg), space)

@@ -141,12 +141,13 @@ def test_space_files(tmp_path, tiny_space_dict):
 
 
 def test_luts(tmp_path, tiny_space):
-    """profilers.lut (device side) and the host's load_table: both raise only their own error types."""
+    """profilers.lut (device side) and the host's open_table: both raise only their own error types."""
     from tests.test_search_tfnas import synthetic_table
-    from tfnas.latency.table import load_table
+    from tfnas.latency.table import open_table
+    from tfnas.mbv2.lut import SpaceNeeds
 
     src = tmp_path / "valid.json"
     synthetic_table(tiny_space).save(src)
     doc = json.loads(src.read_text())
     doc["entries"] = dict(list(doc["entries"].items())[:6])  # a few entries keep the mutations on every part
-    assert check_loader(tmp_path, doc, lambda p: load_table(p, tiny_space, warn_fingerprint=False), ".json", 4) > 0
+    assert check_loader(tmp_path, doc, lambda p: open_table(p, SpaceNeeds(tiny_space)), ".json", 4) > 0

@@ -55,7 +55,7 @@ def timed_graphs(monkeypatch):
 
 @pytest.fixture
 def tiny_bundle(tiny_space, tmp_path):
-    from tfnas.latency.bundle import write_bundle
+    from tfnas.mbv2.bundle import write_bundle
 
     sigs = _sigs(tiny_space)
     keys = {next(s.key for s in sigs if s.width_range is None), next(s.key for s in sigs if s.width_range)}
@@ -123,8 +123,8 @@ def test_reduce_range_follows_the_isa():
 
 
 def test_lut_auto_with_int8_never_takes_an_fp32_table(tiny_space, tmp_path):
-    from tfnas.latency.select import choose_table, matching_tables
     from tfnas.latency.validate import Validation
+    from tfnas.mbv2.select import choose_table, matching_tables
 
     shipped, cache = tmp_path / "shipped", tmp_path / "cache"
     shipped.mkdir()
@@ -156,13 +156,14 @@ def test_lut_auto_with_int8_never_takes_an_fp32_table(tiny_space, tmp_path):
 
 def test_a_table_of_another_precision_is_refused_where_a_precision_is_asked(tiny_space, tmp_path):
     from tests.test_search_tfnas import tiny_config
-    from tfnas.latency.table import load_table
+    from tfnas.latency.table import open_table
+    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.search.build import build_latency_model
     from tfnas.mbv2.search.config import resolve_config
-    from tfnas.mbv2.search.searcher import build_latency_model
 
     path = make_table(tiny_space).save(tmp_path / "fp32.json")
     with pytest.raises(LatencyTableError, match="holds fp32 latencies, but int8"):
-        load_table(path, tiny_space, precision="int8")
+        open_table(path, SpaceNeeds(tiny_space), precision="int8")
     cfg = tiny_config(tmp_path, tiny_space)
     build_latency_model(resolve_config(cfg), tiny_space)  # no precision stated: the table's own
     with pytest.raises(LatencyTableError, match="int8"):
@@ -178,9 +179,10 @@ def space_files(request):
 def test_measure_validate_calibrate_of_an_int8_table_quantize_every_network(
     tiny_space, space_files, tmp_path, timed_graphs, capsys
 ):
-    from tfnas.latency.calibrate import calibrate
     from tfnas.latency.measure import measure_on_table_device
-    from tfnas.latency.validate import validate_table
+    from tfnas.mbv2.calibrate import calibrate
+    from tfnas.mbv2.measure import ArchNetwork
+    from tfnas.mbv2.validate import validate_table
 
     space_yaml, arch_path = space_files
     int8 = as_int8(make_table(tiny_space))
@@ -189,7 +191,10 @@ def test_measure_validate_calibrate_of_an_int8_table_quantize_every_network(
     assert result.precision == "int8" and len(result.measured_ms) == 3
     calibrate(int8, tiny_space, n=3, rounds=1, progress=False)
     assert "int8" in int8.calibration["method"]
-    assert measure_on_table_device(Architecture.uniform(tiny_space, "k3_e3"), int8, rounds=1)["precision"] == "int8"
+    assert (
+        measure_on_table_device(ArchNetwork(Architecture.uniform(tiny_space, "k3_e3")), int8, rounds=1)["precision"]
+        == "int8"
+    )
     assert (
         main(["measure", str(arch_path), "--lut", str(lut), "--rounds", "1", "--json", str(tmp_path / "m.json")]) == 0
     )

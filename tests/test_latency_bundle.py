@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from profilers.bundle import load_manifest
-from tfnas.latency.bundle import export_graph, graph_name, write_bundle
+from tfnas.latency.bundle import export_graph, graph_name
 from tfnas.latency.table import WidthGrid
 from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.bundle import write_bundle
 from tfnas.mbv2.keys import arch_entries, build_signature_module, space_signatures
 
 GRID = WidthGrid("sparse", align=4, block=16, intervals=2)

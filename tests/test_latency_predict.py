@@ -8,11 +8,12 @@ import pytest
 
 from tests.test_latency_table import make_table, synthetic_latency
 from tfnas.errors import LatencyTableError
-from tfnas.latency.calibrate import calibrate, fit_affine, fit_calibration
-from tfnas.latency.predict import feasible_range, predict, predict_breakdown
+from tfnas.latency.calibrate import fit_affine, fit_calibration
 from tfnas.latency.table import Lookup
 from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.calibrate import calibrate
 from tfnas.mbv2.keys import arch_entries, arch_mweights, build_signature_module, layer_signature, layer_weights
+from tfnas.mbv2.predict import feasible_range, predict, predict_breakdown
 
 
 def test_predict_is_the_sum_of_entries(tiny_space):

@@ -10,8 +10,9 @@ import pytest
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
-from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, load_table, make_grid, table_grid
+from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, make_grid, open_table, table_grid
 from tfnas.mbv2.keys import space_signatures
+from tfnas.mbv2.lut import SpaceNeeds
 from tfnas_base.errors import UserError
 
 GRID = WidthGrid("sparse", align=4, block=16, intervals=4)
@@ -92,7 +93,7 @@ def test_an_fp32_table_pads_aligned_widths_to_its_own_devices_simd_block(tiny_sp
 
 
 def test_lookup_interpolates_within_alignment_class(tiny_space, lut_path):
-    table = load_table(lut_path, tiny_space)
+    table = open_table(lut_path, SpaceNeeds(tiny_space), warn_device=True)
     look = Lookup(table)
     for sig in space_signatures(tiny_space):
         if sig.width_range is None:
@@ -107,9 +108,9 @@ def test_lookup_interpolates_within_alignment_class(tiny_space, lut_path):
 
 def test_shape_mismatch_is_an_error(tiny_space, lut_path):
     with pytest.raises(LatencyTableError, match="resolution 32.*needed batch 1, resolution 64"):
-        load_table(lut_path, resolution=64)
+        open_table(lut_path, resolution=64)
     with pytest.raises(LatencyTableError, match="batch 1.*needed batch 8"):
-        load_table(lut_path, batch=8)
+        open_table(lut_path, batch=8)
 
 
 def test_missing_entries_are_listed(tiny_space, tmp_path):
@@ -119,7 +120,7 @@ def test_missing_entries_are_listed(tiny_space, tmp_path):
         table.remove(k)
     path = table.save(tmp_path / "partial.json")
     with pytest.raises(LatencyTableError) as err:
-        load_table(path, tiny_space)
+        open_table(path, SpaceNeeds(tiny_space), warn_device=True)
     msg = str(err.value)
     assert "lacks 4 entries" in msg
     for k in gone:
@@ -131,15 +132,15 @@ def test_corrupted_and_truncated_tables(tmp_path, lut_path):
     bad = tmp_path / "truncated.json"
     bad.write_text(text[: len(text) // 2])
     with pytest.raises(UserError, match="not valid JSON"):  # the root of every user error
-        load_table(bad)
+        open_table(bad)
     doc = json.loads(text)
     first = next(iter(doc["entries"]))
     doc["entries"][first]["latency_ms"][0] = -1
     bad.write_text(json.dumps(doc))
     with pytest.raises(UserError, match="latency_ms"):
-        load_table(bad)
+        open_table(bad)
     with pytest.raises(UserError, match="does not exist"):
-        load_table(tmp_path / "nope.json")
+        open_table(tmp_path / "nope.json")
 
 
 def test_fingerprint_mismatch_warns_naming_fields(tiny_space, tmp_path, recwarn):
@@ -147,13 +148,13 @@ def test_fingerprint_mismatch_warns_naming_fields(tiny_space, tmp_path, recwarn)
     table.fingerprint["cpu_isa"] = ["imaginary-simd"]
     path = table.save(tmp_path / "other.json")
     with pytest.warns(FingerprintWarning, match="cpu_isa.*imaginary-simd"):
-        load_table(path, tiny_space)
+        open_table(path, SpaceNeeds(tiny_space), warn_device=True)
     with pytest.warns(FingerprintWarning, match="threads"):
-        load_table(path, tiny_space, threads=2)
+        open_table(path, SpaceNeeds(tiny_space), threads=2, warn_device=True)
 
 
 def test_searches_and_validations_on_an_int8_table_derive_multiples_of_16(tiny_space):
-    from tfnas.latency.calibrate import sample_archs
+    from tfnas.mbv2.calibrate import sample_archs
     from tfnas.mbv2.search.latency import LatencyModel
 
     table = make_table(tiny_space, grid=make_grid("sparse", "int8"))

@@ -15,10 +15,11 @@ import yaml
 from tests.conftest import TINY_SPACE
 from tests.test_data import _fake_cifar_arrays, _write_bin
 from tests.test_search_tfnas import synthetic_table
-from tfnas.mbv2.search import searcher as searcher_module
+from tfnas.mbv2.search import derive as derive_module
+from tfnas.mbv2.search.build import build_latency_model
 from tfnas.mbv2.search.config import DEFAULTS, resolve_config
 from tfnas.mbv2.search.elastic import ELASTIC_RULES, ElasticRule
-from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
+from tfnas.mbv2.search.searcher import TFNASSearch
 
 
 def _raw_config(tmp_path, tiny_space, search=None, data=None, unstated=()) -> dict:
@@ -108,15 +109,17 @@ def test_epoch_ends_scale_widths_by_the_tfnas_rule_keeping_channels_among_all(tm
 
         return ElasticRule(scale, rule.keep_among)
 
+    rules = ELASTIC_RULES
     for name in ("tfnas", "grid"):
-        monkeypatch.setitem(ELASTIC_RULES, name, spy(name, ELASTIC_RULES[name]))
-    real_apply = searcher_module.apply_widths
+        rules = rules.replaced(name, spy(name, ELASTIC_RULES[name]))
+    monkeypatch.setattr(derive_module, "ELASTIC_RULES", rules)  # the epoch end's derivation reads the rules here
+    real_apply = derive_module.apply_widths
 
     def apply_spy(model, ops, widths, optimizer=None, among="active"):
         calls["among"].append(among)
         return real_apply(model, ops, widths, optimizer, among)
 
-    monkeypatch.setattr(searcher_module, "apply_widths", apply_spy)
+    monkeypatch.setattr(derive_module, "apply_widths", apply_spy)
     cfg = _raw_config(
         tmp_path, tiny_space, {"epochs": 3, "warmup_epochs": 1, "elastic": True}, unstated=("elastic_rule",)
     )

@@ -12,9 +12,10 @@ import torch
 
 from profilers.lut import LatencyTable
 from tfnas.errors import ConfigError
-from tfnas.latency.predict import predict
 from tfnas.mbv2.arch import Architecture, load_arch
 from tfnas.mbv2.keys import space_signatures
+from tfnas.mbv2.predict import predict
+from tfnas.mbv2.search.build import check_target
 from tfnas.mbv2.search.config import resolve_config
 from tfnas.mbv2.search.elastic import (
     _reach,
@@ -26,7 +27,7 @@ from tfnas.mbv2.search.elastic import (
 )
 from tfnas.mbv2.search.latency import LatencyModel
 from tfnas.mbv2.search.sampling import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
-from tfnas.mbv2.search.searcher import TFNASSearch, check_target
+from tfnas.mbv2.search.searcher import TFNASSearch
 from tfnas.mbv2.search.supernet import TFNASSupernet
 
 FINGERPRINT = {
@@ -293,7 +294,7 @@ def tiny_config(tmp_path, tiny_space, **search):
 
 
 def _target(cfg, tiny_space, frac):
-    from tfnas.mbv2.search.searcher import build_latency_model
+    from tfnas.mbv2.search.build import build_latency_model
 
     fast, slow = build_latency_model(resolve_config(cfg), tiny_space).feasible_range()
     return fast + frac * (slow - fast)
@@ -397,10 +398,10 @@ def _fake_runtime(monkeypatch, fake_measure, host=lambda: 1.0):
 
     import tfnas.latency.measure as measure_mod
 
-    def prepare(arch, rt, workdir):
-        return lambda protocol: fake_measure(arch, rt.backend, rt.threads, rt.batch, protocol)
+    def prepare(net, rt, workdir):
+        return lambda protocol: fake_measure(net.arch, rt.backend, rt.threads, rt.batch, protocol)
 
-    monkeypatch.setitem(measure_mod.PREPARERS, "ort", prepare)
+    monkeypatch.setattr(measure_mod, "prepare_timer", prepare)
     monkeypatch.setattr(
         measure_mod, "reference_for", lambda rt, workdir: lambda p: types.SimpleNamespace(latency_ms=0.5 * host())
     )
@@ -412,7 +413,7 @@ def test_measured_loop_reaims_until_the_measured_latency_hits(tmp_path, tiny_spa
     """A runtime 12% slower than the table: the closed loop re-aims the prediction and lands on the target."""
     import types
 
-    from tfnas.latency.predict import predict
+    from tfnas.mbv2.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=1)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.4)
@@ -436,7 +437,7 @@ def test_measured_loop_ignores_bursts_and_keeps_ops_and_depths(tmp_path, tiny_sp
     import itertools
     import types
 
-    from tfnas.latency.predict import predict
+    from tfnas.mbv2.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.6)
@@ -475,7 +476,7 @@ def test_measured_loop_is_not_misled_by_a_slow_spell(tmp_path, tiny_space):
     +35%, the drift-cancelled one the quiet value, so the loop does not re-aim a net that already hits."""
     import types
 
-    from tfnas.latency.predict import predict
+    from tfnas.mbv2.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.6)
@@ -500,7 +501,7 @@ def test_measured_loop_stops_within_the_measurements_uncertainty(tmp_path, tiny_
     import itertools
     import types
 
-    from tfnas.latency.predict import predict
+    from tfnas.mbv2.predict import predict
 
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
     cfg["search"]["measure_tolerance"] = 0.001
@@ -597,8 +598,10 @@ def test_resumed_auto_table_run_keeps_the_table_it_started_with(tmp_path, tiny_s
     monkeypatch.setattr(run_mod, "choose_table", lambda *a, **k: SimpleNamespace(path=next(picks), note="test"))
     auto = dict(cfg, lut="auto", out=str(tmp_path / "run"))
     auto["runtime"] = dict(cfg["runtime"], stop_after_steps=3)
+    started = run_mod.provide_table(resolve_config(auto), say=lambda s: None)
     with pytest.raises(SearchInterrupted):
-        run_mod.run_search(resolve_config(auto), say=lambda s: None, measure=False)
+        run_mod.run_search(started, say=lambda s: None, measure=False)
     auto["runtime"] = dict(cfg["runtime"], stop_after_steps=None)
-    outcome = run_mod.run_search(resolve_config(auto), resume=True, say=lambda s: None, measure=False)
+    resumed = run_mod.provide_table(resolve_config(auto), resume=True, say=lambda s: None)
+    outcome = run_mod.run_search(resumed, resume=True, say=lambda s: None, measure=False)
     assert outcome.config.lut == first and next(picks) == str(other)  # the second choice was never asked for

@@ -22,7 +22,7 @@ ROOT = repo_root()
 def _module_graph() -> dict[str, set[str]]:
     """Every import between the project's modules, including those inside functions."""
     mods = {}
-    for p in [*ROOT.glob("tfnas/**/*.py"), *ROOT.glob("profilers/**/*.py")]:
+    for p in [*ROOT.glob("tfnas/**/*.py"), *ROOT.glob("tfnas_base/**/*.py"), *ROOT.glob("profilers/**/*.py")]:
         name = ".".join(p.relative_to(ROOT).with_suffix("").parts)
         mods[name.removesuffix(".__init__")] = p
 
@@ -79,6 +79,26 @@ def test_no_package_imports_a_package_that_imports_it_back():
     assert not cycles, "package cycles:\n  " + "\n  ".join(cycles)
 
 
+FAMILIES = ("tfnas.mbv2", "tfnas.darts")
+INFRASTRUCTURE = ("tfnas.latency", "tfnas.train", "tfnas.export", "tfnas.data", "tfnas.utils", "tfnas.config")
+
+
+def test_infrastructure_knows_no_family_and_families_not_each_other():
+    """The layout's rule (README, Layout): shared code is handed a family's knowledge, never imports it."""
+    wrong = []
+    for m, deps in _module_graph().items():
+        pkg = _package_of(m)
+        if m.startswith("tfnas_base"):  # the base layer imports only itself
+            wrong += [f"{m} -> {d}" for d in deps if not d.startswith("tfnas_base")]
+        if m.startswith("profilers"):  # the device side: no tfnas
+            wrong += [f"{m} -> {d}" for d in deps if d == "tfnas" or d.startswith("tfnas.")]
+        if pkg in INFRASTRUCTURE or m in ("tfnas.errors", "tfnas.registry", "tfnas.resources"):
+            wrong += [f"{m} -> {d}" for d in deps if _package_of(d) in FAMILIES]
+        if pkg in FAMILIES:
+            wrong += [f"{m} -> {d}" for d in deps if _package_of(d) in FAMILIES and _package_of(d) != pkg]
+    assert not wrong, "imports against the layout:\n  " + "\n  ".join(sorted(wrong))
+
+
 def test_no_import_cycle_counting_imports_inside_functions():
     graph = _module_graph()
     state: dict[str, int] = {}
@@ -98,7 +118,9 @@ def test_no_import_cycle_counting_imports_inside_functions():
     for m in sorted(graph):
         if m not in state:
             visit(m)
-    assert not any(d.startswith("tfnas") for m, deps in graph.items() if m.startswith("profilers") for d in deps)
+    assert not any(
+        d == "tfnas" or d.startswith("tfnas.") for m, deps in graph.items() if m.startswith("profilers") for d in deps
+    )
 
 
 def test_spaces_and_genotypes_load_without_torch(tmp_path):
@@ -280,3 +302,19 @@ def test_every_op_name_of_the_spaces_has_a_builder():
     from tfnas.darts.space import OP_NAMES
 
     assert sorted(OPS) == sorted(OP_NAMES)
+
+
+def test_commands_are_thin_and_functions_short():
+    """Issue 23: a command parses, calls the library once and prints (<= 120 lines); no function in tfnas/
+    over 60 lines (a longer one is several steps that deserve names and tests of their own)."""
+    long_commands = [
+        f"{p.name}: {n} lines"
+        for p in sorted((ROOT / "tfnas" / "commands").glob("*.py"))
+        if (n := len(p.read_text().splitlines())) > 120
+    ]
+    long_functions = []
+    for p in sorted((ROOT / "tfnas").rglob("*.py")):
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60:
+                long_functions.append(f"{p.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not long_commands and not long_functions, (long_commands, long_functions)

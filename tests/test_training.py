@@ -9,7 +9,7 @@ import torch
 
 import tfnas.train.common as training
 from tfnas.mbv2.arch import Architecture
-from tfnas.train.loop import TrainConfig, train_derived
+from tfnas.mbv2.train import TrainConfig, train_derived
 from tfnas.utils.checkpoint import load_checkpoint
 
 

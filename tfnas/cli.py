@@ -15,28 +15,32 @@ import os
 import sys
 from collections.abc import Sequence
 
+from tfnas.registry import Registry
 from tfnas_base.errors import UserError
 
 # Optional packages a command may need; a missing one is "not available", any other missing module a bug.
 OPTIONAL_MODULES = ("tensorrt", "cuda", "torchvision", "graphviz", "sklearn", "PIL")
 
-# subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "space": ("tfnas.commands.space", "show a search space and validate its YAML"),
-    "arch": ("tfnas.commands.arch", "validate a derived architecture; print FLOPs and params"),
-    "bundle": ("tfnas.commands.bundle", "write a profiling bundle (ONNX graphs + manifest)"),
-    "profile": ("tfnas.commands.profile", "bundle + profile locally: build a latency table"),
-    "predict": ("tfnas.commands.predict", "predict an architecture's latency from a table"),
-    "measure": ("tfnas.commands.measure", "export an architecture to ONNX and time it end to end"),
-    "search": ("tfnas.commands.search", "TF-NAS search under a latency target"),
-    "darts": ("tfnas.commands.darts", "DARTS-family cell search, evaluation and training"),
-    "train": ("tfnas.commands.train", "train a derived architecture from scratch (torchrun for DDP)"),
-    "calibrate": ("tfnas.commands.calibrate", "fit a latency table to end-to-end measurements"),
-    "validate": ("tfnas.commands.validate", "check that a latency table describes this machine (verdict + plot)"),
-    "export": ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"),
-    "compare": ("tfnas.commands.compare", "a searched network vs random and uniform ones at the same latency"),
-    "import-lut": ("tfnas.commands.import_lut", "convert an official TF-NAS latency pickle into a tfnas table"),
-}
+# subcommand -> (module, one-line help), in the order ``tfnas --help`` lists them
+COMMANDS: Registry[tuple[str, str]] = Registry("command")
+COMMANDS.add("space", ("tfnas.commands.space", "show a search space and validate its YAML"))
+COMMANDS.add("arch", ("tfnas.commands.arch", "validate a derived architecture; print FLOPs and params"))
+COMMANDS.add("bundle", ("tfnas.commands.bundle", "write a profiling bundle (ONNX graphs + manifest)"))
+COMMANDS.add("profile", ("tfnas.commands.profile", "bundle + profile locally: build a latency table"))
+COMMANDS.add("predict", ("tfnas.commands.predict", "predict an architecture's latency from a table"))
+COMMANDS.add("measure", ("tfnas.commands.measure", "export an architecture to ONNX and time it end to end"))
+COMMANDS.add("search", ("tfnas.commands.search", "TF-NAS search under a latency target"))
+COMMANDS.add("darts", ("tfnas.commands.darts", "DARTS-family cell search, evaluation and training"))
+COMMANDS.add("train", ("tfnas.commands.train", "train a derived architecture from scratch (torchrun for DDP)"))
+COMMANDS.add("calibrate", ("tfnas.commands.calibrate", "fit a latency table to end-to-end measurements"))
+COMMANDS.add(
+    "validate", ("tfnas.commands.validate", "check that a latency table describes this machine (verdict + plot)")
+)
+COMMANDS.add("export", ("tfnas.commands.export", "export a derived architecture to ONNX (checked, parity-tested)"))
+COMMANDS.add("compare", ("tfnas.commands.compare", "a searched network vs random and uniform ones at the same latency"))
+COMMANDS.add(
+    "import-lut", ("tfnas.commands.import_lut", "convert an official TF-NAS latency pickle into a tfnas table")
+)
 
 
 def choose_omp_wait_policy() -> None:
@@ -103,7 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         parser = build_parser()
         if argv and argv[0] not in ("-h", "--help"):
-            parser.error(f"unknown command {argv[0]!r}; choose from {', '.join(COMMANDS)}")
+            try:
+                COMMANDS.get(argv[0])
+            except UserError as e:  # the registry's message: the known commands and the closest one
+                parser.error(str(e))
         parser.print_help()
         return 0 if argv else 2
     name = argv[0]

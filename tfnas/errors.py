@@ -7,10 +7,9 @@ once, prints the message and exits non-zero; a traceback means a bug.
 
 from __future__ import annotations
 
-from profilers.errors import ProfilerError
 from tfnas_base.errors import UserError
 
-__all__ = ["ConfigError", "LatencyTableError", "ProfilerError", "TfnasError", "UserError"]
+__all__ = ["ConfigError", "LatencyTableError", "TfnasError", "UserError"]
 
 
 class TfnasError(UserError):

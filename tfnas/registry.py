@@ -53,6 +53,14 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {name!r} (choose from {', '.join(known)}){did_you_mean(name, known)}"
             ) from None
 
+    def replaced(self, name: str, item: T) -> Registry[T]:
+        """A copy with ``name`` bound to ``item`` (added when new), this registry unchanged: a test swaps one
+        entry in by replacing the module's registry (``monkeypatch.setattr(module, "RULES", RULES.replaced(...))``)
+        instead of mutating the shared one."""
+        copy: Registry[T] = Registry(self.kind)
+        copy._items = {**self._items, name: item}
+        return copy
+
     def get(self, name: str) -> T:
         """The item named ``name`` (a ``ConfigError`` listing the known names otherwise)."""
         return self[name]

@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from tfnas.darts.bundle import DeployShape, write_darts_bundle
 from tfnas.darts.predict import (
     calibrate_darts,
     genotype_latency,
@@ -28,11 +27,12 @@ from tfnas.darts.predict import (
 from profilers.lut import LatencyTable
 from profilers.run import profile_bundle
 from profilers.timing import PROFILE_PROTOCOL
+from tfnas.darts.bundle import DeployShape, write_darts_bundle
 from tfnas.darts.space import load_cell_space
 from tfnas.latency.calibrate import error_stats
 from tfnas.latency.measure import protocol_for
 from tfnas.latency.table import table_device
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 
 def main() -> None:

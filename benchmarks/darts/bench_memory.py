@@ -93,7 +93,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=1))
     if a.out:
-        from tfnas.utils.io import atomic_write_json
+        from tfnas_base.atomic import atomic_write_json
 
         atomic_write_json(a.out, report)
 

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     print(json.dumps(result, indent=1))
     if args.out:
-        from tfnas.utils.io import atomic_write_json
+        from tfnas_base.atomic import atomic_write_json
 
         atomic_write_json(args.out, result)
     return result

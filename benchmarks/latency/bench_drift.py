@@ -99,22 +99,25 @@ def cmd_spells(args: argparse.Namespace) -> dict:
     from profilers.backends import get_backend
     from profilers.reference import reference_timer
     from profilers.timing import measure
-    from tfnas.latency.measure import DEFAULT_PROTOCOL, export_arch, input_shape
+    from tfnas.latency.measure import DEFAULT_PROTOCOL, export_network
     from tfnas.mbv2.arch import load_arch
+    from tfnas.mbv2.measure import ArchNetwork
     from tfnas.mbv2.net import build_model
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.search:  # the real search process: its training, data loaders and last checkpoint, then time here
         from tfnas.mbv2.search.config import load_config
-        from tfnas.mbv2.search.run import run_search
+        from tfnas.mbv2.search.run import provide_table, run_search
 
         cfg = load_config(args.search, {"out": str(out / "search"), "search.measure_final": False})
-        arch = run_search(cfg, force=True, say=lambda *a: None, measure=False).result.arch
+        arch = run_search(
+            provide_table(cfg, say=lambda *a: None), force=True, say=lambda *a: None, measure=False
+        ).result.arch
     else:
         arch = load_arch(args.arch)
-    onnx_path = export_arch(arch, out / "net.onnx")
-    shape = input_shape(arch, 1)
+    onnx_path = export_network(ArchNetwork(arch), out / "net.onnx")
+    shape = ArchNetwork(arch).input_shape(1)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_worker, args=(child, str(onnx_path), shape, str(out)))

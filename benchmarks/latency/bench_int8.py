@@ -42,7 +42,7 @@ from profilers.fingerprint import current_fingerprint
 from profilers.quantize import default_settings, quantize_graph
 from profilers.timing import TimingProtocol, measure
 from profilers.weights import materialize
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 PROTOCOL = TimingProtocol(warmup=3, min_repeats=20, max_repeats=20, floor_repeats=5, max_time_s=0.5,
                           remeasure_attempts=0, statistic="p10")  # fmt: skip
@@ -233,16 +233,17 @@ def bench_nodes(args: argparse.Namespace) -> dict:
 
 def bench_compare(args: argparse.Namespace) -> dict:
     """Two searched architectures side by side: per layer op, width and latency in both tables."""
-    from tfnas.latency.predict import predict, predict_breakdown
-    from tfnas.latency.table import load_table
+    from tfnas.latency.table import open_table
     from tfnas.mbv2.arch import load_arch
+    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.predict import predict, predict_breakdown
 
     out: dict = {}
     tables = {}
     for name in ("a", "b"):
         arch = load_arch(getattr(args, name))
         if not tables:
-            tables = {p: load_table(getattr(args, p), arch.space, warn_fingerprint=False) for p in ("fp32", "int8")}
+            tables = {p: open_table(getattr(args, p), SpaceNeeds(arch.space)) for p in ("fp32", "int8")}
         layers = []
         rows = {p: predict_breakdown(arch, t) for p, t in tables.items()}
         for (key, width, f_ms), (_, _, q_ms) in zip(rows["fp32"], rows["int8"]):
@@ -266,9 +267,17 @@ def bench_compare(args: argparse.Namespace) -> dict:
 
 def bench_e2e(args: argparse.Namespace) -> dict:
     """Whole networks at both precisions in the same interleaved rounds: where does int8 pay off here?"""
-    from tfnas.latency.calibrate import sample_archs
-    from tfnas.latency.measure import DEFAULT_PROTOCOL, Runtime, _prepare_onnx, interleave, round_latency
+    from tfnas.latency.measure import (
+        DEFAULT_PROTOCOL,
+        Runtime,
+        TimingSettings,
+        interleave,
+        prepare_timer,
+        round_latency,
+    )
     from tfnas.mbv2.arch import Architecture, load_arch
+    from tfnas.mbv2.calibrate import sample_archs
+    from tfnas.mbv2.measure import ArchNetwork
     from tfnas.mbv2.space import load_space
 
     space = load_space(args.space)
@@ -289,8 +298,8 @@ def bench_e2e(args: argparse.Namespace) -> dict:
         timers = []
         for i, a in enumerate(archs):
             for p in ("fp32", "int8"):
-                timers.append(_prepare_onnx(a, Runtime(precision=p), Path(tmp) / f"{i}{p}"))
-        runs = interleave(timers, DEFAULT_PROTOCOL, args.rounds, args.seed)
+                timers.append(prepare_timer(ArchNetwork(a), Runtime(precision=p), Path(tmp) / f"{i}{p}"))
+        runs = interleave(timers, TimingSettings(args.rounds, args.seed, DEFAULT_PROTOCOL))
     for i, (a, name) in enumerate(zip(archs, names)):
         f, q = round_latency(runs[2 * i]), round_latency(runs[2 * i + 1])
         layers = [c for _, c in a.active_layers()]
@@ -321,7 +330,7 @@ def bench_widths(args: argparse.Namespace) -> dict:
     (1.0 = as fast as the fast class; fp32 pads a multiple of 4 to 16, so its 4-aligned widths sit at or above
     the line; a class well above the line is one a search should not pick)."""
     from tfnas.latency.bundle import export_graph
-    from tfnas.latency.measure import interleave, round_latency
+    from tfnas.latency.measure import TimingSettings, interleave, round_latency
     from tfnas.mbv2.keys import build_signature_module, space_signatures
     from tfnas.mbv2.space import load_space
 
@@ -343,7 +352,7 @@ def bench_widths(args: argparse.Namespace) -> dict:
                 q = quantize_graph(path, sig.input_shape(1), Path(tmp) / f"{len(points)}-int8.onnx", default_settings())
                 points.append((key, w))
                 timers += [be["fp32"].prepare(path, sig.input_shape(1)), be["int8"].prepare(q, sig.input_shape(1))]
-        runs = interleave([lambda p, fn=fn: measure(fn, p) for fn in timers], PROTOCOL, args.rounds, 0)
+        runs = interleave([lambda p, fn=fn: measure(fn, p) for fn in timers], TimingSettings(args.rounds, 0, PROTOCOL))
     rows = [{"key": k, "width": w, "class": width_class(w), "fp32_ms": round_latency(runs[2 * i]),
              "int8_ms": round_latency(runs[2 * i + 1])} for i, (k, w) in enumerate(points)]  # fmt: skip
     classes: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

@@ -27,14 +27,17 @@ from profilers.bundle import load_manifest
 from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from profilers.timing import TimingProtocol, measure
-from tfnas.latency.bundle import write_bundle
-from tfnas.latency.calibrate import error_stats, sample_archs
-from tfnas.latency.measure import measure_archs, round_latency
-from tfnas.latency.predict import predict
-from tfnas.latency.table import Lookup, WidthGrid, load_table, make_grid
+from tfnas.latency.calibrate import error_stats
+from tfnas.latency.measure import Runtime, TimingSettings, measure_networks, round_latency
+from tfnas.latency.table import Lookup, WidthGrid, make_grid, open_table
+from tfnas.mbv2.bundle import write_bundle
+from tfnas.mbv2.calibrate import sample_archs
 from tfnas.mbv2.keys import space_signatures
+from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.measure import networks
+from tfnas.mbv2.predict import predict
 from tfnas.mbv2.space import load_space
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -106,7 +109,7 @@ def bench_interp(args: argparse.Namespace) -> dict:
         return Lookup(t)
 
     class_aware, naive = table_of(grid), table_of(WidthGrid("sparse", 1, 1, grid.intervals))
-    shipped = Lookup(load_table(args.lut, warn_fingerprint=False)) if args.lut else None
+    shipped = Lookup(open_table(args.lut)) if args.lut else None
     rows = []
     for key, p in plan.items():
         for w in p["held_out"]:
@@ -159,17 +162,14 @@ def bench_interp(args: argparse.Namespace) -> dict:
 
 def bench_e2e(args: argparse.Namespace) -> dict:
     """Random architectures (not those used to calibrate): table prediction vs end-to-end ORT latency."""
-    table = load_table(args.lut, warn_fingerprint=False)
-    space = load_space(table.space)
-    table = load_table(args.lut, space, threads=args.threads, warn_fingerprint=False)
+    table, space = open_space_table(args.lut, threads=args.threads)
     res = int(table.fingerprint["resolution"])
     lookup = Lookup(table)
     archs = sample_archs(space, args.samples, args.seed, res, args.align)
     t0 = time.perf_counter()
     load_before = os.getloadavg()
-    runs = measure_archs(
-        archs, "ort", args.threads, int(table.fingerprint["batch"]), rounds=args.rounds, seed=args.seed, progress=True
-    )
+    rt = Runtime("ort", args.threads, int(table.fingerprint["batch"]))
+    runs = measure_networks(networks(archs), rt, TimingSettings(args.rounds, args.seed, progress=True))
     rows = []
     for arch, ms in zip(archs, runs):
         rows.append(

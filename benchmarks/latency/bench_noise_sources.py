@@ -32,9 +32,11 @@ def _stdev_pct(values: list[float]) -> float:
 
 def _timer(arch, folder: Path, name: str):
     from profilers.backends import get_backend
-    from tfnas.latency.measure import export_arch, input_shape
+    from tfnas.latency.measure import export_network
+    from tfnas.mbv2.measure import ArchNetwork
 
-    return get_backend("ort", threads=1).prepare(export_arch(arch, folder / f"{name}.onnx"), input_shape(arch, 1))
+    net = ArchNetwork(arch)
+    return get_backend("ort", threads=1).prepare(export_network(net, folder / f"{name}.onnx"), net.input_shape(1))
 
 
 def _reference(folder: Path, shape: tuple[int, ...], name: str):
@@ -119,11 +121,12 @@ def _round_robin(timers: list, rounds: int) -> dict:
 
 
 def cmd_processes(args: argparse.Namespace, out: Path) -> dict:
-    from tfnas.latency.measure import export_arch, input_shape
+    from tfnas.latency.measure import export_network
     from tfnas.mbv2.arch import load_arch
+    from tfnas.mbv2.measure import ArchNetwork
 
     arch = load_arch(args.arch)
-    path, shape = str(export_arch(arch, out / "net.onnx")), input_shape(arch, 1)
+    path, shape = str(export_network(ArchNetwork(arch), out / "net.onnx")), ArchNetwork(arch).input_shape(1)
     ctx = mp.get_context("spawn")
     procs = []
     for _ in range(args.k):

@@ -18,13 +18,14 @@ import sys
 import numpy as np
 
 from profilers.lut import LatencyTable
-from tfnas.latency.calibrate import sample_archs
-from tfnas.latency.measure import measure_archs, protocol_for, round_latency
-from tfnas.latency.predict import predict
+from tfnas.latency.measure import Runtime, TimingSettings, measure_networks, protocol_for, round_latency
 from tfnas.latency.table import Lookup, table_device
 from tfnas.mbv2.arch import Architecture, LayerChoice
+from tfnas.mbv2.calibrate import sample_archs
+from tfnas.mbv2.measure import networks
+from tfnas.mbv2.predict import predict
 from tfnas.mbv2.space import MBV2Space, load_space
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 
 def searched_like(space: MBV2Space, n: int, seed: int, resolution: int, align: int = 4) -> list[Architecture]:
@@ -60,7 +61,8 @@ def main() -> None:
         "random aligned": sample_archs(space, args.n, 7, res, 4),
     }
     archs = [a for g in groups.values() for a in g]
-    runs = measure_archs(archs, "ort", int(table.fingerprint["threads"]), 1, protocol_for(table.protocol), args.rounds)
+    rt = Runtime("ort", int(table.fingerprint["threads"]), 1)
+    runs = measure_networks(networks(archs), rt, TimingSettings(args.rounds, protocol=protocol_for(table.protocol)))
     measured = [round_latency(r) for r in runs]
     predicted = [predict(a, look) for a in archs]
     rows, i = {}, 0

@@ -24,10 +24,11 @@ import numpy as np
 
 from profilers.backends import get_backend
 from profilers.fingerprint import current_fingerprint
-from tfnas.latency.calibrate import sample_archs
-from tfnas.latency.measure import export_arch, input_shape
+from tfnas.latency.measure import export_network
+from tfnas.mbv2.calibrate import sample_archs
+from tfnas.mbv2.measure import ArchNetwork
 from tfnas.mbv2.space import load_space
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 
 def stat_median_of_rounds(rounds: list[np.ndarray]) -> float:
@@ -87,8 +88,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fns = []
         for i, arch in enumerate(archs):
-            path = export_arch(arch, Path(tmp) / f"{i}.onnx")
-            fns.append(backend.prepare(path, input_shape(arch, 1)))
+            path = export_network(ArchNetwork(arch), Path(tmp) / f"{i}.onnx")
+            fns.append(backend.prepare(path, ArchNetwork(arch).input_shape(1)))
         rng = random.Random(args.seed)
         samples = {p: [[] for _ in archs] for p in "AB"}  # pass -> network -> rounds of runs
         for p in "AB":

@@ -15,17 +15,16 @@ import json
 import sys
 from pathlib import Path
 
-from tfnas.latency.calibrate import sample_archs
-from tfnas.latency.predict import predict
-from tfnas.latency.table import Lookup, load_table, table_grid
+from tfnas.latency.table import Lookup, table_grid
 from tfnas.latency.validate import error_report
-from tfnas.mbv2.space import load_space
-from tfnas.utils.io import atomic_write_json
+from tfnas.mbv2.calibrate import sample_archs
+from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.predict import predict
+from tfnas_base.atomic import atomic_write_json
 
 
 def rescore(report: dict, seed: int, lut: str, align: int | None = None) -> dict:
-    space = load_space(load_table(lut, warn_fingerprint=False).space)
-    table = load_table(lut, space, warn_fingerprint=False)  # checked against its space
+    table, space = open_space_table(lut)  # checked against its space
     grid = table_grid(table)
     align = align or grid.align  # the run's draws: the validated table's alignment
     archs = sample_archs(space, int(report["networks"]), seed, int(table.fingerprint["resolution"]), align)

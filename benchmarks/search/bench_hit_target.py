@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
+    from tfnas.mbv2.search.build import build_latency_model
     from tfnas.mbv2.search.config import load_config
     from tfnas.mbv2.search.elastic import hit_target
-    from tfnas.mbv2.search.searcher import build_latency_model
     from tfnas.mbv2.space import load_space
 
     cfg = load_config(ROOT / "configs" / "search" / "tfnas_cpu_demo.yaml")

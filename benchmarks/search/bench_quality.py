@@ -141,7 +141,7 @@ def _search(cfg: dict, out: str, threads: int) -> dict:
     import torch
 
     from tfnas.mbv2.search.config import resolve_config
-    from tfnas.mbv2.search.run import run_search
+    from tfnas.mbv2.search.run import provide_table, run_search
 
     torch.set_num_threads(threads)
     report = Path(out) / "report.json"
@@ -149,7 +149,8 @@ def _search(cfg: dict, out: str, threads: int) -> dict:
         return json.loads(report.read_text())
     resume = (Path(out) / "checkpoints" / "last.pt").exists()
     t0 = time.perf_counter()
-    run_search(resolve_config(cfg), resume=resume, force=True, say=lambda s: None, measure=False)
+    cfg = provide_table(resolve_config(cfg), resume, say=lambda s: None)
+    run_search(cfg, resume=resume, force=True, say=lambda s: None, measure=False)
     doc = json.loads(report.read_text())
     doc["search_seconds"] = round(time.perf_counter() - t0, 1)
     report.write_text(json.dumps(doc, indent=1))

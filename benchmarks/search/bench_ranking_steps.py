@@ -27,12 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tfnas.data import make_loader, set_loader_epoch  # noqa: E402
 from tfnas.mbv2.arch import Architecture  # noqa: E402
+from tfnas.mbv2.search.build import search_data  # noqa: E402
 from tfnas.mbv2.search.config import resolve_config  # noqa: E402
 from tfnas.mbv2.search.inherit import inherited_accuracy, kendall_tau  # noqa: E402
-from tfnas.mbv2.search.searcher import search_data  # noqa: E402
 from tfnas.mbv2.search.supernet import TFNASSupernet  # noqa: E402
 from tfnas.mbv2.space import load_space  # noqa: E402
-from tfnas.utils.io import atomic_write_json, read_json  # noqa: E402
+from tfnas.utils.io import read_json  # noqa: E402
+from tfnas_base.atomic import atomic_write_json  # noqa: E402
 
 
 def main() -> None:

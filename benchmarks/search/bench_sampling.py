@@ -39,9 +39,11 @@ import yaml
 
 from profilers.lut import LatencyTable
 from tfnas.mbv2.keys import space_signatures
-from tfnas.mbv2.search import searcher as searcher_mod
+from tfnas.mbv2.search import steps as steps_mod
+from tfnas.mbv2.search.build import build_latency_model
 from tfnas.mbv2.search.config import resolve_config
-from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
+from tfnas.mbv2.search.sampling import weight_paths
+from tfnas.mbv2.search.searcher import TFNASSearch
 from tfnas.mbv2.space import space_from_dict
 
 SCHEMES = ("gumbel", "gumbel_gumbel", "max_alpha", "min_alpha", "gumbel_random")  # the paper's variants
@@ -104,7 +106,7 @@ def run_scheme(scheme: str, tmp: Path, args: argparse.Namespace) -> dict:
     cfg["target_ms"] = fast + 0.5 * (slow - fast)
 
     visits: dict[int, Counter] = {}
-    real_draw = searcher_mod.draw_paths
+    real_draw = steps_mod.draw_paths
     calls = [0]
 
     def counting_draw(names, logits, generator):
@@ -116,13 +118,13 @@ def run_scheme(scheme: str, tmp: Path, args: argparse.Namespace) -> dict:
                     visits.setdefault(layer, Counter())[op] += 1
         return paths
 
-    searcher_mod.draw_paths = counting_draw
+    steps_mod.draw_paths = counting_draw
     try:
         t0 = time.process_time()
         result = TFNASSearch(cfg, tmp / scheme).run()
         cpu_s = time.process_time() - t0
     finally:
-        searcher_mod.draw_paths = real_draw
+        steps_mod.draw_paths = real_draw
     report = json.loads(result.report_path.read_text())
     last = report["history"][-1]
     probs = torch.tensor(last["op_probs"])
@@ -134,7 +136,7 @@ def run_scheme(scheme: str, tmp: Path, args: argparse.Namespace) -> dict:
     ops = [c["op"] for st in report["arch"]["stages"] for c in st["layers"][: st["depth"]]]
     return {
         "scheme": scheme,
-        "paths": list(searcher_mod.weight_paths(scheme)),
+        "paths": list(weight_paths(scheme)),
         "op_coverage": sum(coverage) / len(coverage),
         "visit_share_min": sum(share_min) / len(share_min),
         "max_op_prob": float(probs.max(-1).values.mean()),

@@ -125,7 +125,7 @@ def main() -> None:
     }
     print(json.dumps({k: v for k, v in out.items() if not k.endswith("_all")}, indent=1))
     if args.out:
-        from tfnas.utils.io import atomic_write_json
+        from tfnas_base.atomic import atomic_write_json
 
         atomic_write_json(args.out, out)
 

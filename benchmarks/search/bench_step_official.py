@@ -392,7 +392,7 @@ def main() -> None:
         f"official {out['official']['commit']}; run {run_s:.0f} s (+ {build_s:.0f} s build)"
     )
     if args.out:
-        from tfnas.utils.io import atomic_write_json
+        from tfnas_base.atomic import atomic_write_json
 
         atomic_write_json(args.out, out)
 

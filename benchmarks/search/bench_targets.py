@@ -6,7 +6,7 @@ then the derived architectures' predicted and end-to-end measured latencies.
 Searches are short (32 px proxy, generated data): the point is the latency
 machinery (latency term, elastic scaling, final width adjustment, calibration),
 not accuracy. Measured: ONNX Runtime, CPU, the table's batch and threads, via
-``tfnas.latency.measure.measure_archs`` (interleaved rounds, as the calibration).
+``tfnas.latency.measure.measure_networks`` (interleaved rounds, as the calibration).
 """
 
 from __future__ import annotations
@@ -28,11 +28,12 @@ def recalibrate(cfg: dict, space, n: int, seed: int, work: Path) -> tuple[str, d
     """Refit the table's calibration right before the searches (``tfnas.latency.calibrate``, the same fit
     as ``tfnas calibrate``) and write a copy of the table with it: separates the table's network-level
     model from the drift of a shared machine between calibration and measurement."""
-    from tfnas.latency.calibrate import calibrate
-    from tfnas.latency.table import load_table
-    from tfnas.mbv2.search.searcher import resolve_path
+    from tfnas.latency.table import open_table
+    from tfnas.mbv2.calibrate import calibrate
+    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.search.build import resolve_path
 
-    table = load_table(resolve_path(cfg["lut"]), space, warn_fingerprint=False)
+    table = open_table(resolve_path(cfg["lut"]), SpaceNeeds(space))
     cal = calibrate(table, space, n, seed, progress=False)
     path = work / "recalibrated_lut.json"
     work.mkdir(parents=True, exist_ok=True)
@@ -73,12 +74,14 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/tfnas_bench_targets")
     args = ap.parse_args()
 
-    from tfnas.latency.measure import measure_archs
-    from tfnas.latency.predict import predict
+    from tfnas.latency.measure import Runtime, TimingSettings, measure_networks
+    from tfnas.mbv2.measure import networks
+    from tfnas.mbv2.predict import predict
+    from tfnas.mbv2.search.build import build_latency_model
     from tfnas.mbv2.search.config import load_config
-    from tfnas.mbv2.search.searcher import TFNASSearch, build_latency_model
+    from tfnas.mbv2.search.searcher import TFNASSearch
     from tfnas.mbv2.space import load_space
-    from tfnas.utils.io import atomic_write_json
+    from tfnas_base.atomic import atomic_write_json
 
     base = load_config(args.config)
     if args.lut:
@@ -137,7 +140,8 @@ def main() -> None:
     rows_and_control = [*rows, control_row]
     archs_and_control = [*archs, control]
     # interleaved rounds (as the calibration measures): a burst of load hits one round of every arch
-    runs = measure_archs(archs_and_control, "ort", threads, int(fp["batch"]), rounds=args.rounds)
+    rt = Runtime("ort", threads, int(fp["batch"]))
+    runs = measure_networks(networks(archs_and_control), rt, TimingSettings(rounds=args.rounds))
     for row, ms in zip(rows_and_control, runs):
         row["measured_rounds_ms"] = [m.latency_ms for m in ms]
     for row in rows:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from tfnas.latency.bundle import write_bundle
 from tfnas.latency.table import GRID_BUILDERS, make_grid
+from tfnas.mbv2.bundle import write_bundle
 from tfnas.mbv2.space import load_space
 
 

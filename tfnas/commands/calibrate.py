@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from tfnas.latency.calibrate import CALIBRATION_ROUNDS, CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate
-from tfnas.latency.table import load_table, require_this_device, table_precision
-from tfnas.mbv2.space import load_space
+from tfnas.latency.table import table_precision
+from tfnas.mbv2.calibrate import CALIBRATION_ROUNDS, CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate
+from tfnas.mbv2.lut import open_space_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,10 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    table = load_table(args.lut, threads=args.threads, warn_fingerprint=False)
-    space = load_space(args.space or table.space)
-    table = load_table(args.lut, space, threads=args.threads, warn_fingerprint=False)
-    require_this_device(table, "calibrating", args.allow_foreign_table, threads=args.threads)
+    table, space = open_space_table(
+        args.lut, args.space, threads=args.threads, require_device="calibrating", allow_foreign=args.allow_foreign_table
+    )
     cal = calibrate(
         table,
         space,

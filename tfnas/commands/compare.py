@@ -34,9 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tfnas.config import apply_overrides, load_file, validate
-    from tfnas.errors import ConfigError
-    from tfnas.mbv2.search.compare import CompareConfig, compare, searched_from
-    from tfnas.mbv2.search.inherit import is_search_run
+    from tfnas.mbv2.search.compare import CompareConfig, compare_runs
 
     flags = {"data": args.data, "resolution": args.resolution, "random": args.random, "recipe.epochs": args.epochs,
              "jobs": args.jobs, "measure": False if args.no_measure else None}  # fmt: skip
@@ -44,12 +42,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_file(args.config, CompareConfig, "compare config", flags)
     else:
         cfg = validate(CompareConfig, apply_overrides({}, flags), "tfnas compare")
-    searched = searched_from(args.searched)
-    lut = args.lut or searched[0][2].meta.get("lut")
-    if not lut:
-        raise ConfigError(f"{args.searched[0]}: its architecture names no latency table; pass --lut")
-    supernet = args.supernet or (args.searched[0] if is_search_run(args.searched[0]) else None)
-    summary = compare(searched, lut, args.out, cfg, args.target_ms, supernet=supernet)
+    summary = compare_runs(args.searched, args.out, cfg, args.lut, args.target_ms, args.supernet)
     print(f"budget {summary['target_ms']:.3f} ms; random networks' median top-1 {summary['random_median_acc']:.3f}")
     for r in summary["networks"]:
         if "rank_among_random" in r:

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
-from profilers.fingerprint import current_fingerprint
-from tfnas.errors import TfnasError
-from tfnas.latency.measure import (
-    DEFAULT_PROTOCOL,
-    PREPARERS,
-    Runtime,
-    measure_drift_cancelled,
-    protocol_for,
-    table_reference_ms,
-)
-from tfnas.mbv2.arch import load_arch
-from tfnas.utils.io import atomic_write_json
+from tfnas.latency.measure import PREPARERS
+from tfnas.mbv2.measure import MEASURE_ROUNDS, measure_arch
+from tfnas_base.atomic import atomic_write_json
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rounds",
         type=int,
-        default=5,
+        default=MEASURE_ROUNDS,
         help="timing rounds, each between two timings of the reference network; the drift-cancelled result is"
         " their median ratio to it (one round swings by several %% on a shared machine)",
     )
@@ -51,61 +41,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.rounds < 1:
-        raise TfnasError(f"--rounds {args.rounds}: expected an integer >= 1")
-    arch = load_arch(args.arch)
-    table, protocol = None, DEFAULT_PROTOCOL
-    precision, quantization = args.precision or "fp32", None
-    if args.lut:  # checked before any timing: a foreign table's numbers must not be compared with ours
-        from tfnas.latency.measure import table_quantization
-        from tfnas.latency.table import load_table, require_this_device, table_device, table_precision
-
-        table = load_table(
-            args.lut, arch.space, batch=args.batch, resolution=arch.resolution, threads=args.threads,
-            warn_fingerprint=False, precision=args.precision,
-        )  # fmt: skip
-        require_this_device(table, "measuring", args.allow_foreign_table, threads=args.threads)
-        protocol = protocol_for(table.protocol)
-        precision, quantization = table_precision(table), table_quantization(table)  # quantized as the table was
-        print(f"table device: {table_device(table)}")
-    rt = Runtime(args.backend, args.threads, args.batch, precision, quantization)
-    ref_ms = table_reference_ms(table) if table is not None else None
-    figs, seen = measure_drift_cancelled([arch], rt, args.rounds, protocol, ref_ms, "table")
-    fig = figs[0]
-    latency = fig.value_ms
-    shape = (
-        f"{args.backend} {precision}, {args.threads} thread(s), batch {args.batch}, {arch.resolution}x{arch.resolution}"
-    )
-    print(f"measured latency: {fig.describe()} ({shape})")
-    if fig.clean:
-        print(f"  {fig.method}")
-    result = {
-        "arch": str(args.arch),
-        "backend": args.backend,
-        "threads": args.threads,
-        "batch": args.batch,
-        "resolution": arch.resolution,
-        "precision": precision,
-        "quantization": quantization.to_dict() if quantization is not None else None,
-        "latency_ms": latency if fig.clean else None,
-        "raw_ms": fig.raw_ms,
-        "cancelled_ms": fig.cancelled_ms,
-        "uncertainty_ms": fig.uncertainty_ms,
-        "clean": fig.clean,
-        "reference_ms": fig.reference_ms,  # the reference's quiet time the figure converts with
-        "reference_source": fig.reference_source,
-        "reference_seen_ms": seen,
-        "statistic": fig.method,
-        "device": current_fingerprint(args.threads, batch=args.batch, resolution=arch.resolution, precision=precision),
-        "rounds": [dataclasses.asdict(r) for r in fig.rounds],
-    }
-    if table is not None and fig.clean:
-        from tfnas.latency.predict import predict
-
-        pred = predict(arch, table)
-        err = (pred - latency) / latency * 100
-        print(f"predicted: {pred:.3f} ms  error: {err:+.1f}%")
-        result.update(predicted_ms=pred, error_pct=err, lut=str(args.lut))
+    m = measure_arch(
+        args.arch, args.backend, args.threads, args.batch, args.precision, args.rounds, args.lut,
+        args.allow_foreign_table,
+    )  # fmt: skip
+    print(f"measured latency: {m.figure.describe()} ({m.shape})")
+    if m.figure.clean:
+        print(f"  {m.figure.method}")
+    if "predicted_ms" in m.doc:
+        print(f"predicted: {m.doc['predicted_ms']:.3f} ms  error: {m.doc['error_pct']:+.1f}%")
     if args.json:
-        atomic_write_json(args.json, result)
+        atomic_write_json(args.json, m.doc)
     return 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
 from tfnas.commands.bundle import add_grid_arguments, grid_from_args
-from tfnas.latency.profile import profile_table
+from tfnas.mbv2.profile import profile_table
 from tfnas.mbv2.space import load_space
 
 

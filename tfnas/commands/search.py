@@ -43,7 +43,7 @@ def overrides(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from tfnas.mbv2.search.config import load_config
-    from tfnas.mbv2.search.run import explain_loop, run_search
+    from tfnas.mbv2.search.run import explain_loop, provide_table, run_search
     from tfnas.resources import find_config
 
     path = find_config(args.config, "search")
@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--epochs {args.epochs} leaves no architecture step after the {warm} warm-up epochs of"
                 f" {args.config} (search.warmup_epochs), so nothing would be searched; pass --epochs > {warm}"
             )
-    cfg = load_config(path, flags)
+    cfg = provide_table(load_config(path, flags), args.resume)
     outcome = run_search(cfg, args.resume, args.force)
     result = outcome.result
     if result is None:

@@ -12,7 +12,7 @@ import os
 import typing
 
 from tfnas.mbv2.arch import load_arch
-from tfnas.train.loop import TrainConfig, load_train_config, train_derived
+from tfnas.mbv2.train import TrainConfig, load_train_config, train_derived
 
 
 def _flag_type(annotation: typing.Any) -> type:
@@ -52,11 +52,5 @@ def run(args: argparse.Namespace) -> int:
         cfg = validate(TrainConfig, apply_overrides({}, flags), "tfnas train")
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun the first process owns the folder
         claim_run_dir(args.out, args.resume, args.force)
-    arch, init, extra = load_arch(args.arch), None, None
-    if args.init_from:
-        from tfnas.mbv2.search.inherit import load_supernet, slice_network
-
-        supernet = load_supernet(args.init_from, device="cpu")[0]
-        init, extra = (lambda classes: slice_network(supernet, arch, classes)), {"init_from": str(args.init_from)}
-    train_derived(arch, cfg, args.out, resume=args.resume, init=init, report_extra=extra)
+    train_derived(load_arch(args.arch), cfg, args.out, resume=args.resume, init_from=args.init_from)
     return 0

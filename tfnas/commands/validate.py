@@ -9,9 +9,9 @@ import argparse
 from pathlib import Path
 
 from tfnas.errors import TfnasError
-from tfnas.latency.table import load_table
-from tfnas.latency.validate import VALIDATION_ROUNDS, VALIDATION_SAMPLES, VALIDATION_SEED, validate_table, write_outputs
-from tfnas.mbv2.space import load_space
+from tfnas.latency.validate import write_outputs
+from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.validate import VALIDATION_ROUNDS, VALIDATION_SAMPLES, VALIDATION_SEED, validate_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,9 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.samples < 3 or args.rounds < 2:
         raise TfnasError(f"--samples {args.samples} / --rounds {args.rounds}: need at least 3 networks and 2 rounds")
-    table = load_table(args.lut, warn_fingerprint=False)
-    space = load_space(args.space or table.space)
-    table = load_table(args.lut, space, warn_fingerprint=False)
+    table, space = open_space_table(args.lut, args.space)
     result = validate_table(
         table,
         space,

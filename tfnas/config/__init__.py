@@ -2,7 +2,7 @@
 
 Each config's schema lives beside the code that reads it: ``tfnas.mbv2.search.config`` (TF-NAS
 search), ``tfnas.darts.config`` (DARTS search and training), ``tfnas.mbv2.space`` and ``tfnas.darts.space`` (spaces),
-``tfnas.mbv2.arch`` (derived architectures), ``tfnas.train.loop`` (``tfnas train``).
+``tfnas.mbv2.arch`` (derived architectures), ``tfnas.mbv2.train`` (``tfnas train``).
 """
 
 from tfnas.config.loader import Schema, apply_overrides, format_errors, load_file, read_config, validate

@@ -2,8 +2,8 @@
 
 A whole network pays for what no per-op graph contains: node sums, concatenations, the
 graph's own overhead, and streaming all of its weights through the caches. As for the MBV2
-tables (``tfnas.latency.calibrate``), ``measured ~ scale * sum + ms_per_mweight * Mparams +
-offset`` is fitted on random genotypes' eval networks, stored in the table, and applied by
+tables, the family-free fit (``tfnas.latency.calibrate``), ``measured ~ scale * sum + ms_per_mweight *
+Mparams + offset``, is fitted on random genotypes' eval networks, stored in the table, and applied by
 ``tfnas.darts.latency.genotype_latency``.
 """
 
@@ -22,7 +22,14 @@ from tfnas.darts.shapes import DeployShape
 from tfnas.darts.space import CellSpace, Genotype, random_genotype
 from tfnas.export.onnx import export_onnx
 from tfnas.latency.calibrate import error_stats, fit_calibration
-from tfnas.latency.measure import Runtime, onnx_drift_cancelled, onnx_timer, protocol_for, reference_record
+from tfnas.latency.measure import (
+    Runtime,
+    TimingSettings,
+    onnx_drift_cancelled,
+    onnx_timer,
+    protocol_for,
+    reference_record,
+)
 
 
 def measure_genotypes(
@@ -42,7 +49,7 @@ def measure_genotypes(
         for i, g in enumerate(genotypes):
             path = export_onnx(deployed_net(g, shape), Path(tmp) / f"{i}.onnx", in_shape)
             timers.append(onnx_timer(path, in_shape, "ort", threads))
-        figs, seen = onnx_drift_cancelled(timers, threads, rounds, protocol, None, seed, progress)
+        figs, seen = onnx_drift_cancelled(timers, threads, TimingSettings(rounds, seed, protocol, progress))
     return [f.value_ms for f in figs], seen
 
 

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from tfnas.config.loader import Schema, load_file, validate
+from tfnas.config.loader import Schema, apply_overrides, load_file, validate
 from tfnas.config.specs import OptimizerSpec, ScheduleSpec, adam, cosine, section, sgd
 from tfnas.darts.methods import METHODS, DartsFirstOrder, MethodOptions
 from tfnas.darts.shapes import SETTINGS, DartsNet, DeployShape, SupernetSection
@@ -154,11 +154,10 @@ class DartsTrainConfig(Schema):
         if not isinstance(data, dict):
             return data
         setting = data.get("setting", "cifar")
-        base = SETTINGS.get(setting) if isinstance(setting, str) else None
-        if base is None:
+        if setting not in SETTINGS:
             return data  # the schema reports the bad setting
         out = copy.deepcopy(dict(data))
-        for name, defaults in base.items():
+        for name, defaults in SETTINGS[setting].items():
             given = out.get(name)
             if given is None:
                 out[name] = copy.deepcopy(defaults)
@@ -173,5 +172,11 @@ def resolve_train_config(data: Any = None, source: str = "<DARTS train config>")
     return validate(DartsTrainConfig, data, source)
 
 
-def load_train_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> DartsTrainConfig:
+def load_train_config(
+    path: str | Path | None, overrides: Mapping[str, Any] | None = None, source: str = "tfnas darts train"
+) -> DartsTrainConfig:
+    """The training config of the YAML file ``path``, or (``None``) the setting's defaults; ``overrides``:
+    dotted keys (``train.epochs``) validated with it, ``source`` naming where they came from."""
+    if path is None:
+        return validate(DartsTrainConfig, apply_overrides({}, overrides), source)
     return load_file(path, DartsTrainConfig, "DARTS train config", overrides)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tfnas.darts.space import NUM_INPUT_NODES, CellGenotype, Genotype
+from tfnas.darts.space import NUM_INPUT_NODES, PUBLISHED, CellGenotype, Genotype
 from tfnas.utils.io import save_figure
 
 
@@ -87,3 +87,8 @@ def plot_genotype(genotype: Genotype, out_dir: str | Path, prefix: str = "cell")
         tag = f"reduce_{i + 1}" if len(genotype.reduce) > 1 else "reduce"
         paths.append(plot_cell(cell, out_dir / f"{prefix}_{tag}.png", tag))
     return paths
+
+
+def plot_published(out_dir: str | Path) -> list[Path]:
+    """Every published genotype's cells into ``out_dir``, each file prefixed with the genotype's name."""
+    return [path for name, g in PUBLISHED.items() for path in plot_genotype(g, out_dir, prefix=name)]

@@ -25,7 +25,6 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from profilers.lut import LatencyTable
 from tfnas.config.loader import validate
 from tfnas.darts.config import DartsLatency
 from tfnas.darts.network import Head, Stem, build_eval_net, count_params_without_aux, preprocess
@@ -35,8 +34,8 @@ from tfnas.darts.space import NUM_NODES, CellPlan, CellSpace, Genotype, cell_pla
 from tfnas.darts.supernet import ArchWeights, DartsSupernet
 from tfnas.errors import ConfigError
 from tfnas.latency.bundle import BundleGraph, write_graphs
-from tfnas.latency.predict import Calibration
-from tfnas.resources import find_table
+from tfnas.latency.calibrate import Calibration
+from tfnas.latency.table import open_table
 from tfnas_base.errors import UserError
 
 Outputs = Callable[[bool, int], int]  # (reduction, alpha set) -> nodes a cell concatenates
@@ -213,6 +212,7 @@ def build_latency_regularizer(
 ) -> LatencyLoss:
     """``cfg``: a config's ``latency`` section (``tfnas.darts.config.DartsLatency``); ``table`` replaces its file."""
     cfg = cfg if isinstance(cfg, DartsLatency) else validate(DartsLatency, cfg, "<DARTS latency>", ("latency",))
-    table = table if table is not None else LatencyTable.load(find_table(cfg.table))
+    # opened unchecked: the keys are checked below, against this deploy shape (``latency_tensors``)
+    table = table if table is not None else open_table(cfg.table)
     Ln, Lr, fixed = latency_tensors(model.space, cfg.deploy, table, model.structure.multi_level, cfg.kept_edges)
     return LatencyLoss(Ln, Lr, fixed, cfg.target_ms, cfg.lam, table=table, shape=cfg.deploy)

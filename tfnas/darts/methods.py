@@ -35,7 +35,6 @@ from torch import nn
 from tfnas.config.loader import Schema, validate
 from tfnas.darts.derive import get_rule
 from tfnas.darts.supernet import ArchWeights, DartsSupernet, SupernetStructure
-from tfnas.errors import ConfigError
 from tfnas.registry import Registry
 
 Normalizer = Callable[[torch.Tensor], torch.Tensor]
@@ -63,7 +62,9 @@ def softmax(a: torch.Tensor) -> torch.Tensor:
     return torch.softmax(a, dim=-1)
 
 
-NORMALIZERS: dict[str, Normalizer] = {"softmax": softmax, "sigmoid": torch.sigmoid}
+NORMALIZERS: Registry[Normalizer] = Registry("arch-weight normalizer")  # alpha -> op weights
+NORMALIZERS.add("softmax", softmax)
+NORMALIZERS.add("sigmoid", torch.sigmoid)  # Fair DARTS: ops do not compete
 
 
 @dataclass
@@ -90,7 +91,9 @@ def _op_weights(weights: ArchWeights) -> list[torch.Tensor]:
     return [weights["normal"], weights["reduce"]]
 
 
-ENTROPY_REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"sum": torch.sum, "mean": torch.mean}
+ENTROPY_REDUCTIONS: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("entropy reduction")
+ENTROPY_REDUCTIONS.add("sum", torch.sum)
+ENTROPY_REDUCTIONS.add("mean", torch.mean)
 
 
 @dataclass
@@ -107,8 +110,7 @@ class EntropyLoss:
     name: str = "entropy"
 
     def __post_init__(self) -> None:
-        if self.reduction not in ENTROPY_REDUCTIONS:
-            raise ConfigError(f"entropy reduction {self.reduction!r}: choose from {', '.join(ENTROPY_REDUCTIONS)}")
+        ENTROPY_REDUCTIONS.get(self.reduction)  # an unknown one: the registry's error, at construction
 
     def __call__(self, model: DartsSupernet, weights: ArchWeights, progress: float) -> torch.Tensor:
         ent = [-(w * torch.log(w.clamp_min(1e-12))).sum(-1) for w in _op_weights(weights)]
@@ -212,13 +214,16 @@ class AdversarialPerturbation:
 
 
 # ---------------------------------------------------------------- DARTS- beta schedules
+# progress in [0, 1] -> the fraction of the starting weight left: 1 at the start, exactly 0 at the end
+BETA_SCHEDULES: Registry[Callable[[float], float]] = Registry("DARTS- beta schedule")
+BETA_SCHEDULES.add("linear", lambda p: 1.0 - p)
+BETA_SCHEDULES.add("cosine", lambda p: 0.5 * (1.0 + math.cos(math.pi * p)))
+
+
 def beta_schedule(kind: str, start: float = 1.0) -> Callable[[float], float]:
     """Auxiliary-skip weight over progress in [0, 1]: from ``start`` to exactly 0 at the end."""
-    if kind == "linear":
-        return lambda p: start * (1.0 - min(max(p, 0.0), 1.0))
-    if kind == "cosine":
-        return lambda p: start * 0.5 * (1.0 + math.cos(math.pi * min(max(p, 0.0), 1.0)))
-    raise ConfigError(f"unknown DARTS- beta schedule {kind!r}; use 'linear' or 'cosine'")
+    shape = BETA_SCHEDULES[kind]
+    return lambda p: start * shape(min(max(p, 0.0), 1.0))
 
 
 # ---------------------------------------------------------------- options and registry

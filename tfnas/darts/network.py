@@ -180,9 +180,8 @@ def build_eval_net(
     """The evaluation network of ``setting`` (``SETTINGS``: cifar C=36, 20 cells; imagenet C=48, 14 cells,
     mobile setting) with ``net`` overrides (``C``, ``num_cells``, ``auxiliary``, ...); ``num_classes``
     defaults to the setting's dataset (10 / 1000)."""
-    if setting not in SETTINGS:
-        validate(DartsNet, {"stem": setting}, "<DARTS setting>")  # the schema's error names the choices
-    spec = validate(DartsNet, {**SETTINGS[setting]["net"], **{k: v for k, v in net.items() if v is not None}},
+    defaults = SETTINGS[setting]["net"]  # an unknown setting: the registry's error names the choices
+    spec = validate(DartsNet, {**defaults, **{k: v for k, v in net.items() if v is not None}},
                     f"<DARTS {setting} network>")  # fmt: skip
     classes = num_classes or (1000 if spec.stem == "imagenet" else 10)
     return DartsEvalNet(genotype, spec, classes, in_channels)

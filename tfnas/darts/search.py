@@ -32,10 +32,10 @@ from tfnas.darts.supernet import DartsSupernet
 from tfnas.data import build_datasets, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
 from tfnas.train.common import RunLoop, StepTimer, build_lr_schedule, build_optimizer, progress, set_lr
-from tfnas.utils.io import atomic_write_json
 from tfnas.utils.memory_format import apply_memory_format
 from tfnas.utils.metrics import plot_series, read_metrics
 from tfnas.utils.seed import seed_everything
+from tfnas_base.atomic import atomic_write_json
 
 _log = logging.getLogger(__name__)
 

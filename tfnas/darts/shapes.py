@@ -12,7 +12,9 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from tfnas.config.loader import Schema
+from tfnas.config.loader import Schema, validate
+from tfnas.errors import ConfigError
+from tfnas.registry import Registry
 
 
 class CellNet(Schema):
@@ -39,6 +41,20 @@ class DeployShape(CellNet):
     num_classes: int = Field(10, ge=1)
 
 
+def parse_deploy(text: str) -> DeployShape:
+    """``C=36,num_cells=20`` -> the ``DeployShape`` (the schema checks names and ranges; unset keys: defaults)."""
+    raw = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if "=" not in part:
+            raise ConfigError(f"--deploy: expected key=value, got {part!r}")
+        k, v = part.split("=", 1)
+        try:
+            raw[k.strip()] = int(v)
+        except ValueError:
+            raise ConfigError(f"--deploy: {k} must be an integer, got {v!r}") from None
+    return validate(DeployShape, raw, "--deploy")
+
+
 class DartsNet(CellNet):
     """An evaluation network: its setting's stem, drop path and auxiliary head (defaults: ``SETTINGS``)."""
 
@@ -50,8 +66,10 @@ class DartsNet(CellNet):
 # The papers' evaluation recipes (DARTS, Liu et al. 2019, and its official code): CIFAR-10 C=36, 20 cells, 600
 # epochs of SGD 0.025 cosine, batch 96, drop path 0.2, cutout; ImageNet (mobile) C=48, 14 cells, 250 epochs of SGD
 # 0.1 decayed x0.97 per epoch, batch 128, label smoothing 0.1, no drop path. Both: auxiliary head weight 0.4, clip 5.
-SETTINGS: dict[str, dict[str, Any]] = {
-    "cifar": {
+SETTINGS: Registry[dict[str, Any]] = Registry("DARTS setting")
+SETTINGS.add(
+    "cifar",
+    {
         "net": {"C": 36, "num_cells": 20, "stem": "cifar", "auxiliary": True, "drop_path_prob": 0.2},
         "data": {"resolution": 32, "batch_size": 96, "augment": True, "cutout": 16},
         "train": {
@@ -61,7 +79,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "label_smoothing": 0.0,
         },
     },
-    "imagenet": {
+)
+SETTINGS.add(
+    "imagenet",
+    {
         "net": {"C": 48, "num_cells": 14, "stem": "imagenet", "auxiliary": True, "drop_path_prob": 0.0},
         "data": {"resolution": 224, "batch_size": 128, "augment": True},
         "train": {
@@ -71,4 +92,4 @@ SETTINGS: dict[str, dict[str, Any]] = {
             "label_smoothing": 0.1,
         },
     },
-}
+)

@@ -33,9 +33,9 @@ from pydantic import Field, field_validator, model_validator
 
 from tfnas.config.loader import Schema, read_config, validate
 from tfnas.errors import ConfigError
-from tfnas.registry import did_you_mean
+from tfnas.registry import Registry, did_you_mean
 from tfnas.resources import shipped_dir
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 NUM_INPUT_NODES = 2
 NUM_NODES = 4  # intermediate nodes per cell
@@ -420,34 +420,48 @@ def _g(normal: str, reduce: str, source: str) -> Genotype:
 
 
 # Published cells (CIFAR-10 searches unless stated), transcribed from the authors' genotypes.py files.
-PUBLISHED: dict[str, Genotype] = {
-    "DARTS_V1": _g(
+PUBLISHED: Registry[Genotype] = Registry("genotype")  # case-insensitive through ``get_genotype``
+PUBLISHED.add(
+    "DARTS_V1",
+    _g(
         "sep_conv_3x3:1 sep_conv_3x3:0 skip_connect:0 sep_conv_3x3:1 skip_connect:0 sep_conv_3x3:1 sep_conv_3x3:0 skip_connect:2",
         "max_pool_3x3:0 max_pool_3x3:1 skip_connect:2 max_pool_3x3:0 max_pool_3x3:0 skip_connect:2 skip_connect:2 avg_pool_3x3:0",
         "DARTS first order (Liu et al., 2019), quark0/darts",
     ),
-    "DARTS_V2": _g(
+)
+PUBLISHED.add(
+    "DARTS_V2",
+    _g(
         "sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:0 sep_conv_3x3:1 sep_conv_3x3:1 skip_connect:0 skip_connect:0 dil_conv_3x3:2",
         "max_pool_3x3:0 max_pool_3x3:1 skip_connect:2 max_pool_3x3:1 max_pool_3x3:0 skip_connect:2 skip_connect:2 max_pool_3x3:1",
         "DARTS second order (Liu et al., 2019), quark0/darts",
     ),
-    "PC_DARTS": _g(
+)
+PUBLISHED.add(
+    "PC_DARTS",
+    _g(
         "sep_conv_3x3:1 skip_connect:0 sep_conv_3x3:0 dil_conv_3x3:1 sep_conv_5x5:0 sep_conv_3x3:1 avg_pool_3x3:0 dil_conv_3x3:1",
         "sep_conv_5x5:1 max_pool_3x3:0 sep_conv_5x5:1 sep_conv_5x5:2 sep_conv_3x3:0 sep_conv_3x3:3 sep_conv_3x3:1 sep_conv_3x3:2",
         "PC-DARTS CIFAR-10 (Xu et al., 2020), yuhuixu1993/PC-DARTS",
     ),
-    "PC_DARTS_IMAGENET": _g(
+)
+PUBLISHED.add(
+    "PC_DARTS_IMAGENET",
+    _g(
         "skip_connect:1 sep_conv_3x3:0 sep_conv_3x3:0 skip_connect:1 sep_conv_3x3:1 sep_conv_3x3:3 sep_conv_3x3:1 dil_conv_5x5:4",
         "sep_conv_3x3:0 skip_connect:1 dil_conv_5x5:2 max_pool_3x3:1 sep_conv_3x3:2 sep_conv_3x3:1 sep_conv_5x5:0 sep_conv_3x3:3",
         "PC-DARTS searched on ImageNet (Xu et al., 2020), yuhuixu1993/PC-DARTS",
     ),
-    "PDARTS": _g(
+)
+PUBLISHED.add(
+    "PDARTS",
+    _g(
         "skip_connect:0 dil_conv_3x3:1 skip_connect:0 sep_conv_3x3:1 sep_conv_3x3:1 sep_conv_3x3:3 sep_conv_3x3:0 dil_conv_5x5:4",
         "avg_pool_3x3:0 sep_conv_5x5:1 sep_conv_3x3:0 dil_conv_5x5:2 max_pool_3x3:0 dil_conv_3x3:1 dil_conv_3x3:1 dil_conv_5x5:3",
         "P-DARTS (Chen et al., 2019), chenxin061/pdarts",
     ),
-}
-PUBLISHED["DARTS"] = PUBLISHED["DARTS_V2"]
+)
+PUBLISHED.add("DARTS", PUBLISHED["DARTS_V2"])
 
 
 def get_genotype(name_or_path: str | Path) -> Genotype:
@@ -458,4 +472,4 @@ def get_genotype(name_or_path: str | Path) -> Genotype:
     path = Path(name_or_path)
     if path.suffix == ".json" or path.exists():
         return load_genotype(path)
-    raise ConfigError(f"unknown genotype {name_or_path!r}: not a file and not one of {', '.join(sorted(PUBLISHED))}")
+    return PUBLISHED[str(name_or_path)]  # neither: the registry's error names the published ones and the closest

@@ -120,6 +120,82 @@ def _check_classes(found: int, requested: int | None, where: str) -> int:
     return found
 
 
+def _builtin_bundle(
+    source: str | os.PathLike, resolution: int, num_classes: int | None, held_out_fraction: float, num_samples: int,
+    seed: int, cutout_length: int,
+) -> DataBundle:  # fmt: skip
+    """A built-in source's bundle (``generated``, ``shapes[:difficulty]``, ``digits``)."""
+    if num_samples < 2:
+        raise ConfigError(f"num_samples must be >= 2, got {num_samples}")
+    name, _, arg = str(source).partition(":")
+    full, test, k = _generated(name, arg or None, num_samples, num_classes, resolution, seed)
+    if name != "generated":
+        _check_classes(k, num_classes, f"data source {name!r}")
+    train, held = split_train_held_out(full, held_out_fraction, seed)
+    return DataBundle(_Cutout(train, cutout_length) if cutout_length else train, held, test, k, 3, resolution,
+                      str(source))  # fmt: skip
+
+
+def _cifar_splits(
+    root: Path, resolution: int, augment: str, num_classes: int | None
+) -> tuple[Dataset, Dataset, Dataset | None, int]:
+    """(train, train without augmentation, test or None, classes) of a CIFAR-10 folder."""
+    train_full: Dataset = Cifar10Folder(root, train=True, resolution=resolution, augment=augment != "none")
+    plain: Dataset = Cifar10Folder(root, train=True, resolution=resolution) if augment == "train" else train_full
+    try:
+        test = Cifar10Folder(root, train=False, resolution=resolution)
+    except ConfigError:
+        test = None
+    return train_full, plain, test, _check_classes(10, num_classes, f"CIFAR-10 folder {root}")
+
+
+def _image_folder_splits(
+    root: Path, resolution: int, augment: str, num_classes: int | None
+) -> tuple[Dataset, Dataset, Dataset | None, int]:
+    """(train, train without augmentation, test or None, classes) of an ImageFolder tree."""
+    train_dir, test_dir = root, None
+    if (root / "train").is_dir() and looks_like_image_folder(root / "train"):
+        train_dir = root / "train"
+        for name in ("val", "test"):
+            if looks_like_image_folder(root / name):
+                test_dir = root / name
+                break
+    if not looks_like_image_folder(train_dir):
+        raise ConfigError(
+            f"{root} is neither a CIFAR-10 folder (data_batch_1.bin ... / data_batch_1 ... and "
+            "test_batch[.bin]) nor an ImageFolder tree (one sub-folder per class with images, "
+            "optionally under train/ and val/ or test/)"
+        )
+    tr = ImageFolderDataset(train_dir, resolution, augment=augment != "none")
+    plain = ImageFolderDataset(train_dir, resolution) if augment == "train" else tr
+    test = ImageFolderDataset(test_dir, resolution) if test_dir is not None else None
+    if test is not None and test.classes != tr.classes:
+        raise ConfigError(f"class folders of {test_dir} differ from those of {train_dir}")
+    return tr, plain, test, _check_classes(tr.num_classes, num_classes, f"image folder {train_dir}")
+
+
+def _folder_bundle(
+    source: str | os.PathLike, resolution: int, num_classes: int | None, held_out_fraction: float, seed: int,
+    augment: str, max_samples: int | None, cutout_length: int,
+) -> DataBundle:  # fmt: skip
+    """A folder's bundle: CIFAR-10 or an ImageFolder tree, capped, split, the held-out part unaugmented."""
+    root = Path(source).expanduser()
+    if not root.is_dir():
+        raise ConfigError(
+            f"dataset path {root} does not exist or is not a folder; expected 'generated', a CIFAR-10 "
+            "folder (data_batch_1.bin ... or data_batch_1 ...), or an ImageFolder tree (class sub-folders)"
+        )
+    splits = _cifar_splits if find_cifar10_dir(root) is not None else _image_folder_splits
+    train_full, plain, test, k = splits(root, resolution, augment, num_classes)
+    train_full, plain = _limit(train_full, max_samples, seed), _limit(plain, max_samples, seed)
+    train, held = split_train_held_out(train_full, held_out_fraction, seed)
+    if held is not None and plain is not train_full:  # the same held-out items, without augmentation
+        held = Subset(plain if not isinstance(plain, Subset) else plain.dataset, _indices(held))
+    if cutout_length:
+        train = _Cutout(train, cutout_length)
+    return DataBundle(train, held, test, k, 3, resolution, str(root))
+
+
 def build_datasets(
     source: str | os.PathLike,
     *,
@@ -150,58 +226,9 @@ def build_datasets(
     if augment not in AUGMENT:
         raise ConfigError(f"augment = {augment!r}: choose from {', '.join(AUGMENT)}")
     if is_builtin_source(source):
-        if num_samples < 2:
-            raise ConfigError(f"num_samples must be >= 2, got {num_samples}")
-        name, _, arg = str(source).partition(":")
-        full, test, k = _generated(name, arg or None, num_samples, num_classes, resolution, seed)
-        if name != "generated":
-            _check_classes(k, num_classes, f"data source {name!r}")
-        train, held = split_train_held_out(full, held_out_fraction, seed)
-        return DataBundle(_Cutout(train, cutout_length) if cutout_length else train, held, test, k, 3, resolution,
-                          str(source))  # fmt: skip
-
-    root = Path(source).expanduser()
-    if not root.is_dir():
-        raise ConfigError(
-            f"dataset path {root} does not exist or is not a folder; expected 'generated', a CIFAR-10 "
-            "folder (data_batch_1.bin ... or data_batch_1 ...), or an ImageFolder tree (class sub-folders)"
-        )
-    if find_cifar10_dir(root) is not None:
-        train_full: Dataset = Cifar10Folder(root, train=True, resolution=resolution, augment=augment != "none")
-        plain: Dataset = Cifar10Folder(root, train=True, resolution=resolution) if augment == "train" else train_full
-        try:
-            test = Cifar10Folder(root, train=False, resolution=resolution)
-        except ConfigError:
-            test = None
-        k = _check_classes(10, num_classes, f"CIFAR-10 folder {root}")
-    else:
-        train_dir, test_dir = root, None
-        if (root / "train").is_dir() and looks_like_image_folder(root / "train"):
-            train_dir = root / "train"
-            for name in ("val", "test"):
-                if looks_like_image_folder(root / name):
-                    test_dir = root / name
-                    break
-        if not looks_like_image_folder(train_dir):
-            raise ConfigError(
-                f"{root} is neither a CIFAR-10 folder (data_batch_1.bin ... / data_batch_1 ... and "
-                "test_batch[.bin]) nor an ImageFolder tree (one sub-folder per class with images, "
-                "optionally under train/ and val/ or test/)"
-            )
-        tr = ImageFolderDataset(train_dir, resolution, augment=augment != "none")
-        train_full = tr
-        plain = ImageFolderDataset(train_dir, resolution) if augment == "train" else tr
-        test = ImageFolderDataset(test_dir, resolution) if test_dir is not None else None
-        if test is not None and test.classes != tr.classes:
-            raise ConfigError(f"class folders of {test_dir} differ from those of {train_dir}")
-        k = _check_classes(tr.num_classes, num_classes, f"image folder {train_dir}")
-    train_full, plain = _limit(train_full, max_samples, seed), _limit(plain, max_samples, seed)
-    train, held = split_train_held_out(train_full, held_out_fraction, seed)
-    if held is not None and plain is not train_full:  # the same held-out items, without augmentation
-        held = Subset(plain if not isinstance(plain, Subset) else plain.dataset, _indices(held))
-    if cutout_length:
-        train = _Cutout(train, cutout_length)
-    return DataBundle(train, held, test, k, 3, resolution, str(root))
+        return _builtin_bundle(source, resolution, num_classes, held_out_fraction, num_samples, seed, cutout_length)
+    return _folder_bundle(source, resolution, num_classes, held_out_fraction, seed, str(augment), max_samples,
+                          cutout_length)  # fmt: skip
 
 
 def _indices(subset: Subset) -> list[int]:

@@ -1,4 +1,5 @@
-"""Deployment: ONNX export with checker and parity tests."""
+"""Deployment of any ``nn.Module``, no family: ONNX export with checker and parity tests (``onnx``), static int8
+quantization with its agreement check (``quantize``). A family's export (``tfnas.mbv2.export``) builds on it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ONNX export of derived networks, with checker and PyTorch/ONNX Runtime parity.
+"""ONNX export of any network (derived MBV2 nets, DARTS evaluation nets, bundle graphs), with checker and
+PyTorch/ONNX Runtime parity.
 
 The classic TorchScript-based exporter (``dynamo=False``) is used first: for
 the static conv nets tfnas derives it is ~30x faster than the torch.export
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from tfnas.errors import TfnasError
-from tfnas.utils.io import atomic_path
+from tfnas_base.atomic import atomic_path
 
 _log = logging.getLogger(__name__)
 

@@ -20,11 +20,25 @@ from typing import Any
 
 import numpy as np
 
-from profilers.quantize import QuantSettings, quantize_model, quantized_summary
+from profilers.quantize import QuantSettings, default_settings, quantize_model, quantized_summary
+from tfnas.data import build_datasets
 from tfnas.errors import TfnasError
 
 DEFAULT_CALIBRATION_SAMPLES = 64
 DEFAULT_HELD_OUT = 500
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How an exported fp32 graph is quantized and checked (``tfnas export --precision int8``'s flags)."""
+
+    calibration_data: str  # 'generated', a CIFAR-10 folder or an ImageFolder tree
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
+    held_out: int = DEFAULT_HELD_OUT
+    num_samples: int = 2000  # size of generated data
+    data_seed: int = 0
+    reduce_range: bool | None = None  # None: as this machine's ISA asks, like the int8 tables
+    rounds: int = 5  # interleaved timing rounds of both models
 
 
 @dataclass
@@ -59,8 +73,6 @@ def load_quant_data(
 ) -> QuantData:
     """Calibration images from the training split of ``source`` (``generated``, a CIFAR-10 or ImageFolder
     folder: ``tfnas.data``), held-out images from its test split (else a held-out 20% of the training split)."""
-    from tfnas.data import build_datasets
-
     if calibration_samples < 1 or held_out_samples < 1:
         raise TfnasError(
             f"--calibration-samples {calibration_samples} / --held-out {held_out_samples}: both must be >= 1"
@@ -138,4 +150,28 @@ def quantized_report(path: str | Path) -> dict[str, Any]:
         "dequantize_nodes": ops.get("DequantizeLinear", 0),
         "ops": ops,
         "initializers": summary["initializers"],
+    }
+
+
+def quantize_export(
+    fp32_path: str | Path, out: str | Path, shape: tuple[int, ...], num_classes: int, opts: Int8Options
+) -> dict[str, Any]:
+    """Quantize the exported graph at ``fp32_path`` into ``out`` on ``opts.calibration_data`` and check it
+    against the fp32 graph on held-out images; the export report's int8 part (timing is the caller's)."""
+    overrides = {} if opts.reduce_range is None else {"reduce_range": opts.reduce_range}
+    settings = default_settings(**overrides, calibration_samples=max(1, opts.calibration_samples))
+    data = load_quant_data(
+        opts.calibration_data, shape[-1], num_classes, opts.calibration_samples, opts.held_out, opts.num_samples,
+        opts.data_seed,
+    )  # fmt: skip
+    path = quantize_onnx(fp32_path, out, data.calibration, shape[0], settings)
+    check = agreement(fp32_path, path, data, shape[0])
+    return {
+        "onnx": str(path),
+        "onnx_fp32": str(fp32_path),
+        "precision": "int8",
+        "quantization": {**settings.to_dict(), "recipe": settings.describe()},
+        "calibration": {"source": data.source, "samples": int(len(data.calibration))},
+        "quantized_graph": quantized_report(path),
+        "held_out": check,
     }

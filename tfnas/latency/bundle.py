@@ -1,10 +1,10 @@
 """Write a profiling bundle: one small ONNX graph per (key, width), plus a manifest.
 
 The bundle is everything a device needs to build a latency table without PyTorch
-(``python -m profilers run BUNDLE``). One writer serves every space: a space lists
-``BundleGraph`` items (key, width, a builder of the module a deployed network runs, the
-input shape) and ``write_graphs`` exports them. Graph files are named by key, width and
-batch and written atomically, so re-running skips what exists and an interrupted run
+(``python -m profilers run BUNDLE``). One writer serves every family: a family
+(``mbv2.bundle``, ``darts.latency``) lists ``BundleGraph`` items (key, width, a builder
+of the module a deployed network runs, the input shape) and ``write_graphs`` exports
+them. Graph files are named by key, width and batch and written atomically, so re-running skips what exists and an interrupted run
 resumes; the manifest is (re)written at the end. Large weights are left for the device
 to generate (``profilers.weights``): a bundle of MBs instead of GBs.
 """
@@ -25,15 +25,9 @@ from torch import nn
 
 from profilers.bundle import MANIFEST_NAME, manifest_document
 from profilers.weights import strip_weights
-from tfnas.errors import ConfigError
 from tfnas.export.onnx import quiet_export
-from tfnas.latency.table import WidthGrid, make_grid
-from tfnas.mbv2.keys import Signature, build_signature_module, space_signatures
-from tfnas.mbv2.space import MBV2Space
-from tfnas.utils.io import atomic_path, atomic_write_json
+from tfnas_base.atomic import atomic_path, atomic_write_json
 from tfnas_base.progress import Progress, progress
-
-WidthFilter = Callable[[Signature, int], bool]
 
 
 @dataclass(frozen=True)
@@ -114,60 +108,6 @@ def write_graphs(
     info = {**(meta or {}), "exported_now": exported, "export_s": round(time.perf_counter() - t0, 2)}
     atomic_write_json(out / MANIFEST_NAME, manifest_document(space, batch, resolution, entries, info))
     return out
-
-
-# ---- the MBV2 (TF-NAS) space ------------------------------------------------------------------------------------
-def plan_bundle(
-    space: MBV2Space,
-    grid: WidthGrid,
-    resolution: int | None = None,
-    widths_filter: WidthFilter | None = None,
-    keys: set[str] | None = None,
-) -> list[tuple[Signature, int | None]]:
-    """Every (signature, width) the bundle holds, fixed parts first."""
-    plan: list[tuple[Signature, int | None]] = []
-    for sig in space_signatures(space, resolution):
-        if keys is not None and sig.key not in keys:
-            continue
-        if sig.width_range is None:
-            plan.append((sig, None))
-            continue
-        for w in grid.widths(*sig.width_range):
-            if widths_filter is None or widths_filter(sig, w):
-                plan.append((sig, w))
-    return plan
-
-
-def write_bundle(
-    space: MBV2Space,
-    out_dir: str | Path,
-    batch: int = 1,
-    resolution: int | None = None,
-    grid: str | WidthGrid = "sparse",
-    widths_filter: WidthFilter | None = None,
-    keys: set[str] | None = None,
-    progress: bool = True,
-    **grid_options: Any,
-) -> Path:
-    """Write (or complete) a bundle of ``space`` in ``out_dir`` and return its folder.
-
-    ``grid``: "sparse" (both alignment classes, ~``intervals`` segments each) or
-    "dense" (every width: for validating the sparse grid). ``widths_filter`` and
-    ``keys`` restrict the bundle (benchmarks use them to sample signatures).
-    """
-    if batch < 1:
-        raise ConfigError(f"batch = {batch}: expected an integer >= 1")
-    res = resolution or space.resolution
-    if space.final_size(res) < 1 or res < 8:
-        raise ConfigError(f"resolution = {res}: too small for space {space.name!r}")
-    g = grid if isinstance(grid, WidthGrid) else make_grid(grid, **grid_options)
-    plan = plan_bundle(space, g, res, widths_filter, keys)
-    graphs = [
-        BundleGraph(sig.key, w, lambda sig=sig, w=w: build_signature_module(space, sig, w), sig.input_shape(batch))
-        for sig, w in plan
-    ]
-    meta = {"grid": g.to_dict(), "space_source": space.source, "signatures": len({s.key for s, _ in plan})}
-    return write_graphs(out_dir, graphs, space.name, batch, res, meta, progress)
 
 
 @contextlib.contextmanager

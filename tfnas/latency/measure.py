@@ -1,18 +1,19 @@
-"""Measure a derived network end to end on a real runtime, with the profilers' timing protocol.
+"""Time networks end to end on a real runtime, with the profilers' timing protocol; knows no family.
 
-Runtimes that take ONNX (``profilers.backends``: ort, tensorrt) get the network
-exported exactly as ``tfnas export`` would; ``torch-cuda`` times the PyTorch
-module directly with CUDA events (GPUs without TensorRT).
+A network is anything ``Network``-shaped (an input shape and a builder of its module); a family adapts its
+own (``mbv2.measure.ArchNetwork``). Runtimes that take ONNX (``profilers.backends``: ort, tensorrt)
+get the network exported exactly as ``tfnas export`` would; ``torch-cuda`` times the PyTorch module
+directly with CUDA events (GPUs without TensorRT).
 
-A backend's *preparer* turns an architecture into a timer (protocol -> Measurement)
-so several architectures can be timed in interleaved rounds: on a shared machine a
-burst of load then hits one round of one architecture instead of all its samples.
+A backend's *preparer* turns a network into a timer (protocol -> Measurement) so several networks can be
+timed in interleaved rounds: on a shared machine a burst of load then hits one round of one network instead
+of all its samples.
 
-Precision: with ``precision="int8"`` each exported network is quantized statically before it
-is timed (``profilers.quantize``: ONNX Runtime's QDQ format, with the recipe ``quantization``
-an INT8 table records in its fingerprint, calibrated on generated tensors), exactly as the
-table's per-op graphs were; ``table_runtime`` reads all of that from a table, so timings that
-are compared with a table (calibrate, validate, the search's closed loop) time what it describes.
+Precision: with ``precision="int8"`` each exported network is quantized statically before it is timed
+(``profilers.quantize``: ONNX Runtime's QDQ format, with the recipe ``quantization`` an INT8 table records in
+its fingerprint, calibrated on generated tensors), exactly as the table's per-op graphs were;
+``table_runtime`` reads all of that from a table, so timings that are compared with a table (calibrate,
+validate, the search's closed loop) time what it describes.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import statistics
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from profilers.backends import BACKENDS, get_backend
 from profilers.drift import DriftCancelled, DriftSettings, measure_referenced, median_half_width
@@ -32,12 +33,23 @@ from profilers.quantize import QuantSettings, check_precision, default_settings
 from profilers.reference import REFERENCE_NAME, reference_timer
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
 from tfnas.errors import TfnasError
-from tfnas.latency.table import table_precision
-from tfnas.mbv2.arch import Architecture
-from tfnas.mbv2.net import build_model
+from tfnas.latency.table import device_match, table_precision
+from tfnas.registry import Registry
+from tfnas_base.progress import progress as progress_bar
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+class Network(Protocol):
+    """What a runtime times: a network's input shape at a batch, and a builder of its (eval-mode) module."""
+
+    def input_shape(self, batch: int) -> tuple[int, int, int, int]: ...
+
+    def build(self) -> nn.Module: ...
+
 
 Timer = Callable[[TimingProtocol], Measurement]
-Preparer = Callable[["Architecture", "Runtime", Path], Timer]  # (arch, runtime, workdir) -> timer
 
 # End-to-end timing of one round: a fixed 20 runs (a low quantile needs no convergence of the median's CI),
 # capped at 1 s for big networks; rounds, interleaved across networks, do the rest.
@@ -46,15 +58,33 @@ DEFAULT_PROTOCOL = TimingProtocol(
 )
 
 
-def input_shape(arch: Architecture, batch: int) -> tuple[int, int, int, int]:
-    return (batch, arch.space.in_channels, arch.resolution, arch.resolution)
+@dataclasses.dataclass(frozen=True)
+class TimingSettings:
+    """How a set of networks is timed: interleaved ``rounds`` (visited in an order drawn from ``seed``), each a
+    ``protocol`` run (None: ``DEFAULT_PROTOCOL``, or the statistic of the table compared with), ``progress``."""
+
+    rounds: int = 1
+    seed: int = 0
+    protocol: TimingProtocol | None = None
+    progress: bool = False
+
+    def with_protocol(self, protocol: TimingProtocol) -> TimingSettings:
+        """These settings, with ``protocol`` where they name none."""
+        return self if self.protocol is not None else dataclasses.replace(self, protocol=protocol)
+
+    def bar(self, total: int):
+        return progress_bar(total=total, desc="measure", enabled=None if self.progress else False, unit="run")
 
 
-def export_arch(arch: Architecture, path: str | Path, batch: int = 1) -> Path:
-    """Export the derived network of ``arch`` at (batch, 3, resolution, resolution)."""
-    from tfnas.export.onnx import export_onnx
+@dataclasses.dataclass(frozen=True)
+class Runtime:
+    """How networks are timed: backend, threads, batch, precision and (int8) the quantization recipe."""
 
-    return export_onnx(build_model(arch).eval(), path, input_shape(arch, batch))
+    backend: str = "ort"
+    threads: int = 1
+    batch: int = 1
+    precision: str = "fp32"
+    quantization: QuantSettings | dict | None = None
 
 
 def _backend_options(backend: str, threads: int, precision: str, quantization: QuantSettings | dict | None) -> dict:
@@ -80,20 +110,11 @@ def onnx_timer(
     return lambda protocol: measure(fn, protocol)
 
 
-@dataclasses.dataclass(frozen=True)
-class Runtime:
-    """How networks are timed: backend, threads, batch, precision and (int8) the quantization recipe."""
+def export_network(net: Network, path: str | Path, batch: int = 1) -> Path:
+    """Export ``net`` at its input shape for ``batch``, exactly as ``tfnas export`` would."""
+    from tfnas.export.onnx import export_onnx
 
-    backend: str = "ort"
-    threads: int = 1
-    batch: int = 1
-    precision: str = "fp32"
-    quantization: QuantSettings | dict | None = None
-
-
-def _prepare_onnx(arch: Architecture, rt: Runtime, workdir: Path) -> Timer:
-    path = export_arch(arch, workdir / "net.onnx", rt.batch)
-    return onnx_timer(path, input_shape(arch, rt.batch), rt.backend, rt.threads, rt.precision, rt.quantization)
+    return export_onnx(net.build().eval(), path, net.input_shape(batch))
 
 
 def measure_onnx(
@@ -105,71 +126,74 @@ def measure_onnx(
     precision: str = "fp32",
     quantization: QuantSettings | dict | None = None,
 ) -> Measurement:
-    """End-to-end latency of an already exported ONNX graph (``tfnas export``, ``tfnas darts eval``)."""
+    """End-to-end latency of an already exported ONNX graph (``tfnas export``, ``darts eval``)."""
     if backend not in BACKENDS:
         raise TfnasError(f"backend {backend!r} does not take ONNX; choose from {', '.join(BACKENDS)}")
     return onnx_timer(path, shape, backend, threads, precision, quantization)(protocol or DEFAULT_PROTOCOL)
 
 
-def _prepare_torch_cuda(arch: Architecture, rt: Runtime, workdir: Path) -> Timer:
+# ---- preparers: (network, runtime, workdir) -> timer, one per backend ------------------------------------------
+Preparer = Callable[[Network, Runtime, Path], Timer]
+PREPARERS: Registry[Preparer] = Registry("timing backend")
+
+
+def _prepare_onnx(net: Network, rt: Runtime, workdir: Path) -> Timer:
+    path = export_network(net, workdir / "net.onnx", rt.batch)
+    return onnx_timer(path, net.input_shape(rt.batch), rt.backend, rt.threads, rt.precision, rt.quantization)
+
+
+for _name in BACKENDS:
+    PREPARERS.add(_name, _prepare_onnx)
+
+
+@PREPARERS.register("torch-cuda")
+def _prepare_torch_cuda(net: Network, rt: Runtime, workdir: Path) -> Timer:
     from tfnas.latency.torch_cuda import measure_module, require_cuda
 
     if rt.precision != "fp32":
         raise TfnasError(f"backend torch-cuda times fp32 only, not {rt.precision}; use --backend ort for int8")
     require_cuda()
-    model = build_model(arch).eval().cuda()
-    return lambda protocol: measure_module(model, input_shape(arch, rt.batch), protocol)
+    model = net.build().eval().cuda()
+    return lambda protocol: measure_module(model, net.input_shape(rt.batch), protocol)
 
 
-PREPARERS: dict[str, Preparer] = {name: _prepare_onnx for name in BACKENDS}
-PREPARERS["torch-cuda"] = _prepare_torch_cuda
+def prepare_timer(net: Network, rt: Runtime, workdir: Path) -> Timer:
+    """The timer of ``net`` on ``rt`` (the one place a network becomes a timer: tests replace it)."""
+    return PREPARERS[rt.backend](net, rt, workdir)
 
 
-def _check(backend: str, threads: int, batch: int) -> None:
-    if backend not in PREPARERS:
-        raise TfnasError(f"unknown backend {backend!r}; choose from {', '.join(PREPARERS)}")
-    if batch < 1 or threads < 1:
-        raise TfnasError(f"batch = {batch}, threads = {threads}: both must be integers >= 1")
+def check_runtime(rt: Runtime) -> None:
+    if rt.backend not in PREPARERS:
+        raise TfnasError(f"unknown backend {rt.backend!r}; choose from {', '.join(PREPARERS)}")
+    if rt.batch < 1 or rt.threads < 1:
+        raise TfnasError(f"batch = {rt.batch}, threads = {rt.threads}: both must be integers >= 1")
 
 
-def measure_archs(
-    archs: Sequence[Architecture],
-    backend: str = "ort",
-    threads: int = 1,
-    batch: int = 1,
-    protocol: TimingProtocol | None = None,
-    rounds: int = 1,
-    seed: int = 0,
-    progress: bool = False,
-    precision: str = "fp32",
-    quantization: QuantSettings | dict | None = None,
+# ---- plain interleaved rounds -----------------------------------------------------------------------------------
+def measure_networks(
+    nets: Sequence[Network], rt: Runtime, timing: TimingSettings = TimingSettings()
 ) -> list[list[Measurement]]:
-    """Per architecture, one measurement per round; rounds visit the architectures in shuffled order.
+    """Per network, one measurement per round; rounds visit the networks in shuffled order.
 
-    ``precision="int8"``: each exported network is quantized (``quantization``: the recipe; default this
+    ``rt.precision="int8"``: each exported network is quantized (``rt.quantization``: the recipe; default this
     machine's) before it is timed."""
-    _check(backend, threads, batch)
-    rt = Runtime(backend, threads, batch, precision, quantization)
+    check_runtime(rt)
     with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
-        timers = [PREPARERS[backend](a, rt, Path(tmp) / str(i)) for i, a in enumerate(archs)]
-        return interleave(timers, protocol or DEFAULT_PROTOCOL, rounds, seed, progress)
+        timers = [prepare_timer(n, rt, Path(tmp) / str(i)) for i, n in enumerate(nets)]
+        return interleave(timers, timing.with_protocol(DEFAULT_PROTOCOL))
 
 
-def interleave(
-    timers: Sequence[Timer], protocol: TimingProtocol, rounds: int, seed: int = 0, progress: bool = False
-) -> list[list[Measurement]]:
+def interleave(timers: Sequence[Timer], timing: TimingSettings) -> list[list[Measurement]]:
     """Per timer, one measurement per round; each round visits the timers in a new shuffled order, so a burst
     of load on a shared machine hits one round of one network instead of all samples of it."""
-    from tfnas_base.progress import progress as progress_bar
-
     results: list[list[Measurement]] = [[] for _ in timers]
-    rng = random.Random(seed)
-    bar = progress_bar(total=len(timers) * rounds, desc="measure", enabled=None if progress else False, unit="run")
-    for _ in range(rounds):
+    rng = random.Random(timing.seed)
+    bar = timing.bar(len(timers) * timing.rounds)
+    for _ in range(timing.rounds):
         order = list(range(len(timers)))
         rng.shuffle(order)
         for i in order:
-            results[i].append(timers[i](protocol))
+            results[i].append(timers[i](timing.protocol or DEFAULT_PROTOCOL))
             bar.update()
     bar.close()
     return results
@@ -183,20 +207,6 @@ def round_latency(ms: Sequence[Measurement]) -> float:
 def protocol_for(table_protocol: dict, base: TimingProtocol = DEFAULT_PROTOCOL) -> TimingProtocol:
     """End-to-end timing that reports the statistic a table's latencies are (so the two compare)."""
     return dataclasses.replace(base, statistic=table_statistic(table_protocol))
-
-
-def measure_arch(
-    arch: Architecture,
-    backend: str = "ort",
-    threads: int = 1,
-    batch: int = 1,
-    protocol: TimingProtocol | None = None,
-    precision: str = "fp32",
-    quantization: QuantSettings | dict | None = None,
-) -> Measurement:
-    """End-to-end latency of ``arch`` at its resolution and ``batch``."""
-    runs = measure_archs([arch], backend, threads, batch, protocol, precision=precision, quantization=quantization)
-    return runs[0][0]
 
 
 def table_quantization(table) -> QuantSettings | None:
@@ -218,20 +228,11 @@ def table_runtime(table, threads: int | None = None) -> Runtime:
 
 
 def measure_for_table(
-    archs: Sequence[Architecture],
-    table,
-    rounds: int,
-    seed: int = 0,
-    progress: bool = False,
-    threads: int | None = None,
-    protocol: TimingProtocol | None = None,
+    nets: Sequence[Network], table, timing: TimingSettings = TimingSettings(), threads: int | None = None
 ) -> list[list[Measurement]]:
-    """``measure_archs`` with the table's runtime, shape, precision (int8: quantized as the table was) and statistic."""
-    rt = table_runtime(table, threads)
-    return measure_archs(
-        archs, rt.backend, rt.threads, rt.batch, protocol or protocol_for(table.protocol), rounds, seed, progress,
-        precision=rt.precision, quantization=rt.quantization,
-    )  # fmt: skip
+    """``measure_networks`` with the table's runtime, shape, precision (int8: quantized as the table was) and
+    statistic."""
+    return measure_networks(nets, table_runtime(table, threads), timing.with_protocol(protocol_for(table.protocol)))
 
 
 # Where a search's closed loop and closing figure time networks: a spawned process of their own (its own heap and
@@ -253,22 +254,20 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def measure_on_table_device(
-    arch: Architecture, table, rounds: int = 7, progress: bool = False, fresh_process: bool = False
+    net: Network, table, rounds: int = 7, progress: bool = False, fresh_process: bool = False
 ) -> dict | None:
-    """Time ``arch`` here with the table's runtime, shape, precision and statistic when this machine is the
+    """Time ``net`` here with the table's runtime, shape, precision and statistic when this machine is the
     table's device (None otherwise: a timing here would say nothing about the budget). An INT8 table's
     network is quantized the way the table's graphs were before it is timed.
 
     Both figures are returned: ``raw_ms`` (median over rounds of each round's statistic) and the
     drift-cancelled ``cancelled_ms``; ``measured_ms`` is the drift-cancelled one (None when the host gave
     no clean rounds: ``note`` says so). ``fresh_process``: timed in a spawned process (``in_fresh_process``)."""
-    from tfnas.latency.table import device_match
-
     if not device_match(table).same_device:  # another device, or one that cannot be verified
         return None
-    protocol = protocol_for(table.protocol)
+    timing = TimingSettings(rounds, protocol=protocol_for(table.protocol), progress=progress)
     run = in_fresh_process if fresh_process else (lambda fn, *a, **k: fn(*a, **k))
-    fig = run(measure_table_drift_cancelled, [arch], table, rounds, progress=progress, protocol=protocol)[0][0]
+    fig = run(measure_table_drift_cancelled, [net], table, timing)[0][0]
     return {
         "measured_ms": fig.value_ms if fig.clean else None,
         "raw_ms": fig.raw_ms,
@@ -297,7 +296,7 @@ def time_fp32_and_int8(
         onnx_timer(fp32_path, shape, "ort", threads),
         onnx_timer(int8_path, shape, "ort", threads, precision="int8"),  # already quantized: timed as it is
     ]
-    runs = interleave(timers, DEFAULT_PROTOCOL, rounds)
+    runs = interleave(timers, TimingSettings(rounds, protocol=DEFAULT_PROTOCOL))
     fp32_ms, int8_ms = round_latency(runs[0]), round_latency(runs[1])
     fp = current_fingerprint(threads, batch=shape[0], resolution=shape[-1], precision="int8")
     return {
@@ -324,8 +323,6 @@ def reference_for(rt: Runtime, workdir: Path) -> Timer | None:
 def table_reference_ms(table) -> float | None:
     """The reference's quiet time a table recorded on its device (None: none recorded, another reference
     network, another thread count, or this machine is not the table's device)."""
-    from tfnas.latency.table import device_match
-
     ref = getattr(table, "reference", None)
     if not ref or ref.get("name") != REFERENCE_NAME:
         return None
@@ -352,45 +349,45 @@ def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
 
 
 def measure_drift_cancelled(
-    archs: Sequence[Architecture],
+    nets: Sequence[Network],
     rt: Runtime,
-    rounds: int,
-    protocol: TimingProtocol | None = None,
+    timing: TimingSettings,
     reference_ms: float | None = None,
     reference_source: str = "table",
-    seed: int = 0,
-    progress: bool = False,
     settings: DriftSettings | None = None,
 ) -> tuple[list[DriftCancelled], float | None]:
-    """Per architecture its raw and drift-cancelled latency, and the reference's quiet time seen (None without
+    """Per network its raw and drift-cancelled latency, and the reference's quiet time seen (None without
     a reference). ``reference_ms`` None: converted with the quiet time seen in this measurement."""
-    _check(rt.backend, rt.threads, rt.batch)
-    protocol = protocol or DEFAULT_PROTOCOL
-    from tfnas_base.progress import progress as progress_bar
-
+    check_runtime(rt)
+    timing = timing.with_protocol(DEFAULT_PROTOCOL)
     with tempfile.TemporaryDirectory(prefix="tfnas-measure-") as tmp:
-        timers = [PREPARERS[rt.backend](a, rt, Path(tmp) / str(i)) for i, a in enumerate(archs)]
+        timers = [prepare_timer(n, rt, Path(tmp) / str(i)) for i, n in enumerate(nets)]
         ref = reference_for(rt, Path(tmp))
         if ref is None:
-            runs = interleave(timers, protocol, rounds, seed, progress)
-            return [_raw_only(r, protocol.statistic) for r in runs], None
-        bar = progress_bar(total=len(archs) * rounds, desc="measure", enabled=None if progress else False, unit="run")
-        try:
-            return measure_referenced(
-                timers, ref, protocol, rounds, reference_ms, reference_source, seed, settings, on_visit=bar.update
-            )
-        finally:
-            bar.close()
+            runs = interleave(timers, timing)
+            return [_raw_only(r, timing.protocol.statistic) for r in runs], None
+        return _referenced(timers, ref, timing, reference_ms, reference_source, settings)
+
+
+def _referenced(
+    timers: Sequence[Timer], ref: Timer, timing: TimingSettings, reference_ms: float | None, source: str,
+    settings: DriftSettings | None,
+) -> tuple[list[DriftCancelled], float]:  # fmt: skip
+    bar = timing.bar(len(timers) * timing.rounds)
+    try:
+        return measure_referenced(
+            timers, ref, timing.protocol or DEFAULT_PROTOCOL, timing.rounds, reference_ms, source, timing.seed,
+            settings, on_visit=bar.update,
+        )  # fmt: skip
+    finally:
+        bar.close()
 
 
 def measure_table_drift_cancelled(
-    archs: Sequence[Architecture],
+    nets: Sequence[Network],
     table,
-    rounds: int,
-    seed: int = 0,
-    progress: bool = False,
+    timing: TimingSettings,
     threads: int | None = None,
-    protocol: TimingProtocol | None = None,
     use_table_reference: bool = True,
     settings: DriftSettings | None = None,
 ) -> tuple[list[DriftCancelled], float | None]:
@@ -399,29 +396,19 @@ def measure_table_drift_cancelled(
     rt = table_runtime(table, threads)
     ref_ms = table_reference_ms(table) if use_table_reference else None
     return measure_drift_cancelled(
-        archs, rt, rounds, protocol or protocol_for(table.protocol), ref_ms, "table", seed, progress, settings
+        nets, rt, timing.with_protocol(protocol_for(table.protocol)), ref_ms, "table", settings
     )
 
 
+ONNX_TIMING = TimingSettings(rounds=5)  # the DARTS measurements and ``darts eval --measure``
+
+
 def onnx_drift_cancelled(
-    timers: Sequence[Timer],
-    threads: int = 1,
-    rounds: int = 5,
-    protocol: TimingProtocol | None = None,
-    reference_ms: float | None = None,
-    seed: int = 0,
-    progress: bool = False,
+    timers: Sequence[Timer], threads: int = 1, timing: TimingSettings = ONNX_TIMING, reference_ms: float | None = None
 ) -> tuple[list[DriftCancelled], float]:
     """Drift-cancelled figures of ready ONNX timers (ONNX Runtime, ``threads``): the DARTS measurements and
-    ``tfnas darts eval --measure``. ``reference_ms`` None: the reference's quiet time seen in this measurement."""
-    from tfnas_base.progress import progress as progress_bar
-
-    protocol = protocol or DEFAULT_PROTOCOL
+    ``darts eval --measure``. ``reference_ms`` None: the reference's quiet time seen in this measurement."""
     with tempfile.TemporaryDirectory(prefix="tfnas-ref-") as tmp:
         ref = reference_for(Runtime("ort", threads), Path(tmp))
         assert ref is not None
-        bar = progress_bar(total=len(timers) * rounds, desc="measure", enabled=None if progress else False, unit="run")
-        try:
-            return measure_referenced(timers, ref, protocol, rounds, reference_ms, "table", seed, None, bar.update)
-        finally:
-            bar.close()
+        return _referenced(timers, ref, timing, reference_ms, "table", None)

@@ -15,16 +15,16 @@ import bisect
 import logging
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from profilers.device import DeviceMatch, compare, describe_device
 from profilers.fingerprint import current_fingerprint, onnxruntime_version
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
-from tfnas.mbv2.space import MBV2Space
+from tfnas.registry import Registry
 from tfnas.resources import find_table
 from tfnas_base.errors import UserError
 
@@ -81,6 +81,11 @@ class WidthGrid:
         return cls(**known)
 
 
+GridBuilder = Callable[[WidthGrid, int, int], list[int]]
+GRID_BUILDERS: Registry[GridBuilder] = Registry("width grid")
+
+
+@GRID_BUILDERS.register("sparse")
 def _sparse_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
     if hi - lo <= 2:
         return list(range(lo, hi + 1))
@@ -96,11 +101,9 @@ def _sparse_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
     return sorted(points)
 
 
+@GRID_BUILDERS.register("dense")
 def _dense_widths(grid: WidthGrid, lo: int, hi: int) -> list[int]:
     return list(range(lo, hi + 1))
-
-
-GRID_BUILDERS = {"sparse": _sparse_widths, "dense": _dense_widths}
 
 
 # Sparse-grid defaults per precision, from width scans on ONNX Runtime (benchmarks/latency/README.md, "Width
@@ -218,23 +221,6 @@ def as_lookup(table: LatencyTable | Lookup) -> Lookup:
 # ---- loading ----------------------------------------------------------------------------------------------
 
 
-def required_entries(space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
-    """(key, width) pairs a table must answer for every architecture of ``space``: range ends of each op."""
-    from tfnas.mbv2.keys import space_signatures
-
-    out: list[tuple[str, Width]] = []
-    for sig in space_signatures(space, resolution):
-        if sig.width_range is None:
-            out.append((sig.key, None))
-        else:
-            out += [(sig.key, sig.width_range[0]), (sig.key, sig.width_range[1])]
-    return out
-
-
-def missing_entries(table: LatencyTable, space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
-    return table.missing(required_entries(space, resolution))
-
-
 def _format_missing(missing: Iterable[tuple[str, Width]], limit: int = 25) -> str:
     items = list(missing)
     lines = [f"  {k}" + ("" if w is None else f" (width {w})") for k, w in items[:limit]]
@@ -313,7 +299,10 @@ def require_this_device(table: LatencyTable, action: str, allow_foreign: bool = 
 
     A table whose device is unverifiable (written before device identities) passes with a note on stderr.
     """
-    match = device_match(table, threads)
+    return _require_device(table, device_match(table, threads), action, allow_foreign)
+
+
+def _require_device(table: LatencyTable, match: DeviceMatch, action: str, allow_foreign: bool) -> DeviceMatch:
     if not match.verifiable:
         log.warning("note: LUT %s: %s", table.source, match.describe())
     elif match.identity and not allow_foreign:
@@ -329,56 +318,90 @@ def require_this_device(table: LatencyTable, action: str, allow_foreign: bool = 
     return match
 
 
-def load_table(
-    path: str | Path,
-    space: MBV2Space | None = None,
+# ---- opening: resolve, load and check in one pass ------------------------------------------------------------
+
+
+class TableNeeds(Protocol):
+    """What a family asks of a table (``mbv2.lut.SpaceNeeds``): profiled for the space ``name``, answering
+    every (key, width) its architectures use at a deployment resolution."""
+
+    @property
+    def name(self) -> str: ...
+
+    def required_entries(self, resolution: int | None) -> list[tuple[str, Width]]: ...
+
+
+Needs = TableNeeds | Callable[[LatencyTable], TableNeeds]  # a callable: needs that depend on the table's own space
+
+
+def open_table(
+    name_or_path: str | Path,
+    needs: Needs | None = None,
+    *,
     batch: int | None = None,
     resolution: int | None = None,
-    threads: int | None = None,
-    warn_fingerprint: bool = True,
     precision: str | None = None,
+    threads: int | None = None,
+    warn_device: bool = False,
+    require_device: str | None = None,
+    allow_foreign: bool = False,
 ) -> LatencyTable:
-    """Load a LUT and check it can serve ``space`` at this deployment shape on this device.
+    """A latency table (a path, or a shipped table's name), loaded and checked in one pass.
 
-    Shape mismatch, another ``precision`` than the one asked for (an fp32 table never stands for an
-    int8 deployment, nor the reverse) and missing entries are errors (listing what is missing); a
-    fingerprint that differs from the current machine is a ``FingerprintWarning``.
+    Checked, in this order: its ``precision`` (an fp32 table never stands for an int8 deployment, nor the
+    reverse), its shape (``batch``, ``resolution``), that it serves ``needs`` (the space it was profiled for,
+    no missing entries: the message lists them) and its device: ``warn_device`` warns
+    (``FingerprintWarning``) when it is not this machine, ``require_device`` (the action, e.g. "measuring")
+    refuses it unless ``allow_foreign``. Each failure is a ``LatencyTableError`` that says what to do.
     """
-    table = LatencyTable.load(find_table(path))
-    fp = table.fingerprint
+    table = LatencyTable.load(find_table(name_or_path))
+    _check_precision(table, name_or_path, precision)
+    _check_shape(table, batch, resolution)
+    if needs is not None:
+        _check_entries(table, name_or_path, needs(table) if callable(needs) else needs, resolution)
+    if warn_device or require_device:
+        match = device_match(table, threads)
+        if warn_device and match.identity:
+            warnings.warn(
+                f"LUT {name_or_path} was measured on another device/runtime; its latencies describe that device,"
+                " not this machine:\n  " + "\n  ".join(match.identity),
+                FingerprintWarning,
+                stacklevel=2,
+            )
+        if require_device:
+            _require_device(table, match, require_device, allow_foreign)
+    return table
+
+
+def _check_precision(table: LatencyTable, path: str | Path, precision: str | None) -> None:
     if precision is not None and table_precision(table) != precision:
         raise LatencyTableError(
             f"LUT {path} holds {table_precision(table)} latencies, but {precision} was asked for: a table of"
             f" one precision says nothing about the other (int8 ran 0.8x fp32 on an AVX-512 VNNI host, 0.85-1.2x on"
             f" an AVX2 one, depending on the network); profile one with `tfnas profile --precision {precision}`"
         )
-    if batch is not None or resolution is not None:
-        want_b = batch if batch is not None else fp.get("batch")
-        want_r = resolution if resolution is not None else fp.get("resolution")
-        try:
-            table.check_shape(want_b, want_r)
-        except UserError as exc:
-            raise LatencyTableError(
-                f"{exc}; profile a table at that shape (tfnas profile --batch/--resolution)"
-            ) from None
-    if space is not None:
-        res = resolution or fp.get("resolution")
-        if table.space != space.name:
-            raise LatencyTableError(f"LUT {path} was profiled for space {table.space!r}, not {space.name!r}")
-        missing = missing_entries(table, space, res)
-        if missing:
-            raise LatencyTableError(
-                f"LUT {path} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} that space"
-                f" {space.name!r} at resolution {res} needs (key, width range end):\n{_format_missing(missing)}\n"
-                "re-run `tfnas profile` with the same --out to measure them (it resumes)"
-            )
-    if warn_fingerprint:
-        match = device_match(table, threads)
-        if match.identity:
-            warnings.warn(
-                f"LUT {path} was measured on another device/runtime; its latencies describe that device,"
-                " not this machine:\n  " + "\n  ".join(match.identity),
-                FingerprintWarning,
-                stacklevel=2,
-            )
-    return table
+
+
+def _check_shape(table: LatencyTable, batch: int | None, resolution: int | None) -> None:
+    if batch is None and resolution is None:
+        return
+    fp = table.fingerprint
+    want_b = batch if batch is not None else fp.get("batch")
+    want_r = resolution if resolution is not None else fp.get("resolution")
+    try:
+        table.check_shape(want_b, want_r)
+    except UserError as exc:
+        raise LatencyTableError(f"{exc}; profile a table at that shape (tfnas profile --batch/--resolution)") from None
+
+
+def _check_entries(table: LatencyTable, path: str | Path, needs: TableNeeds, resolution: int | None) -> None:
+    res = resolution or table.fingerprint.get("resolution")
+    if table.space != needs.name:
+        raise LatencyTableError(f"LUT {path} was profiled for space {table.space!r}, not {needs.name!r}")
+    missing = table.missing(needs.required_entries(res))
+    if missing:
+        raise LatencyTableError(
+            f"LUT {path} lacks {len(missing)} entr{'y' if len(missing) == 1 else 'ies'} that space"
+            f" {needs.name!r} at resolution {res} needs (key, width range end):\n{_format_missing(missing)}\n"
+            "re-run `tfnas profile` with the same --out to measure them (it resumes)"
+        )

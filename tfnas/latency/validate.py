@@ -1,39 +1,31 @@
-"""Does a latency table describe the machine at hand? Predicted vs measured, beside the host's own noise.
+"""Does a latency table describe the machine at hand? The verdict, its figures and its report; no family.
 
 A table is checked against whole networks timed here, with the table's statistic.
 The networks are search-like (random, widths on the table's alignment, as a search
 derives them) and are timed in interleaved rounds; the rounds are split into two
 passes, so the same run also measures how well this host repeats itself
 (pass-to-pass MAPE). No table can be checked below that noise floor, so the verdict
-weighs the table's error against it.
+weighs the table's error against it. A family samples, predicts and times the networks
+(``mbv2.validate``).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profilers.lut import LatencyTable
-from profilers.timing import Measurement
-from tfnas.latency.calibrate import error_stats, sample_archs
-from tfnas.latency.measure import measure_table_drift_cancelled, protocol_for, round_latency
-from tfnas.latency.predict import predict
-from tfnas.latency.table import Lookup, device_match, table_device, table_grid, table_precision
-from tfnas.mbv2.arch import Architecture
-from tfnas.mbv2.space import MBV2Space
-from tfnas.utils.io import atomic_write_json, save_figure
+from tfnas.latency.calibrate import error_stats
+from tfnas.utils.io import save_figure
+from tfnas_base.atomic import atomic_write_json
 
 # Verdict thresholds: a table "holds" when its error is within this or within twice the host's noise floor.
 MAPE_OK = 5.0
 TAU_OK = 0.8
 NOISE_TOO_HIGH = 5.0  # pass-to-pass MAPE above which a host cannot judge any table
-
-RoundsFn = Callable[[Sequence[Architecture], int], list[list[Measurement]]]
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
@@ -130,66 +122,7 @@ def judge(table: dict[str, float], noise: dict[str, float]) -> tuple[str, str]:
     )
 
 
-VALIDATION_SAMPLES, VALIDATION_ROUNDS, VALIDATION_SEED = 12, 6, 1  # the defaults of validate_table and its command
-
-
-def validate_table(
-    table: LatencyTable,
-    space: MBV2Space,
-    n: int = VALIDATION_SAMPLES,
-    rounds: int = VALIDATION_ROUNDS,
-    seed: int = VALIDATION_SEED,
-    threads: int | None = None,
-    allow_foreign: bool = False,
-    rounds_fn: RoundsFn | None = None,
-    progress: bool = False,
-    use_table_reference: bool = True,
-) -> Validation:
-    """Compare ``table`` with ``n`` networks timed here in ``rounds`` interleaved rounds (split in two passes).
-
-    ``rounds_fn(archs, rounds)`` replaces the runtime (tests); by default the networks are timed with the
-    table's backend, threads, batch, precision (int8: each network quantized as the table's graphs
-    were) and statistic, drift-cancelled (``profilers.drift``): converted with the reference time the
-    table recorded on this device, or (none recorded, or ``use_table_reference=False``) with the
-    reference's quiet time seen in this validation. The raw figures are reported beside them.
-    """
-    fp = table.fingerprint
-    match = device_match(table, threads)
-    result = Validation(str(table.source), table_device(table), match.same_device, match.describe())
-    if match.verifiable and match.identity and not allow_foreign:
-        result.verdict = "foreign"
-        result.reason = "the table was measured on another device; nothing was timed (--allow-foreign-table times it)"
-        return result
-    rounds = max(2, rounds - rounds % 2)
-    res = int(fp["resolution"])
-    threads = threads or int(fp["threads"])
-    protocol = protocol_for(table.protocol)
-    lookup = Lookup(table)
-    archs = sample_archs(space, n, seed, res, table_grid(table).align)
-    t0 = time.perf_counter()
-    result.predicted_ms = [predict(a, lookup) for a in archs]
-    result.precision = table_precision(table)
-    half = rounds // 2
-    if rounds_fn is not None:  # tests: plain rounds, no reference
-        runs = rounds_fn(archs, rounds)
-        result.measured_ms = [round_latency(r) for r in runs]
-        result.pass_a_ms = [round_latency(r[:half]) for r in runs]
-        result.pass_b_ms = [round_latency(r[half:]) for r in runs]
-        result.statistic = f"median over rounds of each round's {protocol.statistic}"
-    else:  # the table's runtime and precision (int8: networks quantized first), drift-cancelled
-        figs, seen = measure_table_drift_cancelled(
-            archs, table, rounds, seed, progress, threads, protocol, use_table_reference=use_table_reference
-        )
-        _fill_drift_cancelled(result, figs, seen, half)
-    result.networks, result.rounds = len(archs), rounds
-    result.table = error_report(result.predicted_ms, result.measured_ms)
-    result.noise_floor = error_report(result.pass_a_ms, result.pass_b_ms)
-    result.seconds = round(time.perf_counter() - t0, 1)
-    result.verdict, result.reason = judge(result.table, result.noise_floor)
-    return result
-
-
-def _fill_drift_cancelled(result: Validation, figs: list, seen: float | None, half: int) -> None:
+def fill_drift_cancelled(result: Validation, figs: list, seen: float | None, half: int) -> None:
     from profilers.drift import figure_of
 
     result.measured_ms = [f.value_ms for f in figs]

@@ -23,7 +23,7 @@ from pydantic import Field
 from tfnas.config.loader import Schema, read_config, validate
 from tfnas.errors import ConfigError
 from tfnas.mbv2.space import LayerGeometry, MBV2Space, load_space
-from tfnas.utils.io import atomic_write_json
+from tfnas_base.atomic import atomic_write_json
 
 ARCH_FORMAT = "tfnas.arch"
 ARCH_VERSION = 1

@@ -42,6 +42,7 @@ from tfnas.errors import ConfigError, LatencyTableError
 from tfnas.mbv2.keys import Signature, fixed_signatures, space_signatures
 from tfnas.mbv2.net import first_block_se_width
 from tfnas.mbv2.space import MBV2Space
+from tfnas.registry import Registry
 from tfnas.utils.io import read_bytes
 
 OFFICIAL_REPO = "https://github.com/AberHu/TF-NAS"
@@ -92,8 +93,9 @@ class OfficialDevice:
 
 _PLACEHOLDERS = "cpu_count, platform and python are required fields of a fingerprint; the source does not publish them"
 
-DEVICES: dict[str, OfficialDevice] = {
-    "titanrtx": OfficialDevice(
+DEVICES: Registry[OfficialDevice] = Registry("official device")
+for _device in (
+    OfficialDevice(
         name="titanrtx",
         source_file="latency_pkl/latency_gpu.pkl",
         sha256="743b2d77331a7741eb5c4ff6b3728394e2145407c05bf69f0e0f614193ed2fd3",
@@ -128,7 +130,7 @@ DEVICES: dict[str, OfficialDevice] = {
             _PLACEHOLDERS + " (cpu_count 1 is a placeholder, not the host's core count)",
         ),
     ),
-    "xeon6130": OfficialDevice(
+    OfficialDevice(
         name="xeon6130",
         source_file="latency_pkl/latency_cpu.pkl",
         sha256="dfb5363d71a8421a81499c9191431305968fb1d2e1467a6fdd41153d6153ca23",
@@ -177,12 +179,13 @@ DEVICES: dict[str, OfficialDevice] = {
             _PLACEHOLDERS + " (cpu_count 1 is a placeholder, not the host's core count)",
         ),
     ),
-}
+):
+    DEVICES.add(_device.name, _device)
 
 
 def device_for_sha256(sha256: str) -> OfficialDevice | None:
     """The device of a published official table with this content hash, or None."""
-    return next((d for d in DEVICES.values() if d.sha256 == sha256), None)
+    return next((d for _, d in DEVICES.items() if d.sha256 == sha256), None)
 
 
 def get_device(name: str) -> OfficialDevice:
@@ -424,28 +427,7 @@ def convert(
         if row is None:
             conv.missing_keys[okey] = [s.key for s in users]
             continue
-        in_range: set[int] = set()
-        for s in users:
-            lo, hi = s.width_range  # type: ignore[misc]
-            ws = [w for w in row if lo <= w <= hi]
-            in_range.update(ws)
-            ends = [w for w in (lo, hi) if w not in row]
-            bad = [(okey, w, row[w]) for w in ws if not (math.isfinite(row[w]) and row[w] > 0)]
-            if ends:
-                conv.missing_widths[s.key] = ends
-            if bad:
-                conv.bad_values += [b for b in bad if b not in conv.bad_values]
-            if ends or bad:
-                continue
-            if len(ws) < hi - lo + 1:
-                conv.gaps[s.key] = hi - lo + 1 - len(ws)
-            n = len(ws)
-            conv.table.set_entry(s.key, ws, [row[w] for w in ws], [0.0] * n, [0.0] * n, [False] * n, [1000] * n)
-            conv.kept_points += n
-            low = min((row[w], w) for w in ws)
-            if conv.lowest_kept is None or low[0] < conv.lowest_kept[2]:
-                conv.lowest_kept = (s.key, low[1], low[0])
-            key_map[s.key] = {"official_key": okey, "official_op": official_op(space, s.op or ""), "widths": [lo, hi]}
+        in_range = _keep_ranges(space, okey, row, users, conv, key_map)
         outside = [w for w in row if w not in in_range]
         conv.dropped_widths += len(outside)
         conv.nonpositive_dropped += [(okey, w, row[w]) for w in outside if not row[w] > 0]
@@ -458,6 +440,37 @@ def convert(
     conv.table.complete = conv.complete
     conv.table.meta = _meta(official, device, conv, key_map, command)
     return conv
+
+
+def _keep_ranges(
+    space: MBV2Space, okey: str, row: dict[int, float], users: list[Signature], conv: Conversion,
+    key_map: dict[str, dict[str, Any]],
+) -> set[int]:  # fmt: skip
+    """Enter the published widths of each signature's searchable range that reads ``okey`` (refused: a range
+    end the file lacks, or a value <= 0 inside the range); return the widths some range used."""
+    in_range: set[int] = set()
+    for s in users:
+        lo, hi = s.width_range  # type: ignore[misc]
+        ws = [w for w in row if lo <= w <= hi]
+        in_range.update(ws)
+        ends = [w for w in (lo, hi) if w not in row]
+        bad = [(okey, w, row[w]) for w in ws if not (math.isfinite(row[w]) and row[w] > 0)]
+        if ends:
+            conv.missing_widths[s.key] = ends
+        if bad:
+            conv.bad_values += [b for b in bad if b not in conv.bad_values]
+        if ends or bad:
+            continue
+        if len(ws) < hi - lo + 1:
+            conv.gaps[s.key] = hi - lo + 1 - len(ws)
+        n = len(ws)
+        conv.table.set_entry(s.key, ws, [row[w] for w in ws], [0.0] * n, [0.0] * n, [False] * n, [1000] * n)
+        conv.kept_points += n
+        low = min((row[w], w) for w in ws)
+        if conv.lowest_kept is None or low[0] < conv.lowest_kept[2]:
+            conv.lowest_kept = (s.key, low[1], low[0])
+        key_map[s.key] = {"official_key": okey, "official_op": official_op(space, s.op or ""), "widths": [lo, hi]}
+    return in_range
 
 
 def _negative_note(conv: Conversion) -> str:
@@ -507,69 +520,82 @@ def _meta(
     key_map: dict[str, Any],
     command: str | None,
 ) -> dict[str, Any]:
-    published = official.sha256 == device.sha256
-    neg = conv.most_negative
     return {
-        "source": {
-            "file": official.source,
-            "sha256": official.sha256,
-            "published_as": (
-                f"{OFFICIAL_REPO}/blob/{OFFICIAL_COMMIT}/{device.source_file}"
-                if published
-                else "not the published file"
-            ),
-            "repository": OFFICIAL_REPO,
-            "licence": OFFICIAL_LICENCE,
-            "licence_text": OFFICIAL_LICENCE_TEXT,
-            "paper": "Hu et al., TF-NAS: Rethinking Three Search Freedoms of Latency-Constrained Differentiable"
-            " Neural Architecture Search, ECCV 2020",
-            "device_as_published": device.described,
-        },
+        "source": _source_meta(official, device),
         "conversion": {
             "command": command or f"tfnas.mbv2.official.convert(read_official({official.source!r}), ...)",
             "tool": f"tfnas {__version__} (tfnas/mbv2/official.py)",
             "date": _now(),
             "device_preset": device.name,
         },
-        "official": {
-            "rule": RULE,
-            "base_ms": official.base,
-            "base_parts": BASE_PARTS,
-            "keys": key_map,
-            "published_widths": conv.published_widths,
-            "points_kept": conv.kept_points,
-            "widths_dropped": conv.dropped_widths,
-            "nonpositive_dropped": len(conv.nonpositive_dropped),
-            "nonpositive_dropped_max_width": max((w for _, w, _ in conv.nonpositive_dropped), default=None),
-            "most_negative_published": None if neg is None else {"key": neg[0], "width": neg[1], "ms": neg[2]},
-            "lowest_kept": None
-            if conv.lowest_kept is None
-            else {"key": conv.lowest_kept[0], "width": conv.lowest_kept[1], "ms": conv.lowest_kept[2]},
-            "extra_keys": conv.extra_keys,
-            "problems": conv.problems(),
-        },
-        "notes": [
-            "Every latency is the published value, unrounded (ms per forward of the whole batch).",
-            "Widths: each op keeps the published widths of its searchable range [bound/2, bound] (our e3 and e6 ops"
-            " without SE read the same official key); widths outside every such range are dropped, and a width a"
-            " range needs but the file lacks is reported, never guessed.",
-            _negative_note(conv),
-            "Fixed parts: the published 'base' (" + BASE_PARTS + ") is one sum; it is split into three equal parts"
-            " on the stem, first-block and head entries only because this format keys them separately. Their sum"
-            " is base exactly; the per-part values mean nothing on their own.",
-            "spread_ms and cv are 0 and noisy is false because the source publishes neither spread nor"
-            " repeatability: the spread is unknown, not zero. repeats is 1000 after the repository's timing"
-            " function (see protocol.description).",
-            "No calibration: the published numbers are sums of per-block timings, the rule the paper searched with.",
-            "A foreign device: tfnas predict and tfnas search accept this"
-            " table (and print its device); measure, calibrate, validate and search.measure_final refuse it on every"
-            " machine whose identity differs from the fingerprint's (GPU name and compute capability, or CPU"
-            " vendor, family, model and ISA), since nothing timed there compares with it. Its latencies are PyTorch"
-            " 1.1 eager timings, not ONNX Runtime or TensorRT ones. Fingerprint notes: "
-            + "; ".join(device.fingerprint_notes)
-            + ".",
-        ],
+        "official": _official_meta(official, conv, key_map),
+        "notes": _notes(device, conv),
     }
+
+
+def _source_meta(official: OfficialTable, device: OfficialDevice) -> dict[str, Any]:
+    """Where the file came from: its hash, the published file it is (if it is one), licence, paper, device."""
+    published = official.sha256 == device.sha256
+    return {
+        "file": official.source,
+        "sha256": official.sha256,
+        "published_as": (
+            f"{OFFICIAL_REPO}/blob/{OFFICIAL_COMMIT}/{device.source_file}" if published else "not the published file"
+        ),
+        "repository": OFFICIAL_REPO,
+        "licence": OFFICIAL_LICENCE,
+        "licence_text": OFFICIAL_LICENCE_TEXT,
+        "paper": "Hu et al., TF-NAS: Rethinking Three Search Freedoms of Latency-Constrained Differentiable"
+        " Neural Architecture Search, ECCV 2020",
+        "device_as_published": device.described,
+    }
+
+
+def _official_meta(official: OfficialTable, conv: Conversion, key_map: dict[str, Any]) -> dict[str, Any]:
+    """The official rule and what the conversion kept, dropped and found wrong."""
+    neg = conv.most_negative
+    return {
+        "rule": RULE,
+        "base_ms": official.base,
+        "base_parts": BASE_PARTS,
+        "keys": key_map,
+        "published_widths": conv.published_widths,
+        "points_kept": conv.kept_points,
+        "widths_dropped": conv.dropped_widths,
+        "nonpositive_dropped": len(conv.nonpositive_dropped),
+        "nonpositive_dropped_max_width": max((w for _, w, _ in conv.nonpositive_dropped), default=None),
+        "most_negative_published": None if neg is None else {"key": neg[0], "width": neg[1], "ms": neg[2]},
+        "lowest_kept": None
+        if conv.lowest_kept is None
+        else {"key": conv.lowest_kept[0], "width": conv.lowest_kept[1], "ms": conv.lowest_kept[2]},
+        "extra_keys": conv.extra_keys,
+        "problems": conv.problems(),
+    }
+
+
+def _notes(device: OfficialDevice, conv: Conversion) -> list[str]:
+    """What a reader of the table must know: values, widths, negative entries, fixed parts, spread, device."""
+    return [
+        "Every latency is the published value, unrounded (ms per forward of the whole batch).",
+        "Widths: each op keeps the published widths of its searchable range [bound/2, bound] (our e3 and e6 ops"
+        " without SE read the same official key); widths outside every such range are dropped, and a width a"
+        " range needs but the file lacks is reported, never guessed.",
+        _negative_note(conv),
+        "Fixed parts: the published 'base' (" + BASE_PARTS + ") is one sum; it is split into three equal parts"
+        " on the stem, first-block and head entries only because this format keys them separately. Their sum"
+        " is base exactly; the per-part values mean nothing on their own.",
+        "spread_ms and cv are 0 and noisy is false because the source publishes neither spread nor"
+        " repeatability: the spread is unknown, not zero. repeats is 1000 after the repository's timing"
+        " function (see protocol.description).",
+        "No calibration: the published numbers are sums of per-block timings, the rule the paper searched with.",
+        "A foreign device: tfnas predict and tfnas search accept this"
+        " table (and print its device); measure, calibrate, validate and search.measure_final refuse it on every"
+        " machine whose identity differs from the fingerprint's (GPU name and compute capability, or CPU"
+        " vendor, family, model and ISA), since nothing timed there compares with it. Its latencies are PyTorch"
+        " 1.1 eager timings, not ONNX Runtime or TensorRT ones. Fingerprint notes: "
+        + "; ".join(device.fingerprint_notes)
+        + ".",
+    ]
 
 
 def import_official(

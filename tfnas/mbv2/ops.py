@@ -9,15 +9,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ACT_LAYERS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "swish": nn.SiLU, "hswish": nn.Hardswish}
+from tfnas.registry import Registry
+
+ACT_LAYERS: Registry[type[nn.Module]] = Registry("activation")
 """The one activation table: derived networks, profiling graphs and the supernet's elastic ops read it."""
+ACT_LAYERS.add("relu", nn.ReLU)
+ACT_LAYERS.add("swish", nn.SiLU)
+ACT_LAYERS.add("hswish", nn.Hardswish)
 
 
 def make_act(name: str, inplace: bool = True) -> nn.Module:
-    try:
-        return ACT_LAYERS[name](inplace=inplace)
-    except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose from {', '.join(ACT_LAYERS)}") from None
+    """The activation layer ``name`` (an unknown name: a ``ConfigError`` listing the known ones)."""
+    return ACT_LAYERS[name](inplace=inplace)
 
 
 class ConvBNAct(nn.Sequential):

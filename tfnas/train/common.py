@@ -37,9 +37,10 @@ from tfnas.utils.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from tfnas.utils.io import atomic_write_json, atomic_write_text, read_json
+from tfnas.utils.io import read_json
 from tfnas.utils.metrics import MetricsLogger
 from tfnas_base import lock
+from tfnas_base.atomic import atomic_write_json, atomic_write_text
 from tfnas_base.progress import progress as progress  # re-exported: the trainers' one progress helper
 
 LRSchedule = Callable[[int], float]

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from tfnas.errors import TfnasError
-from tfnas.utils.io import atomic_write_bytes, binary_kind
+from tfnas.utils.io import binary_kind
+from tfnas_base.atomic import atomic_write_bytes
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

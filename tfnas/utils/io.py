@@ -1,8 +1,6 @@
-"""Atomic writes and validated reads of JSON/YAML files.
+"""Validated reads of JSON/YAML files, and figures written atomically (``tfnas_base.atomic``).
 
-Atomic: write to a temporary file in the same folder, fsync, then rename, so
-an interrupted write never leaves a truncated file behind. Reads are strict: a
-key twice in one mapping is an error (YAML 1.2 and JSON's RFC call it one; the
+Reads are strict: a key twice in one mapping is an error (YAML 1.2 and JSON's RFC call it one; the
 parsers would keep the last value silently), and files have a size limit.
 """
 
@@ -11,9 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,32 +16,11 @@ import yaml
 
 from tfnas.errors import ConfigError
 from tfnas_base import strict_json
+from tfnas_base.atomic import atomic_write_bytes
 
 # Configs, spaces, architectures and genotypes are a few KB; a file this large is not one of them (a
 # 30 MB YAML takes minutes to parse), so it is refused before parsing.
 MAX_FILE_BYTES = 4 * 1024 * 1024
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """A temporary name next to ``path`` for a writer that wants a file name (ONNX exporters, savers).
-
-    When the block ends normally the file gets the usual permissions and is renamed over ``path``;
-    on any error it is removed. So ``path`` is always the old file or a complete new one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a written file should look like any other
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
@@ -54,23 +28,6 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 100) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     return atomic_write_bytes(path, buf.getvalue())
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + rename)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return Path(path)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
 
 
 def binary_kind(head: bytes) -> str:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tfnas.utils.io import atomic_write_text, save_figure
+from tfnas.utils.io import save_figure
+from tfnas_base.atomic import atomic_write_text
 
 CSV_NAME = "metrics.csv"
 JSONL_NAME = "metrics.jsonl"

@@ -36,18 +36,22 @@ from pydantic import Field
 from tfnas.config.loader import Schema
 from tfnas.data import build_datasets
 from tfnas.errors import ConfigError
-from tfnas.latency.measure import measure_table_drift_cancelled
-from tfnas.latency.table import device_match, load_table, table_grid
+from tfnas.latency.measure import TimingSettings, measure_table_drift_cancelled
+from tfnas.latency.table import device_match, open_table, table_grid
 from tfnas.mbv2.arch import Architecture, load_arch
+from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.measure import networks
 from tfnas.mbv2.net import build_model
+from tfnas.mbv2.search.build import check_target
 from tfnas.mbv2.search.elastic import hit_target
-from tfnas.mbv2.search.inherit import inherited_accuracy, kendall_tau, load_supernet
+from tfnas.mbv2.search.inherit import inherited_accuracy, is_search_run, kendall_tau, load_supernet
 from tfnas.mbv2.search.latency import LatencyModel
-from tfnas.mbv2.search.searcher import check_target
 from tfnas.mbv2.space import MBV2Space, load_space
+from tfnas.train.common import claim_run_dir
 from tfnas.train.loop import TrainRecipe, train_network
-from tfnas.utils.io import atomic_write_json, atomic_write_text, read_json, save_figure
+from tfnas.utils.io import read_json, save_figure
 from tfnas.utils.seed import seed_everything
+from tfnas_base.atomic import atomic_write_json, atomic_write_text
 
 Say = Callable[[str], None]
 
@@ -148,7 +152,7 @@ def _measure(entries: list[Entry], table: Any, rounds: int, say: Say) -> dict[st
     statistic), in interleaved rounds, drift-cancelled (the table's recorded reference time, else the one seen
     now); a network whose rounds were not clean says so and gets None."""
     say(f"timing {len(entries)} networks here ({rounds} interleaved rounds, drift-cancelled)")
-    figs, _ = measure_table_drift_cancelled([e.arch for e in entries], table, rounds)
+    figs, _ = measure_table_drift_cancelled(networks([e.arch for e in entries]), table, TimingSettings(rounds))
     out: dict[str, float | None] = {}
     for e, f in zip(entries, figs):
         if not f.clean:
@@ -176,7 +180,7 @@ def compare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     space = searched[0][2].space
-    table = load_table(table_path, space, warn_fingerprint=False)
+    table = open_table(table_path, SpaceNeeds(space))
     lat = LatencyModel(space, table, None, True, table_grid(table).align)
     plan_path = out / "plan.json"
     space_source = space.source if Path(space.source).is_file() else space.name
@@ -332,3 +336,27 @@ def searched_from(paths: Sequence[str | Path], kind: str = "searched") -> list[t
         arch_path = p / "arch.json" if p.is_dir() else p
         out.append((p.name if p.is_dir() else p.stem, kind, load_arch(arch_path, space)))
     return out
+
+
+def compare_runs(
+    paths: Sequence[str | Path],
+    out_dir: str | Path,
+    cfg: CompareConfig,
+    table_path: str | Path | None = None,
+    target_ms: float | None = None,
+    supernet: str | Path | None = None,
+    say: Say = print,
+) -> dict[str, Any]:
+    """``tfnas compare``: search run folders or architecture files against random and uniform networks.
+
+    The table defaults to the one the first search used (its ``arch.json`` names it), the supernet to the first
+    path when it is a TF-NAS search run folder. The comparison folder is claimed like every run folder (a rerun
+    continues it)."""
+    searched = searched_from(paths)
+    table_path = table_path or searched[0][2].meta.get("lut")
+    if not table_path:
+        raise ConfigError(f"{paths[0]}: its architecture names no latency table; pass --lut")
+    if supernet is None and is_search_run(paths[0]):
+        supernet = paths[0]
+    claim_run_dir(out_dir, resume=True)
+    return compare(searched, table_path, out_dir, cfg, target_ms, say=say, supernet=supernet)

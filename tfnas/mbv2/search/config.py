@@ -17,9 +17,14 @@ from pydantic import AfterValidator, Field, model_validator
 
 from tfnas.config.loader import Schema, load_file, validate
 from tfnas.config.specs import OptimizerSpec, ScheduleSpec, adam, cosine, section, sgd
+from tfnas.registry import Registry
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-AUTOCAST_DTYPES = {None: None, "bf16": "bfloat16", "fp16": "float16"}
+
+# runtime.autocast -> the torch dtype's attribute name (no torch import here); runtime.autocast: null is fp32
+AUTOCAST_DTYPES: Registry[str] = Registry("autocast dtype")
+AUTOCAST_DTYPES.add("bf16", "bfloat16")
+AUTOCAST_DTYPES.add("fp16", "float16")
 
 
 def _run_name(value: str) -> str:

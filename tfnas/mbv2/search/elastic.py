@@ -32,6 +32,7 @@ import torch
 
 from tfnas.mbv2.search.latency import LatencyModel
 from tfnas.mbv2.search.supernet import TFNASSupernet
+from tfnas.registry import Registry
 
 
 def _step_width(allowed: list[int], w: int, frac: float, direction: int) -> int:
@@ -309,7 +310,6 @@ class ElasticRule:
     keep_among: str  # keep_order's ``among``
 
 
-ELASTIC_RULES: dict[str, ElasticRule] = {
-    "tfnas": ElasticRule(lambda lat, o, w, d, t, step: scale_widths_official(lat, o, w, d, t), "all"),
-    "grid": ElasticRule(scale_widths, "active"),
-}
+ELASTIC_RULES: Registry[ElasticRule] = Registry("elastic rule")  # search.elastic_rule picks one
+ELASTIC_RULES.add("tfnas", ElasticRule(lambda lat, o, w, d, t, step: scale_widths_official(lat, o, w, d, t), "all"))
+ELASTIC_RULES.add("grid", ElasticRule(scale_widths, "active"))

@@ -23,8 +23,8 @@ from tfnas.data import DataBundle, evaluation_loader
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.net import MBV2Net, build_model
+from tfnas.mbv2.search.build import search_data
 from tfnas.mbv2.search.config import TfnasSearchConfig, resolve_config
-from tfnas.mbv2.search.searcher import search_data
 from tfnas.mbv2.search.supernet import TFNASSupernet
 from tfnas.mbv2.space import load_space
 from tfnas.utils.checkpoint import load_checkpoint, load_state_checked

@@ -4,7 +4,7 @@ Expected latency of the supernet = fixed parts (stem, first block, head)
 + per stage: sum over sink points k of softmax(beta)_k * (cumulative latency of
 layers 1..k), where a layer's latency is the op-weight mix of its ops'
 calibrated costs at their *current* widths. The table's calibration (scale,
-weight streaming, offset; see ``tfnas.latency.predict.Calibration``) is folded
+weight streaming, offset; see ``tfnas.latency.calibrate.Calibration``) is folded
 into every layer's cost, so the loss targets measured end-to-end latency, not
 the op sum.
 
@@ -20,7 +20,7 @@ import torch
 
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
-from tfnas.latency.predict import Calibration, table_calibration
+from tfnas.latency.calibrate import Calibration, table_calibration
 from tfnas.latency.table import Lookup, as_lookup
 from tfnas.mbv2.arch import Architecture, LayerChoice
 from tfnas.mbv2.keys import fixed_signatures, layer_key, layer_weights

@@ -11,10 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.net import build_model
+from tfnas.mbv2.search.latency import LatencyModel
 from tfnas.utils.flops import count_macs, count_params
-from tfnas.utils.io import atomic_write_json, save_figure
+from tfnas.utils.io import save_figure
+from tfnas_base.atomic import atomic_write_json
 
 
 def arch_cost(arch: Architecture, num_classes: int | None = None) -> dict[str, int]:
@@ -22,6 +26,44 @@ def arch_cost(arch: Architecture, num_classes: int | None = None) -> dict[str, i
     model = build_model(arch, num_classes)
     shape = (1, arch.space.in_channels, arch.resolution, arch.resolution)
     return {"macs": int(count_macs(model, shape)), "params": int(count_params(model))}
+
+
+def search_report(
+    arch: Architecture,
+    lat: LatencyModel,
+    choice: tuple[list[int], list[int], list[int]],
+    moves: list[dict[str, Any]],
+    loop: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    *,
+    tolerance: float,
+    lut: str,
+    train_resolution: int,
+    op_mask: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """``report.json``'s content: the derived ``arch`` (its meta holds target, prediction and accuracies) against
+    its target, the raw table sum of ``choice``, the moves onto the target, the measured loop, costs and history."""
+    target, predicted, err = arch.meta["target_ms"], arch.meta["predicted_ms"], arch.meta["relative_error"]
+    return {
+        "target_ms": target,
+        "predicted_ms": predicted,
+        "relative_error": err,
+        "target_hit": abs(err) <= tolerance + 1e-12,
+        "supernet_held_out_acc": arch.meta.get("supernet_held_out_acc"),
+        "derived_slice_held_out_acc": arch.meta.get("derived_slice_held_out_acc"),
+        "chance_acc": arch.meta.get("chance_acc"),
+        "raw_sum_ms": lat.arch_ms(*choice, calibrated=False),
+        "structural_adjustments": moves,
+        "measured_loop": loop,
+        "calibration": lat.calibration,
+        "lut": lut,
+        "lut_resolution": lat.resolution,
+        "train_resolution": train_resolution,
+        "feasible_range_ms": list(lat.feasible_range(op_mask)),
+        **arch_cost(arch),
+        "arch": arch.to_dict(),
+        "history": history,
+    }
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:

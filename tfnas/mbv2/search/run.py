@@ -1,9 +1,9 @@
-"""A whole TF-NAS search as the CLI runs it: choose the table, search, derive, measure here.
+"""A whole TF-NAS search as the CLI runs it: provide the table, search, derive, measure here.
 
-``run_search`` is what ``tfnas search`` does, callable from Python: with ``lut: auto`` it takes
-(or builds) a table of this machine, runs the search in ``cfg.out`` (torchrun: one process per
-GPU), and, when this machine is the table's device, times the derived network and writes
-``measured.json`` beside ``arch.json``.
+Two library steps, called in turn by ``tfnas search``: ``provide_table`` settles ``lut: auto`` (a shipped
+or cached table of this machine that passes a quick validation, else one profiled and calibrated now), and
+``run_search`` runs the search in ``cfg.out`` (torchrun: one process per GPU) and, when this machine is the
+table's device, times the derived network and writes ``measured.json`` beside ``arch.json``.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ from typing import Any
 from profilers.lut import LatencyTable
 from tfnas.errors import ConfigError
 from tfnas.latency.measure import measure_on_table_device
-from tfnas.latency.select import choose_table
 from tfnas.latency.table import device_match, table_device
+from tfnas.mbv2.measure import ArchNetwork
 from tfnas.mbv2.search.config import TfnasSearchConfig
 from tfnas.mbv2.search.latency import LatencyModel
 from tfnas.mbv2.search.searcher import SearchResult, TFNASSearch
+from tfnas.mbv2.select import choose_table
 from tfnas.mbv2.space import load_space
 from tfnas.train.common import claim_run_dir
 from tfnas.utils.distributed import cleanup, init_distributed
-from tfnas.utils.io import atomic_write_json, read_json
+from tfnas.utils.io import read_json
+from tfnas_base.atomic import atomic_write_json
 
 Say = Callable[[str], None]
 
@@ -39,12 +41,19 @@ class SearchOutcome:
     measured: dict[str, Any] | None = None  # measured.json, when this machine is the table's device
 
 
-def with_auto_table(
-    cfg: TfnasSearchConfig, show_progress: bool = True, say: Say = print, resume: bool = False
-) -> TfnasSearchConfig:
+def with_out(cfg: TfnasSearchConfig) -> TfnasSearchConfig:
+    """The config with its run folder (default ``runs/search/<name>``)."""
+    if cfg.out is None:
+        return cfg.model_copy(update={"out": str(Path("runs") / "search" / cfg.name)})
+    return cfg
+
+
+def provide_table(cfg: TfnasSearchConfig, resume: bool = False, say: Say = print) -> TfnasSearchConfig:
     """``lut: auto``: the config with a table of this machine at the config's ``precision`` (fp32 unless it
-    says int8; shipped, cached, or profiled now). A resumed run keeps the table it started with (its saved
-    ``config.json``): the automatic choice may pick another file once the host has drifted."""
+    says int8; shipped, cached, or profiled now); any other ``lut`` is kept. A resumed run keeps the table it
+    started with (its saved ``config.json``): the automatic choice may pick another file once the host has
+    drifted. The config comes back with its run folder set (``with_out``)."""
+    cfg = with_out(cfg)
     if str(cfg.lut) != "auto":
         return cfg
     saved = Path(cfg.out or "") / "config.json"
@@ -58,8 +67,9 @@ def with_auto_table(
     space = load_space(cfg.space)
     precision = cfg.precision or "fp32"
     choice = choose_table(
-        space, cfg.lut_resolution or space.resolution, progress=show_progress, say=say, precision=precision
-    )
+        space, cfg.lut_resolution or space.resolution, progress=cfg.runtime.progress is not False, say=say,
+        precision=precision,
+    )  # fmt: skip
     say(f"latency table: {choice.path} ({choice.note})")
     return cfg.model_copy(update={"lut": str(choice.path)})
 
@@ -75,7 +85,7 @@ def deployment_shape(lat: LatencyModel) -> str:
 def measure_result(result: SearchResult, table: LatencyTable) -> dict[str, Any] | None:
     """Time the derived network here when this machine is the table's device (an int8 table's network quantized
     as the table's graphs were); write ``measured.json``."""
-    m = measure_on_table_device(result.arch, table, fresh_process=True)  # not in the process that trained
+    m = measure_on_table_device(ArchNetwork(result.arch), table, fresh_process=True)  # not in the process that trained
     if m is None:
         return None
     doc = {"target_ms": result.target_ms, "predicted_ms": result.predicted_ms, "device": table_device(table), **m}
@@ -87,10 +97,11 @@ def run_search(
     cfg: TfnasSearchConfig, resume: bool = False, force: bool = False, say: Say = print, measure: bool = True
 ) -> SearchOutcome:
     """Search under ``cfg`` into ``cfg.out`` (default ``runs/search/<name>``) and, with ``measure`` and when this
-    machine is the table's device, time the result here."""
-    if cfg.out is None:
-        cfg = cfg.model_copy(update={"out": str(Path("runs") / "search" / cfg.name)})
-    cfg = with_auto_table(cfg, show_progress=cfg.runtime.progress is not False, say=say, resume=resume)
+    machine is the table's device, time the result here. ``lut: auto`` must have been settled by
+    ``provide_table`` first."""
+    cfg = with_out(cfg)
+    if str(cfg.lut) == "auto":
+        raise ConfigError("lut: auto: settle it with provide_table(cfg) before run_search (tfnas search does)")
     device = cfg.runtime.device
     info = init_distributed(None if device == "auto" else device)
     try:

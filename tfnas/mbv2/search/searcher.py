@@ -1,5 +1,9 @@
-"""The TF-NAS search loop: warm-up, bi-sampled weight steps, mixed architecture steps,
-elastic width scaling after each epoch, derivation to an exact latency target.
+"""The TF-NAS search run: warm-up, bi-sampled weight steps, mixed architecture steps, elastic width scaling
+after each epoch, derivation to an exact latency target, all in ``out_dir`` with checkpoints and resume.
+
+``TFNASSearch`` coordinates parts that each stand alone: the data order (``batches``), the weight and
+architecture steps (``steps``), the derivation and per-epoch width scaling (``derive``), the measured closed
+loop (``measured``) and the report (``report``).
 
 Reproducibility: every random draw of a step (paths, Gumbel noise, dropout)
 comes from a generator seeded by (seed, global step), and the data order of an
@@ -14,7 +18,6 @@ so the single-process CPU path and the DDP path run the same algorithm.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass
@@ -22,41 +25,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import Sampler
-from torch.utils.data._utils.collate import default_collate
 
-from tfnas.data import DataBundle, build_datasets, evaluation_loader, is_builtin_source, make_loader
+from tfnas.data import evaluation_loader
 from tfnas.errors import ConfigError, TfnasError
-from tfnas.latency.table import load_table, require_this_device, table_grid
+from tfnas.latency.table import require_this_device
 from tfnas.mbv2.arch import Architecture
-from tfnas.mbv2.search.config import AUTOCAST_DTYPES, TfnasSearchConfig, resolve_config
-from tfnas.mbv2.search.elastic import ELASTIC_RULES, apply_widths, derive_choice, hit_target
-from tfnas.mbv2.search.latency import LatencyModel
-from tfnas.mbv2.search.report import arch_cost, plot_history, write_report
-from tfnas.mbv2.search.sampling import draw_paths, gumbel_softmax_weights, weight_paths
+from tfnas.mbv2.search import derive as derivation
+from tfnas.mbv2.search import steps
+from tfnas.mbv2.search.batches import SearchBatches, plan_steps
+from tfnas.mbv2.search.build import build_latency_model, check_target, search_data
+from tfnas.mbv2.search.config import TfnasSearchConfig, resolve_config
+from tfnas.mbv2.search.measured import measured_loop, table_measurer
+from tfnas.mbv2.search.report import plot_history, search_report, write_report
+from tfnas.mbv2.search.sampling import weight_paths
 from tfnas.mbv2.search.supernet import TFNASSupernet
-from tfnas.mbv2.space import MBV2Space, load_space
-from tfnas.resources import shipped_file
+from tfnas.mbv2.space import load_space
 from tfnas.train.common import RunLoop, build_lr_schedule, build_optimizer, progress, set_lr
 from tfnas.utils.memory_format import apply_memory_format
-
-_MIX = 1_000_003
 
 
 class SearchInterrupted(TfnasError):
     """The run stopped early on request (``runtime.stop_after_steps``); resume continues it."""
-
-
-class _IndexSampler(Sampler[int]):
-    def __init__(self, indices: list[int]):
-        self.indices = indices
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 @dataclass
@@ -82,55 +71,6 @@ class SearchResult:
     slice_acc: float | None = None  # the derived architecture's slice of the supernet, on the same split
 
 
-def resolve_path(p: str | Path) -> Path:
-    """Relative paths are tried from the working directory, then among the shipped files (``latency_tables/...``)."""
-    path = Path(p).expanduser()
-    if path.is_absolute() or path.exists():
-        return path
-    return shipped_file(path) or path
-
-
-def build_latency_model(cfg: TfnasSearchConfig, space: MBV2Space) -> LatencyModel:
-    if not cfg.lut:
-        raise ConfigError("no latency table: set 'lut' in the search config (e.g. latency_tables/<table>.json)")
-    # a named table must be of the config's precision, when it states one (an fp32 table is no int8 budget)
-    table = load_table(
-        resolve_path(cfg.lut), space, resolution=cfg.lut_resolution, warn_fingerprint=False, precision=cfg.precision
-    )
-    align = cfg.search.width_align or table_grid(table).align
-    return LatencyModel(space, table, cfg.lut_resolution, cfg.calibrated, align)
-
-
-def search_data(cfg: TfnasSearchConfig) -> DataBundle:
-    """A search's datasets: its source, split and seed (``inherit`` rebuilds a finished search's the same way)."""
-    d = cfg.data
-    return build_datasets(
-        d.source if is_builtin_source(d.source) else resolve_path(d.source),
-        resolution=d.resolution,
-        num_classes=d.num_classes,
-        held_out_fraction=d.held_out_fraction,
-        num_samples=d.num_samples,
-        seed=cfg.seed,
-        augment="train" if d.augment else "none",  # the architecture's split: never (the reference)
-        max_samples=d.max_samples,
-    )
-
-
-def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tensor | None = None) -> None:
-    """Fail before any training when the target is missing or outside what the space can reach."""
-    fast, slow = lat.feasible_range(op_mask)
-    if target_ms is None:
-        raise ConfigError(
-            f"no latency target: pass --target-ms or set target_ms (feasible: {fast:.2f} .. {slow:.2f} ms)"
-        )
-    if not fast <= target_ms <= slow:
-        raise ConfigError(
-            f"target {target_ms:g} ms is infeasible for space {lat.space.name!r} with table"
-            f" {lat.lookup.table.source}: the fastest architecture takes {fast:.2f} ms and the slowest"
-            f" {slow:.2f} ms{' (calibrated)' if lat.calibration else ''}; choose a target in that range"
-        )
-
-
 class TFNASSearch:
     """One search run in ``out_dir``: ``run()`` trains, scales, derives and writes the results."""
 
@@ -153,7 +93,6 @@ class TFNASSearch:
         self._sums: dict[str, float] = {}  # running sums of the epoch's step metrics (checkpointed)
         self._counts: dict[str, int] = {}
         self._op_table = self.lat.op_table(self.model.widths())
-        self._held_cycle: tuple[int, list[int]] = (-1, [])
 
     # ---- setup --------------------------------------------------------------------------------------------
     def _build_latency(self) -> None:
@@ -185,8 +124,8 @@ class TFNASSearch:
         self.model = model.to(self.device)
         self.model.set_mixed_impl(rt.mixed_op)
         self.memory_format = torch.channels_last if rt.channels_last else torch.contiguous_format
-        cast = AUTOCAST_DTYPES[rt.autocast]
-        self.autocast_dtype = getattr(torch, cast) if cast else None
+        self.autocast_dtype = steps.autocast_dtype(rt.autocast)
+        self._autocast = steps.autocast_context(self.device, self.autocast_dtype)
         self.model = apply_memory_format(self.model, rt.channels_last)
         self.weights = list(self.model.weight_parameters())  # fixed set: built once, not every step
         self._new_optimizers()
@@ -200,185 +139,77 @@ class TFNASSearch:
             self.loop.modules.update(w_opt=self.w_opt, a_opt=self.a_opt)
 
     def _plan_steps(self) -> None:
-        """Per-process batch, steps per epoch, held-out batches, the lr schedule and the run loop."""
+        """Per-process batch, steps per epoch, held-out batches, the data order, the lr schedule and the run loop."""
         s = self.cfg.search
-        self.batch = s.batch_size // self.world
-        if self.batch < 1 or s.batch_size % self.world:
-            raise ConfigError(f"search.batch_size {s.batch_size} must be a multiple of the {self.world} processes")
-        full = (len(self.data.train) // self.world) // self.batch
-        if full < 1:
-            raise ConfigError(f"the training split has {len(self.data.train)} samples: less than one batch")
-        self.steps_per_epoch = min(full, s.steps_per_epoch or full)
-        if self.steps_per_epoch < s.arch_every and s.epochs > s.warmup_epochs:
-            raise ConfigError(f"steps_per_epoch {self.steps_per_epoch} < arch_every {s.arch_every}: no arch steps")
-        self.held_batches = (len(self.data.held_out) // self.world) // self.batch
-        if self.held_batches < 1:
-            raise ConfigError(f"the held-out split has {len(self.data.held_out)} samples: less than one batch")
-        self.total_steps = s.epochs * self.steps_per_epoch
+        plan = plan_steps(s, self.data.train, self.data.held_out, self.world)
+        self.batch, self.steps_per_epoch, self.held_batches = plan.batch, plan.steps_per_epoch, plan.held_batches
+        self.total_steps = plan.total_steps
+        self.batches = SearchBatches(
+            self.data.train, self.data.held_out, plan, self.cfg.seed, self.rank, self.world, self.cfg.data.workers
+        )
         self.lr_at = build_lr_schedule(self.cfg.optim.schedule, self.cfg.optim.weights.lr, self.total_steps,
                                        self.steps_per_epoch)  # fmt: skip
         modules = {"model": self.model, "w_opt": self.w_opt, "a_opt": self.a_opt}
         self.loop = RunLoop(self.out, modules, s.epochs, self.steps_per_epoch, is_main=self.is_main)
 
-    # ---- reproducible randomness and data ----------------------------------------------------------------
-    def _generator(self, gstep: int, salt: int = 0) -> torch.Generator:
-        seed = (self.cfg.seed * _MIX + gstep) * 4 + salt
-        torch.manual_seed(seed)  # dropout and any other draw of the step
-        return torch.Generator().manual_seed(seed)
-
-    def _order(self, n: int, key: int) -> list[int]:
-        idx = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed * _MIX + key)).tolist()
-        per = n // self.world
-        return idx[self.rank * per : (self.rank + 1) * per]
-
-    def _train_loader(self, epoch: int, start: int):
-        idx = self._order(len(self.data.train), 2 * epoch)[: self.steps_per_epoch * self.batch]
-        sampler = _IndexSampler(idx[start * self.batch :])
-        return make_loader(
-            self.data.train,
-            self.batch,
-            shuffle=False,
-            seed=self.cfg.seed + epoch,
-            workers=self.cfg.data.workers,
-            sampler=sampler,
-        )
-
+    # ---- data on this process's device ---------------------------------------------------------------------
     def _held_batch(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cycle, b = divmod(j, self.held_batches)
-        if self._held_cycle[0] != cycle:  # one shuffle of the held-out split per pass, not per arch step
-            self._held_cycle = (cycle, self._order(len(self.data.held_out), 2 * cycle + 1))
-        idx = self._held_cycle[1][b * self.batch : (b + 1) * self.batch]
-        x, y = default_collate([self.data.held_out[i] for i in idx])
-        return self._to(x, y)
+        """Architecture step ``j``'s held-out batch, on the device."""
+        return self._to(*self.batches.held_batch(j))
 
     def _to(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return x.to(self.device, memory_format=self.memory_format), y.to(self.device)
 
-    def _all_reduce(self, params: list[torch.nn.Parameter]) -> None:
-        if self.world <= 1:
-            return
-        import torch.distributed as dist
-
-        # every rank draws the same paths (seeded by the step), so the same parameters hold gradients;
-        # ops off the paths keep grad None, exactly as in one process (SGD then leaves them untouched)
-        params = [p for p in params if p.grad is not None]
-        if not params:
-            return
-        flat = torch.cat([p.grad.reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        flat /= self.world
-        off = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[off : off + n].view_as(p)
-            off += n
+    def _reduce(self, params: list[torch.nn.Parameter]) -> None:
+        steps.all_reduce_grads(params, self.world)
 
     # ---- steps --------------------------------------------------------------------------------------------
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision for the network's forward (``runtime.autocast``); losses stay fp32."""
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def temperature(self, epoch: int) -> float:
-        """Gumbel temperature of ``epoch``: ``temperature`` through the warm-up and the first architecture
-        epoch, then x ``temperature_decay`` after each architecture epoch (the reference decays only once
-        architecture steps run; warm-up steps use the Gumbel argmax, which no temperature changes).
-        """
-        s = self.cfg.search
-        return s.temperature * s.temperature_decay ** max(0, epoch - s.warmup_epochs)
+        """Gumbel temperature of ``epoch`` (``steps.gumbel_temperature``)."""
+        return steps.gumbel_temperature(self.cfg.search, epoch)
 
     def weight_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, warm: bool) -> dict[str, float]:
-        model, opt = self.model, self.w_opt
-        gen = self._generator(gstep, 0)
-        set_lr(opt, self.lr_at(gstep))
-        opt.zero_grad(set_to_none=True)
-        logits = model.masked_logits().detach().cpu()  # paths are drawn on the CPU generator
-        # all paths share the stem features of the batch. Each path backpropagates right after its forward,
-        # into a detached copy of them, so only one path's activations are alive at a time (half the memory
-        # traffic); the stem then backpropagates once with the summed gradient: the gradients of summed losses
-        with self._autocast():
-            features = model.stem_features(x)
-        shared = features.detach().requires_grad_(True)
-        total, correct = 0.0, 0
-        for path in draw_paths(("gumbel",) if warm else self.paths, logits, gen):
-            with self._autocast():
-                out = model.forward_paths(x, path.tolist(), shared)
-            loss = F.cross_entropy(out.float(), y)
-            loss.backward()
-            total += float(loss.detach())
-            correct += int((out.argmax(1) == y).sum())
-        features.backward(shared.grad)
-        params = self.weights
-        self._all_reduce(params)
-        clip = self.cfg.optim.grad_clip
-        if clip:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
-        n_paths = 1 if warm else len(self.paths)
-        return {"train_loss": total / n_paths, "train_acc": correct / (n_paths * len(y))}
+        """Global step ``gstep``'s weight update (warm-up: the Gumbel path alone)."""
+        gen = steps.step_generator(self.cfg.seed, gstep, 0)
+        set_lr(self.w_opt, self.lr_at(gstep))
+        paths = ("gumbel",) if warm else self.paths
+        return steps.weight_step(
+            self.model, self.w_opt, self.weights, x, y, paths, gen,
+            autocast=self._autocast, grad_clip=self.cfg.optim.grad_clip, reduce=self._reduce,
+        )  # fmt: skip
 
     def arch_step(self, x: torch.Tensor, y: torch.Tensor, gstep: int, epoch: int) -> dict[str, float]:
-        model = self.model
-        gen = self._generator(gstep, 1)
-        weights = self.weights
-        for p in weights:
-            p.requires_grad_(False)
-        try:
-            self.a_opt.zero_grad(set_to_none=True)
-            gw = gumbel_softmax_weights(model.masked_logits(), self.temperature(epoch), gen)
-            with self._autocast():
-                out = model.forward_mixed(x, gw)
-            ce = F.cross_entropy(out.float(), y)
-            lat_ms = self.lat.expected(gw, model.sink_probs(), self._op_table)
-            lat_loss = self.cfg.search.latency_lambda * (lat_ms / self.target - 1.0).abs()
-            (ce + lat_loss).backward()
-            self._all_reduce(model.arch_parameters())
-            clip = self.cfg.optim.grad_clip
-            if clip:  # the reference clips the architecture gradients with the same bound as the weights'
-                torch.nn.utils.clip_grad_norm_(model.arch_parameters(), clip)
-            self.a_opt.step()
-            model.normalize_alphas()
-        finally:
-            for p in weights:
-                p.requires_grad_(True)
-        return {
-            "held_loss": float(ce.detach()),
-            "held_acc": float((out.argmax(1) == y).float().mean()),
-            "expected_ms": float(lat_ms.detach()),
-            "lat_loss": float(lat_loss.detach()),
-        }
+        """Global step ``gstep``'s architecture update on a held-out batch, toward ``self.target``."""
+        gen = steps.step_generator(self.cfg.seed, gstep, 1)
+        return steps.arch_step(
+            self.model, self.a_opt, self.weights, x, y, gen,
+            lat=self.lat, op_table=self._op_table, temperature=self.temperature(epoch), target_ms=self.target,
+            latency_lambda=self.cfg.search.latency_lambda, autocast=self._autocast,
+            grad_clip=self.cfg.optim.grad_clip, reduce=self._reduce,
+        )  # fmt: skip
 
     # ---- epochs -------------------------------------------------------------------------------------------
     def _epoch_end(self, epoch: int, stats: dict[str, float]) -> None:
+        """The epoch's history record; after the warm-up, the elastic width scaling toward the target."""
         s = self.cfg.search
         warm = epoch < s.warmup_epochs
-        model = self.model
-        ops, widths, depths = derive_choice(model)
-        with torch.no_grad():
-            expected = float(self.lat.expected(model.op_probs(), model.sink_probs(), self._op_table))
-        derived = self.lat.arch_ms(ops, widths, depths)
+        choice, fields = derivation.epoch_snapshot(self.model, self.lat, self._op_table)
         record: dict[str, Any] = {
             "epoch": epoch,
             "warmup": warm,
             "temperature": self.temperature(epoch),
             "lr": self.lr_at((epoch + 1) * self.steps_per_epoch - 1),
-            "expected_ms": expected,
-            "derived_ms": derived,
-            "scaled_ms": None,
-            "op_probs": model.op_probs().tolist(),
-            "sink_probs": [p.detach().tolist() for p in model.sink_probs()],
-            "depths": depths,
-            "ops": [model.op_names[o] for o in ops],
+            **fields,
             **stats,
         }
         if not warm and s.elastic:
-            rule = ELASTIC_RULES[s.elastic_rule]
-            new = rule.scale(self.lat, ops, widths, depths, self.target, s.elastic_step)
-            record["widths_changed"] = apply_widths(model, ops, new, self.w_opt, rule.keep_among)
-            self._op_table = self.lat.op_table(model.widths())
-            record["scaled_ms"] = self.lat.arch_ms(ops, new, depths)
-        record["widths"] = [model.layers[i]._w[o] for i, o in enumerate(ops)]
+            changed, scaled = derivation.rescale_widths(
+                self.model, self.lat, choice, self.target, s.elastic_rule, s.elastic_step, self.w_opt
+            )
+            record["widths_changed"] = changed
+            self._op_table = self.lat.op_table(self.model.widths())
+            record["scaled_ms"] = scaled
+        record["widths"] = derivation.chosen_widths(self.model, choice[0])
         self.history.append(record)
 
     def _checkpoint_due(self, epochs_done: int, budget: _StepBudget) -> bool:
@@ -393,14 +224,18 @@ class TFNASSearch:
         self.loop.save(epochs_done, {"history": self.history, **sums}, step)
         self._last_save = time.monotonic()
 
+    def _restore(self) -> None:
+        """The history and the running sums of a resumed run (the model and optimisers: the run loop)."""
+        extra = self.loop.extra
+        self.history = list(extra.get("history", []))
+        self._sums = dict(extra.get("epoch_sums", {}))
+        self._counts = dict(extra.get("epoch_counts", {}))
+        self._op_table = self.lat.op_table(self.model.widths())
+
     def run(self) -> SearchResult:
         metrics = self.loop.start(self.resume, self.cfg.to_dict(), ("runtime.", "out:"))
         if self.resume:
-            extra = self.loop.extra
-            self.history = list(extra.get("history", []))
-            self._sums = dict(extra.get("epoch_sums", {}))
-            self._counts = dict(extra.get("epoch_counts", {}))
-            self._op_table = self.lat.op_table(self.model.widths())
+            self._restore()
         budget = _StepBudget(self.cfg.runtime.stop_after_steps)
         self._last_save = time.monotonic()
         try:
@@ -430,7 +265,7 @@ class TFNASSearch:
         warm = epoch < s.warmup_epochs
         arch_every, every = s.arch_every, rt.checkpoint_every_steps
         bar = progress(
-            self._train_loader(epoch, start),
+            self.batches.train_loader(epoch, start),
             total=self.steps_per_epoch - start,
             desc=f"search {epoch + 1}/{s.epochs}",
             enabled=rt.progress if self.is_main else False,
@@ -457,30 +292,21 @@ class TFNASSearch:
                 raise SearchInterrupted(f"stopped after {budget.done} steps (runtime.stop_after_steps)")
 
     # ---- derivation ---------------------------------------------------------------------------------------
-    @torch.no_grad()
     def held_out_accuracy(self, arch: tuple[list[int], list[int], list[int]] | None = None) -> float:
-        """Top-1 on the whole held-out split (batch statistics, as the search trains) of the supernet's most
-        probable path (sinks mixed), or of ``arch`` = (ops, widths, depths), its slice of the supernet.
-        A supernet near chance level here chose its architecture by latency alone. Batches are shuffled:
-        a class-sorted batch (an ImageFolder split in index order) would normalise the signal away."""
-        ops = derive_choice(self.model)[0]
+        """Top-1 on the whole held-out split (shuffled batches, batch statistics) of the supernet's most
+        probable path, or of ``arch`` = (ops, widths, depths), its slice of the supernet. A supernet near
+        chance level here chose its architecture by latency alone."""
         loader = evaluation_loader(self.data.held_out, self.batch, seed=self.cfg.seed)
-        correct = total = 0
-        for x, y in loader:
-            x, y = self._to(x, y)
-            with self._autocast():
-                out = self.model.forward_paths(x, ops) if arch is None else self.model.forward_arch(x, *arch)
-            correct += int((out.argmax(1) == y).sum())
-            total += len(y)
-        return correct / max(total, 1)
+        return derivation.held_out_accuracy(self.model, loader, self._to, self._autocast, arch)
 
     def derive(self) -> SearchResult:
         """The final architecture: derived, moved to the target (and measured when asked), then written."""
         # every rank evaluates the same weights on the same whole split: identical numbers, identical arch files
         held_acc = self.held_out_accuracy()
-        ops, widths, depths, moves, loop = self._final_choice()
-        slice_acc = self.held_out_accuracy((ops, widths, depths))
-        predicted = self.lat.arch_ms(ops, widths, depths)
+        choice, moves, loop = self._final_choice()
+        slice_acc = self.held_out_accuracy(choice)
+        predicted = self.lat.arch_ms(*choice)
+        chance = 1.0 / self.data.num_classes
         meta = {
             "search": "tfnas",
             "name": self.cfg.name,
@@ -493,111 +319,40 @@ class TFNASSearch:
             "epochs": self.cfg.search.epochs,
             "supernet_held_out_acc": held_acc,
             "derived_slice_held_out_acc": slice_acc,  # the derived net's own slice of the supernet
-            "chance_acc": 1.0 / self.data.num_classes,
+            "chance_acc": chance,
             "op_weights": self.cfg.search.op_weights,
         }
         if loop:
             meta["measured_ms"] = loop[-1]["measured_ms"]
-        arch = self.lat.to_arch(ops, widths, depths, meta)
+        arch = self.lat.to_arch(*choice, meta)
         arch_path, report_path = self.out / "arch.json", self.out / "report.json"
         if self.is_main:
             arch.save(arch_path)
-            self._write_report(report_path, arch, (ops, widths, depths), moves, loop)
+            self._write_report(report_path, arch, choice, moves, loop)
         if not math.isfinite(predicted):
             raise TfnasError("derived latency is not finite")
-        chance = 1.0 / self.data.num_classes
         return SearchResult(arch, arch_path, report_path, predicted, self.target, held_acc, chance, slice_acc)
 
-    def _final_choice(self) -> tuple[list[int], list[int], list[int], list, list]:
-        """(ops, widths, depths, structural moves, measured loop): the most probable choice, moved to the
-        predicted target, then re-aimed on the real runtime when ``measure_final``."""
+    def _final_choice(self) -> tuple[derivation.Choice, list, list]:
+        """(choice, structural moves, measured loop): the most probable choice, moved to the predicted target,
+        then re-aimed on the real runtime when ``measure_final`` (``measured.measured_loop``)."""
         s = self.cfg.search
-        ops, widths, depths = derive_choice(self.model)
-        with torch.no_grad():
-            op_logp = torch.log_softmax(self.model.masked_logits(), -1).cpu()
-            sink_logp = [torch.log_softmax(b, 0).cpu() for b in self.model.betas]
-        prior = (op_logp, sink_logp, self.model.widths())
-        ops, widths, depths, moves = hit_target(self.lat, ops, widths, depths, self.target, s.final_tolerance, *prior)
+        choice, moves, prior = derivation.final_choice(self.model, self.lat, self.target, s.final_tolerance)
         loop: list = []
         if s.measure_final and self.is_main:
-            ops, widths, depths, loop = self._measured_loop(ops, widths, depths, prior)
-        return ops, widths, depths, moves, loop
+            measure = table_measurer(self.lat.lookup.table, s.measure_rounds)
+            choice, loop = measured_loop(
+                self.lat, choice, prior, self.target, measure,
+                tolerance=s.measure_tolerance, iterations=s.measure_iterations, final_tolerance=s.final_tolerance,
+            )  # fmt: skip
+        return choice, moves, loop
 
-    def _write_report(self, path: Path, arch: Architecture, choice: tuple, moves: list, loop: list) -> None:
+    def _write_report(self, path: Path, arch: Architecture, choice: derivation.Choice, moves: list, loop: list) -> None:
         """``report.json`` (target, prediction, costs, history) and the history plots."""
-        predicted, err = arch.meta["predicted_ms"], arch.meta["relative_error"]
-        report = {
-            "target_ms": self.target,
-            "predicted_ms": predicted,
-            "relative_error": err,
-            "target_hit": abs(err) <= self.cfg.search.final_tolerance + 1e-12,
-            "supernet_held_out_acc": arch.meta.get("supernet_held_out_acc"),
-            "derived_slice_held_out_acc": arch.meta.get("derived_slice_held_out_acc"),
-            "chance_acc": arch.meta.get("chance_acc"),
-            "raw_sum_ms": self.lat.arch_ms(*choice, calibrated=False),
-            "structural_adjustments": moves,
-            "measured_loop": loop,
-            "calibration": self.lat.calibration,
-            "lut": str(self.cfg.lut),
-            "lut_resolution": self.lat.resolution,
-            "train_resolution": self.cfg.data.resolution,
-            "feasible_range_ms": list(self.lat.feasible_range(self.model.op_mask)),
-            **arch_cost(arch),
-            "arch": arch.to_dict(),
-            "history": self.history,
-        }
+        report = search_report(
+            arch, self.lat, choice, moves, loop, self.history,
+            tolerance=self.cfg.search.final_tolerance, lut=str(self.cfg.lut),
+            train_resolution=self.cfg.data.resolution, op_mask=self.model.op_mask,
+        )  # fmt: skip
         write_report(path, report)
         plot_history(self.out, self.history, self.target, self.model.op_names, [st.layers for st in self.space.stages])
-
-    def _measured_loop(self, ops: list[int], widths: list[int], depths: list[int], prior: tuple) -> tuple:
-        """Close the loop on the real runtime: measure the derived net end to end and, while it misses the
-        target by more than ``measure_tolerance`` and by more than the measurement's own uncertainty,
-        re-aim its predicted latency by the measured ratio.
-
-        For tables whose calibration does not fit this kind of network. A measurement is drift-cancelled
-        (``profilers.drift``): each of ``measure_rounds`` rounds times the net between two timings of the
-        reference network, so a slow spell or a busy neighbour cancels; rounds the reference shows to be
-        unsteady are repeated, and a measurement without enough steady rounds is never acted on (the loop
-        stops there). Re-aiming moves widths only, keeping ops and depths, so the network-level ratio being
-        corrected stays that of the same network; the iteration measured closest to the target is kept.
-        """
-        from tfnas.latency.measure import in_fresh_process, measure_table_drift_cancelled
-
-        s = self.cfg.search
-        table = self.lat.lookup.table
-        loop, best = [], None
-        for it in range(s.measure_iterations + 1):
-            arch = self.lat.to_arch(ops, widths, depths)
-            # the table's runtime, shape, statistic and precision (int8: quantized as the table's graphs were)
-            # in a process of its own: this one has just trained, and timed networks 3% slower (issue 24)
-            fig = in_fresh_process(measure_table_drift_cancelled, [arch], table, s.measure_rounds)[0][0]
-            measured = fig.value_ms if fig.clean else None
-            predicted = self.lat.arch_ms(ops, widths, depths)
-            loop.append(
-                {
-                    "iteration": it, "predicted_ms": predicted, "measured_ms": measured, "raw_ms": fig.raw_ms,
-                    "uncertainty_ms": fig.uncertainty_ms, "clean": fig.clean, "figure": fig.describe(),
-                    "rounds_ms": [r.value for r in fig.rounds], "reference_ms": [r.ref for r in fig.rounds],
-                    "steady": [r.steady for r in fig.rounds], "method": fig.method,
-                }
-            )  # fmt: skip
-            if measured is None:
-                break  # the host gave no clean rounds: nothing to re-aim on
-            miss = abs(measured / self.target - 1.0)
-            if best is None or miss < best[0]:
-                best = (miss, list(ops), list(widths), list(depths), it)
-            within = abs(measured - self.target) <= (fig.uncertainty_ms or 0.0)
-            if miss <= s.measure_tolerance or within or it == s.measure_iterations:
-                break
-            goal = predicted * self.target / measured
-            # widths first; ops or depths change only when widths alone cannot reach the goal
-            ops, new, depths, _ = hit_target(self.lat, ops, widths, depths, goal, s.final_tolerance, *prior)
-            if new == widths and loop[-1]["predicted_ms"] == self.lat.arch_ms(ops, new, depths):
-                break  # nothing left to move
-            widths = new
-        if best is None:  # the first measurement was not clean: the table's choice stands, unchanged
-            loop.append({"chosen_iteration": None, "measured_ms": None})
-            return ops, widths, depths, loop
-        _, ops, widths, depths, chosen = best
-        loop.append({"chosen_iteration": chosen, "measured_ms": loop[chosen]["measured_ms"]})
-        return ops, widths, depths, loop

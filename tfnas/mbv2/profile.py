@@ -1,4 +1,4 @@
-"""Build a latency table on this machine: bundle + device-side profiler (or torch-cuda), resumably.
+"""Build a latency table of an MBV2 space on this machine: bundle + device-side profiler (or torch-cuda), resumably.
 
 Provenance is append-only: every run adds a record to ``meta.builds`` (when, how long the bundle
 and the timing took, how many points it measured), and ``build_s`` / ``bundle_s`` are the sums over
@@ -17,8 +17,9 @@ from profilers.quantize import BackgroundQuantizer, QuantJob, check_precision, c
 from profilers.run import profile_bundle, table_lock
 from profilers.timing import PROFILE_PROTOCOL, TimingProtocol
 from tfnas.errors import TfnasError
-from tfnas.latency.bundle import graph_name, plan_bundle, write_bundle
+from tfnas.latency.bundle import graph_name
 from tfnas.latency.table import WidthGrid, make_grid
+from tfnas.mbv2.bundle import plan_bundle, write_bundle
 from tfnas.mbv2.space import MBV2Space
 from tfnas_base import lock
 
@@ -103,7 +104,7 @@ def _profile(
         before = LatencyTable.load(out).n_points()
     t0 = time.perf_counter()
     if backend == "torch-cuda":
-        from tfnas.latency.torch_cuda import profile_space
+        from tfnas.mbv2.cuda_profile import profile_space
 
         table = profile_space(space, out, batch, resolution, grid, protocol, resume, progress)
         t1 = t0

@@ -1,66 +1,27 @@
-"""Predict an architecture's latency from a LUT: sum of its op entries, then the table's calibration.
+"""Predict an MBV2 architecture's latency from a LUT: sum of its op entries, then the table's calibration.
 
 The sum of per-op latencies misses what only a whole network shows (layout
 reorders between ops, fusion across blocks, and weights that must stream
 through the caches, where a per-op graph keeps its own hot); ``calibrate`` fits
 ``measured ~ scale * sum + ms_per_mweight * Mweights + offset`` on real
-end-to-end timings, and ``predict`` applies it when the table has one.
+end-to-end timings (``tfnas.mbv2.calibrate``), and ``predict`` applies it when the table has one.
+``predict_report`` is ``tfnas predict``: the per-part breakdown, the total and the table's device.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
-from tfnas.latency.table import Lookup, as_lookup
-from tfnas.mbv2.arch import Architecture
+from tfnas.latency.calibrate import Calibration, apply_calibration, table_calibration
+from tfnas.latency.table import Lookup, as_lookup, device_match, open_table, table_device, table_precision
+from tfnas.mbv2.arch import Architecture, load_arch
 from tfnas.mbv2.keys import arch_entries, arch_mweights, fixed_signatures, layer_key, layer_weights
+from tfnas.mbv2.lut import SpaceNeeds
 from tfnas.mbv2.space import MBV2Space
-
-
-def table_calibration(table: LatencyTable | Lookup) -> dict[str, Any] | None:
-    """The table's calibration block, or None."""
-    return (table.table if isinstance(table, Lookup) else table).calibration
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """measured = scale * (sum of op entries) + ms_per_mweight * (millions of layer weights) + offset_ms.
-
-    The identity (1, 0, 0) when a table has no calibration. Layer costs are
-    additive, so a search can mix them per layer and add ``fixed`` once.
-    """
-
-    scale: float = 1.0
-    offset_ms: float = 0.0
-    ms_per_mweight: float = 0.0
-
-    @classmethod
-    def of(cls, calibration: dict[str, Any] | None) -> Calibration:
-        if not calibration:
-            return cls()
-        return cls(
-            float(calibration["scale"]),
-            float(calibration["offset_ms"]),
-            float(calibration.get("ms_per_mweight", 0.0)),
-        )
-
-    def layer(self, ms: float, weights: float) -> float:
-        """Calibrated cost of one searchable layer: its table ms and its weight count (not millions)."""
-        return self.scale * ms + self.ms_per_mweight * weights / 1e6
-
-    def fixed(self, ms: float) -> float:
-        """Calibrated cost of the fixed parts (stem, first block, head) plus the network overhead."""
-        return self.scale * ms + self.offset_ms
-
-    def total(self, raw_ms: float, mweights: float = 0.0) -> float:
-        return self.scale * raw_ms + self.ms_per_mweight * mweights + self.offset_ms
-
-
-def apply_calibration(raw_ms: float, calibration: dict[str, Any] | None, mweights: float = 0.0) -> float:
-    return Calibration.of(calibration).total(raw_ms, mweights)
 
 
 def _check_shape(arch: Architecture, lookup: Lookup) -> None:
@@ -130,3 +91,48 @@ def feasible_range(
         fast += min(cum_min[d] for d in depths)
         slow += max(cum_max[d] for d in depths)
     return fast, slow
+
+
+@dataclass
+class PredictReport:
+    """``tfnas predict``'s breakdown: per part (key, width, ms), their sum, the calibrated total and the device."""
+
+    arch: str
+    lut: str
+    rows: list[tuple[str, int | None, float]]
+    sum_ms: float
+    mweights: float
+    predicted_ms: float
+    precision: str
+    calibration: dict[str, Any] | None
+    device: str  # the table's device
+    same_device: bool  # whether this machine is that device
+    device_note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "lut": self.lut,
+            "sum_ms": self.sum_ms,
+            "mweights": self.mweights,
+            "predicted_ms": self.predicted_ms,
+            "precision": self.precision,
+            "calibration": self.calibration,
+            "layers": [{"key": k, "width": w, "ms": ms} for k, w, ms in self.rows],
+        }
+
+
+def predict_report(arch_path: str | Path, lut: str | Path, raw: bool = False) -> PredictReport:
+    """The architecture in ``arch_path`` predicted from ``lut`` (checked against its space and resolution), part
+    by part; ``raw`` ignores the table's calibration."""
+    arch = load_arch(arch_path)
+    table = open_table(lut, SpaceNeeds(arch.space), resolution=arch.resolution)
+    rows = predict_breakdown(arch, table)
+    total_raw = sum(ms for _, _, ms in rows)
+    cal = None if raw else table_calibration(table)
+    mweights = arch_mweights(arch, Lookup(table).grid.runtime_width)
+    match = device_match(table)
+    return PredictReport(
+        str(arch_path), str(lut), rows, total_raw, mweights, apply_calibration(total_raw, cal, mweights),
+        table_precision(table), cal, table_device(table), match.same_device, match.describe(),
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Which latency table describes this machine: a shipped or cached one of the same device, or a fresh one.
+"""Which MBV2 latency table describes this machine: a shipped or cached one of the same device, or a fresh one.
 
 ``lut: auto`` in a search config asks for this (with the config's ``precision``: an int8 budget
 takes only int8 tables). A budget is only true on the device that measured the table, and two
@@ -22,11 +22,13 @@ from profilers.device import IDENTITY_FIELDS, isa_class
 from profilers.lut import LatencyTable
 from profilers.quantize import check_precision
 from profilers.timing import table_statistic
-from tfnas.latency.calibrate import calibrate
-from tfnas.latency.profile import profile_table
+from tfnas.latency.measure import reference_record, table_runtime
 from tfnas.latency.table import device_match, here_fingerprint, table_precision
-from tfnas.latency.validate import Validation, error_report, judge, validate_table
+from tfnas.latency.validate import Validation, error_report, judge
+from tfnas.mbv2.calibrate import calibrate
+from tfnas.mbv2.profile import profile_table
 from tfnas.mbv2.space import MBV2Space
+from tfnas.mbv2.validate import validate_table
 from tfnas_base.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -188,8 +190,6 @@ def rescaled_copy(table: LatencyTable, ratio: float, folder: Path, reference: di
 
 
 def _seen_reference(table: LatencyTable, seen: float | None, threads: int) -> dict | None:
-    from tfnas.latency.measure import reference_record, table_runtime
-
     if seen is None:
         return None
     stat = table_runtime(table, threads)

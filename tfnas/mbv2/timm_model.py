@@ -1,6 +1,6 @@
 """Derived architectures as timm models, so timm's training recipes can train them.
 
-``import tfnas.export.timm_model`` registers the entry point ``tfnas_derived``::
+``import tfnas.mbv2.timm_model`` registers the entry point ``tfnas_derived``::
 
     timm.create_model("tfnas_derived", arch="runs/demo/arch.json", num_classes=100)
 

@@ -1,0 +1,95 @@
+"""The measured closed loop (``search.measure_final``): measure the derived net, re-aim its widths, stop.
+
+For tables whose calibration does not fit this kind of network. A measurement is drift-cancelled
+(``profilers.drift``): each of ``measure_rounds`` rounds times the net between two timings of the reference
+network, so a slow spell or a busy neighbour cancels; rounds the reference shows to be unsteady are repeated,
+and a measurement without enough steady rounds is never acted on (the loop stops there).
+
+Stop rules: the loop stops once the measured latency is within ``tolerance`` of the target, or the target lies
+within the measurement's own uncertainty, or after ``iterations`` re-aims, or when nothing is left to move.
+Re-aiming moves widths only (ops or depths only where widths alone cannot reach the goal), so the
+network-level ratio being corrected stays that of the same network; the iteration measured closest to the
+target is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from profilers.drift import DriftCancelled
+from profilers.lut import LatencyTable
+from tfnas.mbv2.arch import Architecture
+from tfnas.mbv2.search.derive import Choice, Prior
+from tfnas.mbv2.search.elastic import hit_target
+from tfnas.mbv2.search.latency import LatencyModel
+
+Measure = Callable[[Architecture], DriftCancelled]
+
+
+def table_measurer(table: LatencyTable, rounds: int) -> Measure:
+    """Times an architecture as ``table`` was measured: its runtime, shape, statistic and precision (int8:
+    quantized as the table's graphs were), drift-cancelled over ``rounds`` rounds, in a process of its own
+    (this one has just trained, and timed networks 3% slower: issue 24)."""
+    from tfnas.latency.measure import TimingSettings, in_fresh_process, measure_table_drift_cancelled
+    from tfnas.mbv2.measure import ArchNetwork
+
+    def measure(arch: Architecture) -> DriftCancelled:
+        return in_fresh_process(measure_table_drift_cancelled, [ArchNetwork(arch)], table, TimingSettings(rounds))[0][0]
+
+    return measure
+
+
+def _row(iteration: int, predicted: float, measured: float | None, fig: DriftCancelled) -> dict[str, Any]:
+    """One iteration's record in ``report.json``'s ``measured_loop``: the figure and every round behind it."""
+    return {
+        "iteration": iteration, "predicted_ms": predicted, "measured_ms": measured, "raw_ms": fig.raw_ms,
+        "uncertainty_ms": fig.uncertainty_ms, "clean": fig.clean, "figure": fig.describe(),
+        "rounds_ms": [r.value for r in fig.rounds], "reference_ms": [r.ref for r in fig.rounds],
+        "steady": [r.steady for r in fig.rounds], "method": fig.method,
+    }  # fmt: skip
+
+
+def measured_loop(
+    lat: LatencyModel,
+    choice: Choice,
+    prior: Prior,
+    target_ms: float,
+    measure: Measure,
+    *,
+    tolerance: float,
+    iterations: int,
+    final_tolerance: float,
+) -> tuple[Choice, list[dict[str, Any]]]:
+    """(the chosen architecture, the loop's records): measure ``choice`` with ``measure`` and, while it misses
+    ``target_ms`` by more than ``tolerance`` and by more than the measurement's own uncertainty, re-aim its
+    predicted latency by the measured ratio (within ``final_tolerance``). The last record names the iteration
+    kept (None: the first measurement was not clean, and ``choice`` stands unchanged)."""
+    ops, widths, depths = choice
+    loop: list[dict[str, Any]] = []
+    best = None
+    for it in range(iterations + 1):
+        fig = measure(lat.to_arch(ops, widths, depths))
+        measured = fig.value_ms if fig.clean else None
+        predicted = lat.arch_ms(ops, widths, depths)
+        loop.append(_row(it, predicted, measured, fig))
+        if measured is None:
+            break  # the host gave no clean rounds: nothing to re-aim on
+        miss = abs(measured / target_ms - 1.0)
+        if best is None or miss < best[0]:
+            best = (miss, list(ops), list(widths), list(depths), it)
+        within = abs(measured - target_ms) <= (fig.uncertainty_ms or 0.0)
+        if miss <= tolerance or within or it == iterations:
+            break
+        goal = predicted * target_ms / measured
+        # widths first; ops or depths change only when widths alone cannot reach the goal
+        ops, new, depths, _ = hit_target(lat, ops, widths, depths, goal, final_tolerance, *prior)
+        if new == widths and loop[-1]["predicted_ms"] == lat.arch_ms(ops, new, depths):
+            break  # nothing left to move
+        widths = new
+    if best is None:  # the first measurement was not clean: the table's choice stands, unchanged
+        loop.append({"chosen_iteration": None, "measured_ms": None})
+        return (ops, widths, depths), loop
+    _, ops, widths, depths, chosen = best
+    loop.append({"chosen_iteration": chosen, "measured_ms": loop[chosen]["measured_ms"]})
+    return (ops, widths, depths), loop
