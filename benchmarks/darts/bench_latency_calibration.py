@@ -16,19 +16,13 @@ import sys
 import time
 from pathlib import Path
 
-from tfnas.darts.predict import (
-    calibrate_darts,
-    genotype_latency,
-    genotype_sum,
-    measure_genotypes,
-    random_genotype,
-)
-
 from profilers.lut import LatencyTable
 from profilers.run import profile_bundle
 from profilers.timing import PROFILE_PROTOCOL
-from tfnas.darts.bundle import DeployShape, write_darts_bundle
-from tfnas.darts.space import load_cell_space
+from tfnas.darts.calibrate import calibrate_darts, measure_genotypes
+from tfnas.darts.latency import genotype_latency, genotype_sum, write_darts_bundle
+from tfnas.darts.shapes import DeployShape
+from tfnas.darts.space import load_cell_space, random_genotype
 from tfnas.latency.calibrate import error_stats
 from tfnas.latency.measure import protocol_for
 from tfnas.latency.table import table_device

@@ -16,14 +16,17 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def main() -> None:
+    import argparse
+
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     from tfnas.mbv2.search.build import build_latency_model
     from tfnas.mbv2.search.config import load_config
     from tfnas.mbv2.search.elastic import hit_target
     from tfnas.mbv2.space import load_space
 
-    cfg = load_config(ROOT / "configs" / "search" / "tfnas_cpu_demo.yaml")
-    cfg["lut"] = str(ROOT / "latency_tables" / "tfnas_imagenet-ort-cpu-avx512-1t-b1-224.json")  # timing needs none
-    lat = build_latency_model(cfg, load_space(cfg["space"]))
+    table = ROOT / "latency_tables" / "tfnas_imagenet-ort-cpu-avx512-1t-b1-224.json"  # timing needs none
+    cfg = load_config(ROOT / "configs" / "search" / "tfnas_cpu_demo.yaml", {"lut": str(table)})
+    lat = build_latency_model(cfg, load_space(cfg.space))
     n = len(lat.geometry)
     ops, widths = [0] * n, [lat.allowed_widths(i, 0)[-1] for i in range(n)]
     depths = [b - a for a, b in lat.stage_slices]
