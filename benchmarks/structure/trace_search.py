@@ -39,6 +39,11 @@ def rank(module: str) -> int:
     raise ValueError(module)
 
 
+def package(module: str) -> str:
+    """``tfnas.mbv2.search.steps`` -> ``tfnas.mbv2``: the place a reader goes to."""
+    return ".".join(module.split(".")[:2])
+
+
 def module_of(filename: str, root: Path) -> str | None:
     try:
         rel = Path(filename).resolve().relative_to(root)
@@ -111,17 +116,22 @@ def trace(root: Path) -> dict:
         finally:
             sys.setprofile(None)
     up = sorted(f"{a} -> {b}" for a, b in pairs if rank(b) > rank(a))
+    tfnas_run = sorted(m for m in ran if m == "tfnas" or m.startswith("tfnas."))
+    crossed = {(package(a), package(b)) for a, b in pairs if a.startswith("tfnas.") and b.startswith("tfnas.")}
     closure, edges = static_closure("tfnas.commands.search")
     imports_up = sorted(f"{a} -> {b}" for a, b in edges if rank(b) > rank(a))
     return {
         "rc": rc,
         "files_run": len(ran),
+        "tfnas_files_run": len(tfnas_run),
+        "package_pairs_crossed": len({(a, b) for a, b in crossed if a != b}),
         "trips_up": len(up),
         "static_import_closure": len(closure),
         "imports_up": len(imports_up),
         "layers": {LAYER_NAMES[r]: sorted(m for m in ran if rank(m) == r) for r in range(len(LAYER_NAMES))},
         "up_pairs": up,
         "imports_up_edges": imports_up,
+        "calls": sorted(f"{a} -> {b}" for a, b in pairs if a != b),
     }
 
 
@@ -134,7 +144,8 @@ def main() -> None:
     sys.path.insert(0, str(root))
     doc = trace(root)
     print(
-        f"tfnas search, command line to derived network: {doc['files_run']} project files run, "
+        f"tfnas search, command line to derived network: {doc['files_run']} project files run "
+        f"({doc['tfnas_files_run']} of tfnas), {doc['package_pairs_crossed']} pairs of tfnas packages crossed, "
         f"{doc['trips_up']} calls up to a higher layer; static import closure {doc['static_import_closure']} files, "
         f"{doc['imports_up']} imports up to a higher layer"
     )
