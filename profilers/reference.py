@@ -121,11 +121,18 @@ def write_reference(folder: str | Path) -> Path:
     return path
 
 
+def reference_name(precision: str = "fp32") -> str:
+    """The reference's name at a precision: a table records the reference of its own precision."""
+    return REFERENCE_NAME if precision == "fp32" else f"{REFERENCE_NAME}-{precision}"
+
+
 def reference_timer(backend: Any, folder: str | Path) -> Any:
     """A zero-argument callable running the reference once on a prepared ``profilers`` backend.
 
-    The backend must be an fp32 one with the candidate's thread count: the reference is timed in fp32
-    for every precision (it only has to share the host's state with the candidate, not its kernels)."""
+    The backend carries the candidate's thread count and precision: an int8 backend quantizes the reference with
+    the candidate's recipe. Slow spells hit int8 kernels harder than fp32 ones (1.32x for an int8 network while
+    the fp32 reference was 1.13x, and the int8 reference 1.33x: benchmarks/latency/README.md, issue 24), so
+    only a reference of the candidate's own precision cancels them."""
     return backend.prepare(write_reference(folder), REFERENCE_SHAPE)
 
 
@@ -145,12 +152,14 @@ def validate_reference(source: str, ref: Any) -> dict[str, Any] | None:
     return dict(ref)
 
 
-def reference_record(ms: float, threads: int, backend: str, how: str, statistic: str) -> dict[str, Any]:
-    """What a table stores about the reference (its ``reference`` field): name, quiet time, statistic, threads,
-    backend, when, and how it was found."""
+def reference_record(
+    ms: float, threads: int, backend: str, how: str, statistic: str, precision: str = "fp32"
+) -> dict[str, Any]:
+    """What a table stores about the reference (its ``reference`` field): name (of the precision timed),
+    quiet time, statistic, threads, backend, when, and how it was found."""
     import time
 
     return {
-        "name": REFERENCE_NAME, "ms": float(ms), "statistic": statistic, "threads": int(threads),
+        "name": reference_name(precision), "ms": float(ms), "statistic": statistic, "threads": int(threads),
         "backend": backend, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "how": how,
     }  # fmt: skip

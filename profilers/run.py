@@ -166,7 +166,7 @@ class _ReferenceTrack:
         from profilers.reference import reference_timer
 
         self.fn = None
-        try:  # the reference runs in fp32 with the table's threads, on the same runtime (not on a fake clock)
+        try:  # fp32 reference (recorded as such: int8 tables get theirs from calibrate), table threads, no fake clock
             if clock is None:
                 self.fn = reference_timer(get_backend(be.name, threads=be.threads), workdir)
         except (UserError, TypeError):

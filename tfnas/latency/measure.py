@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from profilers.backends import BACKENDS, get_backend
 from profilers.drift import DriftCancelled, DriftSettings, measure_referenced, median_half_width
 from profilers.quantize import QuantSettings, check_precision, default_settings
-from profilers.reference import REFERENCE_NAME, reference_timer
+from profilers.reference import reference_name, reference_timer
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
 from tfnas.errors import TfnasError
 from tfnas.latency.table import device_match, table_precision
@@ -312,19 +312,20 @@ def time_fp32_and_int8(
 
 
 def reference_for(rt: Runtime, workdir: Path) -> Timer | None:
-    """A timer of the reference network on ``rt``'s backend and threads (fp32), or None where there is none
-    (torch-cuda times PyTorch modules, not ONNX graphs)."""
+    """A timer of the reference network on ``rt``'s backend, threads and precision (int8: quantized with
+    ``rt``'s recipe), or None where there is none (torch-cuda times PyTorch modules, not ONNX graphs)."""
     if rt.backend not in BACKENDS:
         return None
-    fn = reference_timer(get_backend(rt.backend, threads=rt.threads), workdir)
+    options = _backend_options(rt.backend, rt.threads, rt.precision, rt.quantization)
+    fn = reference_timer(get_backend(rt.backend, **options), workdir)
     return lambda protocol: measure(fn, protocol)
 
 
 def table_reference_ms(table) -> float | None:
     """The reference's quiet time a table recorded on its device (None: none recorded, another reference
-    network, another thread count, or this machine is not the table's device)."""
+    network or precision, another thread count, or this machine is not the table's device)."""
     ref = getattr(table, "reference", None)
-    if not ref or ref.get("name") != REFERENCE_NAME:
+    if not ref or ref.get("name") != reference_name(table_precision(table)):
         return None
     if int(ref.get("threads", table.fingerprint.get("threads", 1))) != int(table.fingerprint.get("threads", 1)):
         return None
@@ -335,7 +336,7 @@ def reference_record(ms: float, rt: Runtime, how: str, statistic: str) -> dict[s
     """``profilers.reference.reference_record`` for a runtime."""
     from profilers.reference import reference_record as record
 
-    return record(ms, rt.threads, rt.backend, how, statistic)
+    return record(ms, rt.threads, rt.backend, how, statistic, rt.precision)
 
 
 def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
