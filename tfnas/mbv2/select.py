@@ -192,8 +192,8 @@ def rescaled_copy(table: LatencyTable, ratio: float, folder: Path, reference: di
 def _seen_reference(table: LatencyTable, seen: float | None, threads: int) -> dict | None:
     if seen is None:
         return None
-    stat = table_runtime(table, threads)
-    return reference_record(seen, stat, "quick validation (lut: auto)", table_statistic(table.protocol))
+    rt = table_runtime(table, threads)
+    return reference_record(seen, rt, "quick validation (lut: auto)", table_statistic(table.protocol))
 
 
 _SCALED = ("scale", "offset_ms", "ms_per_mweight")  # every term of the fit is in ms of this host
