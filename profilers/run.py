@@ -158,6 +158,15 @@ REMEASURE_SHARE, REMEASURE_MIN_S = 0.25, 10.0
 BUSY_SHARE = 0.05  # more noisy points than this after re-timing: the profile says the host was busy
 
 
+def _reference_options(be: Backend) -> dict[str, Any]:
+    """The backend options the reference is timed with: the table's threads and precision. Spells hit int8 kernels
+    harder than fp32 ones (issue 24: 1.33x vs 1.13x), so an int8 profile times the reference quantized too."""
+    options: dict[str, Any] = {"threads": be.threads, "precision": be.precision}
+    if getattr(be, "quantization", None) is not None:
+        options["quantization"] = be.quantization
+    return options
+
+
 class _ReferenceTrack:
     """Times the reference network between the bundle's graphs (at least every ``REFERENCE_EVERY_S``) and gives
     every pass record timed since the previous reference timing the mean of the two around it (``ref_ms``)."""
@@ -166,9 +175,9 @@ class _ReferenceTrack:
         from profilers.reference import reference_timer
 
         self.fn = None
-        try:  # fp32 reference (recorded as such: int8 tables get theirs from calibrate), table threads, no fake clock
+        try:  # the reference at the table's threads and precision (int8: quantized with its recipe), no fake clock
             if clock is None:
-                self.fn = reference_timer(get_backend(be.name, threads=be.threads), workdir)
+                self.fn = reference_timer(get_backend(be.name, **_reference_options(be)), workdir)
         except (UserError, TypeError):
             self.fn = None  # a backend without ONNX input (or a test double): no drift correction
         self.protocol = protocol
@@ -388,7 +397,8 @@ def _apply_reference(
 
     how = f"profile: low quantile of {len(table.meta.get(REFERENCE_META, []))} reference timings"
     threads, backend = int(table.fingerprint.get("threads", 1)), str(table.meta.get("backend", ""))
-    table.set_reference(reference_record(baseline, threads, backend, how, protocol.statistic))
+    precision = str(table.fingerprint.get("precision", "fp32"))
+    table.set_reference(reference_record(baseline, threads, backend, how, protocol.statistic, precision))
 
 
 def _noisy(table: LatencyTable, entries: list) -> list:

@@ -14,7 +14,7 @@ from tfnas.cli import main
 from tfnas.errors import LatencyTableError
 from tfnas.latency.table import open_table, require_this_device
 from tfnas.latency.validate import Validation, kendall_tau, write_outputs
-from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.keys import SpaceNeeds
 from tfnas.mbv2.select import choose_table
 from tfnas.mbv2.validate import validate_table
 

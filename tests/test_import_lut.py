@@ -22,8 +22,7 @@ from tfnas.cli import main
 from tfnas.errors import LatencyTableError, UserError
 from tfnas.latency.table import device_match, open_table, require_this_device
 from tfnas.mbv2.arch import Architecture, LayerChoice
-from tfnas.mbv2.keys import arch_entries, fixed_signatures, layer_signature
-from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.keys import SpaceNeeds, arch_entries, fixed_signatures, layer_signature
 from tfnas.mbv2.official import (
     DEVICES,
     convert,

@@ -144,7 +144,7 @@ def test_luts(tmp_path, tiny_space):
     """profilers.lut (device side) and the host's open_table: both raise only their own error types."""
     from tests.test_search_tfnas import synthetic_table
     from tfnas.latency.table import open_table
-    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.keys import SpaceNeeds
 
     src = tmp_path / "valid.json"
     synthetic_table(tiny_space).save(src)

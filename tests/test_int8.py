@@ -90,6 +90,11 @@ def test_an_int8_bundle_graph_is_really_quantized(tiny_bundle, tmp_path, timed_g
     assert lut.fingerprint["quantization"] == default_settings().to_dict()
     assert timed_graphs and all(p == "int8" and q for p, q in timed_graphs)
     assert len(timed_graphs) == 2 * len(manifest.entries)
+    # the drift reference timed between the graphs is int8 too (the fixture checks it was quantized), and the
+    # table records it under the int8 name, so later int8 measurements convert with it
+    from profilers.reference import reference_name
+
+    assert lut.reference["name"] == reference_name("int8")
 
     entry = next(e for e in manifest.entries if e.width is not None)  # one graph, quantized as the profiler does
     from profilers.weights import materialize
@@ -159,7 +164,7 @@ def test_lut_auto_with_int8_never_takes_an_fp32_table(tiny_space, tmp_path):
 def test_a_table_of_another_precision_is_refused_where_a_precision_is_asked(tiny_space, tmp_path):
     from tests.test_search_tfnas import tiny_config
     from tfnas.latency.table import open_table
-    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.keys import SpaceNeeds
     from tfnas.mbv2.search.build import build_latency_model
     from tfnas.mbv2.search.config import resolve_config
 

@@ -11,8 +11,7 @@ from profilers.fingerprint import current_fingerprint
 from profilers.lut import LatencyTable
 from tfnas.errors import LatencyTableError
 from tfnas.latency.table import FingerprintWarning, Lookup, WidthGrid, make_grid, open_table, table_grid
-from tfnas.mbv2.keys import space_signatures
-from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.keys import SpaceNeeds, space_signatures
 from tfnas_base.errors import UserError
 
 GRID = WidthGrid("sparse", align=4, block=16, intervals=4)

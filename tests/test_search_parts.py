@@ -15,12 +15,12 @@ from tfnas.errors import ConfigError
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.predict import predict
 from tfnas.mbv2.search import steps
-from tfnas.mbv2.search.batches import SearchBatches, plan_steps
+from tfnas.mbv2.search.build import SearchBatches, plan_steps
 from tfnas.mbv2.search.config import DEFAULTS
 from tfnas.mbv2.search.derive import chosen_widths, epoch_snapshot, final_choice, rescale_widths
 from tfnas.mbv2.search.latency import LatencyModel
 from tfnas.mbv2.search.measured import measured_loop
-from tfnas.mbv2.search.sampling import draw_paths
+from tfnas.mbv2.search.steps import draw_paths
 from tfnas.mbv2.search.supernet import TFNASSupernet
 
 OPS, DEPTHS = [2, 1, 0, 2], [1, 1]  # the choice the parameters below favour (tiny space: 4 layers, 3 ops)

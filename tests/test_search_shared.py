@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from tests.test_search_tfnas import _target, tiny_config
 from tfnas.mbv2.search.config import DEFAULTS
 from tfnas.mbv2.search.elastic import apply_widths, keep_order
+from tfnas.mbv2.search.layers import SharedMixedLayer
 from tfnas.mbv2.search.searcher import TFNASSearch
-from tfnas.mbv2.search.shared_ops import SharedMixedLayer
 from tfnas.mbv2.search.supernet import TFNASSupernet
 
 

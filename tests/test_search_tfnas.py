@@ -26,8 +26,8 @@ from tfnas.mbv2.search.elastic import (
     scale_widths,
 )
 from tfnas.mbv2.search.latency import LatencyModel
-from tfnas.mbv2.search.sampling import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
 from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.search.steps import PATH_SAMPLERS, gumbel_softmax_weights, sample_paths
 from tfnas.mbv2.search.supernet import TFNASSupernet
 
 FINGERPRINT = {
@@ -524,7 +524,7 @@ def test_measured_loop_stops_within_the_measurements_uncertainty(tmp_path, tiny_
 
 def _activation_dtypes(search) -> dict[str, set]:
     """Record the dtype of every candidate op's output, per kind of step (weight / arch)."""
-    from tfnas.mbv2.search.elastic_ops import ElasticInvertedResidual
+    from tfnas.mbv2.search.layers import ElasticInvertedResidual
 
     seen: dict[str, set] = {"weight": set(), "arch": set()}
     step = ["weight"]

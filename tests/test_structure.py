@@ -285,7 +285,7 @@ def test_a_second_profile_into_the_same_table_is_refused(tmp_path, capsys):
 def test_registries_suggest_the_name_meant():
     from tfnas.darts.ops import build_op
     from tfnas.errors import ConfigError
-    from tfnas.mbv2.search.sampling import weight_paths
+    from tfnas.mbv2.search.steps import weight_paths
 
     with pytest.raises(
         ConfigError, match=r"unknown DARTS op 'sep_conv3x3' \(choose from .*\); did you mean 'sep_conv_3x3'"

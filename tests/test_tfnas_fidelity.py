@@ -12,8 +12,8 @@ from tests.test_search_tfnas import _target, tiny_config
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.keys import build_signature_module, fixed_signatures
 from tfnas.mbv2.net import MBV2Net
-from tfnas.mbv2.search.sampling import draw_paths, weight_paths
 from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.search.steps import draw_paths, weight_paths
 from tfnas.mbv2.search.supernet import TFNASSupernet
 from tfnas.mbv2.space import load_space
 

@@ -235,7 +235,7 @@ def bench_compare(args: argparse.Namespace) -> dict:
     """Two searched architectures side by side: per layer op, width and latency in both tables."""
     from tfnas.latency.table import open_table
     from tfnas.mbv2.arch import load_arch
-    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.keys import SpaceNeeds
     from tfnas.mbv2.predict import predict, predict_breakdown
 
     out: dict = {}

@@ -32,8 +32,7 @@ from tfnas.latency.measure import Runtime, TimingSettings, measure_networks, rou
 from tfnas.latency.table import Lookup, WidthGrid, make_grid, open_table
 from tfnas.mbv2.bundle import write_bundle
 from tfnas.mbv2.calibrate import sample_archs
-from tfnas.mbv2.keys import space_signatures
-from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.keys import open_space_table, space_signatures
 from tfnas.mbv2.measure import networks
 from tfnas.mbv2.predict import predict
 from tfnas.mbv2.space import load_space

@@ -18,7 +18,7 @@ from pathlib import Path
 from tfnas.latency.table import Lookup, table_grid
 from tfnas.latency.validate import error_report
 from tfnas.mbv2.calibrate import sample_archs
-from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.keys import open_space_table
 from tfnas.mbv2.predict import predict
 from tfnas_base.atomic import atomic_write_json
 

@@ -42,8 +42,8 @@ from tfnas.mbv2.keys import space_signatures
 from tfnas.mbv2.search import steps as steps_mod
 from tfnas.mbv2.search.build import build_latency_model
 from tfnas.mbv2.search.config import resolve_config
-from tfnas.mbv2.search.sampling import weight_paths
 from tfnas.mbv2.search.searcher import TFNASSearch
+from tfnas.mbv2.search.steps import weight_paths
 from tfnas.mbv2.space import space_from_dict
 
 SCHEMES = ("gumbel", "gumbel_gumbel", "max_alpha", "min_alpha", "gumbel_random")  # the paper's variants

@@ -30,7 +30,7 @@ def recalibrate(cfg: dict, space, n: int, seed: int, work: Path) -> tuple[str, d
     model from the drift of a shared machine between calibration and measurement."""
     from tfnas.latency.table import open_table
     from tfnas.mbv2.calibrate import calibrate
-    from tfnas.mbv2.lut import SpaceNeeds
+    from tfnas.mbv2.keys import SpaceNeeds
     from tfnas.mbv2.search.build import resolve_path
 
     table = open_table(resolve_path(cfg["lut"]), SpaceNeeds(space))

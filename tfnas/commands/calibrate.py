@@ -10,7 +10,7 @@ import argparse
 
 from tfnas.latency.table import table_precision
 from tfnas.mbv2.calibrate import CALIBRATION_ROUNDS, CALIBRATION_SAMPLES, CALIBRATION_SEED, calibrate
-from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.keys import open_space_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tfnas.errors import TfnasError
 from tfnas.latency.validate import write_outputs
-from tfnas.mbv2.lut import open_space_table
+from tfnas.mbv2.keys import open_space_table
 from tfnas.mbv2.validate import VALIDATION_ROUNDS, VALIDATION_SAMPLES, VALIDATION_SEED, validate_table
 
 

@@ -15,8 +15,18 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-from tfnas.config.loader import Schema, apply_overrides, load_file, validate
-from tfnas.config.specs import OptimizerSpec, ScheduleSpec, adam, cosine, section, sgd
+from tfnas.config.loader import (
+    OptimizerSpec,
+    ScheduleSpec,
+    Schema,
+    adam,
+    apply_overrides,
+    cosine,
+    load_file,
+    section,
+    sgd,
+    validate,
+)
 from tfnas.darts.methods import METHODS, DartsFirstOrder, MethodOptions
 from tfnas.darts.shapes import SETTINGS, DartsNet, DeployShape, SupernetSection
 from tfnas.darts.space import CellSpace, load_cell_space

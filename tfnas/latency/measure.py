@@ -274,6 +274,7 @@ def measure_on_table_device(
         "cancelled_ms": fig.cancelled_ms,
         "uncertainty_ms": fig.uncertainty_ms,
         "clean": fig.clean,
+        "slow_state": fig.slow_state,
         "reference_ms": fig.reference_ms,
         "reference_now_ms": fig.reference_now_ms,
         "reference_source": fig.reference_source,

@@ -322,7 +322,7 @@ def _require_device(table: LatencyTable, match: DeviceMatch, action: str, allow_
 
 
 class TableNeeds(Protocol):
-    """What a family asks of a table (``mbv2.lut.SpaceNeeds``): profiled for the space ``name``, answering
+    """What a family asks of a table (``mbv2.keys.SpaceNeeds``): profiled for the space ``name``, answering
     every (key, width) its architectures use at a deployment resolution."""
 
     @property

@@ -9,18 +9,26 @@ the batch (the batch, precision and runtime live in the table's fingerprint)::
     head|in320_out1280|7x7|swish|cls1000
 
 Keys use the *deployment* resolution, never the proxy resolution a supernet trains at.
+
+What an MBV2 space needs of a table is here too (``SpaceNeeds``, ``open_space_table``):
+``tfnas.latency.table.open_table`` knows no family and checks a table against the entries the space names:
+both ends of every op's width range (the lookups interpolate in between).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from profilers.lut import LatencyTable
+from tfnas.latency.table import Width, open_table
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.net import build_first_block, build_head, build_layer, build_stem
-from tfnas.mbv2.space import LayerGeometry, MBV2Space, conv_out_size
+from tfnas.mbv2.space import LayerGeometry, MBV2Space, conv_out_size, load_space
 
 
 @dataclass(frozen=True)
@@ -132,3 +140,47 @@ def build_signature_module(space: MBV2Space, sig: Signature, width: int | None) 
     g = sig.geometry
     assert g is not None and sig.op is not None and width is not None
     return build_layer(space, g.in_ch, g.out_ch, g.stride, g.act, sig.op, width)
+
+
+def required_entries(space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
+    """(key, width) pairs a table must answer for every architecture of ``space``: range ends of each op."""
+    out: list[tuple[str, Width]] = []
+    for sig in space_signatures(space, resolution):
+        if sig.width_range is None:
+            out.append((sig.key, None))
+        else:
+            out += [(sig.key, sig.width_range[0]), (sig.key, sig.width_range[1])]
+    return out
+
+
+def missing_entries(table: LatencyTable, space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
+    return table.missing(required_entries(space, resolution))
+
+
+@dataclass(frozen=True)
+class SpaceNeeds:
+    """``TableNeeds`` of an MBV2 space."""
+
+    space: MBV2Space
+
+    @property
+    def name(self) -> str:
+        return self.space.name
+
+    def required_entries(self, resolution: int | None) -> list[tuple[str, Width]]:
+        return required_entries(self.space, resolution)
+
+
+def open_space_table(
+    name_or_path: str | Path, space: MBV2Space | str | None = None, **checks: Any
+) -> tuple[LatencyTable, MBV2Space]:
+    """``open_table`` checked against ``space`` (a space, its name or YAML; None: the space the table was
+    profiled for), and that space. ``checks``: ``open_table``'s keywords."""
+    chosen: list[MBV2Space] = []
+
+    def needs(table: LatencyTable) -> SpaceNeeds:
+        chosen.append(space if isinstance(space, MBV2Space) else load_space(space or table.space))
+        return SpaceNeeds(chosen[0])
+
+    table = open_table(name_or_path, needs, **checks)
+    return table, chosen[0]

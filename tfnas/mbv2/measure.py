@@ -29,7 +29,7 @@ from tfnas.latency.measure import (
 )
 from tfnas.latency.table import open_table, table_device, table_precision
 from tfnas.mbv2.arch import Architecture, load_arch
-from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.keys import SpaceNeeds
 from tfnas.mbv2.net import build_model
 from tfnas.mbv2.predict import predict
 
@@ -122,6 +122,7 @@ def _document(arch_path: str, arch: Architecture, rt: Runtime, fig: DriftCancell
         "cancelled_ms": fig.cancelled_ms,
         "uncertainty_ms": fig.uncertainty_ms,
         "clean": fig.clean,
+        "slow_state": fig.slow_state,  # set when the figure came from the rounds of a spell (their reference / quiet)
         "reference_ms": fig.reference_ms,  # the reference's quiet time the figure converts with
         "reference_source": fig.reference_source,
         "reference_seen_ms": seen,

@@ -19,8 +19,7 @@ from tfnas.errors import LatencyTableError
 from tfnas.latency.calibrate import Calibration, apply_calibration, table_calibration
 from tfnas.latency.table import Lookup, as_lookup, device_match, open_table, table_device, table_precision
 from tfnas.mbv2.arch import Architecture, load_arch
-from tfnas.mbv2.keys import arch_entries, arch_mweights, fixed_signatures, layer_key, layer_weights
-from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.keys import SpaceNeeds, arch_entries, arch_mweights, fixed_signatures, layer_key, layer_weights
 from tfnas.mbv2.space import MBV2Space
 
 

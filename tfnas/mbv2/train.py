@@ -13,8 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 from torch import nn
 
-from tfnas.config.loader import Schema, load_file
-from tfnas.config.specs import OptimizerSpec, ScheduleSpec
+from tfnas.config.loader import OptimizerSpec, ScheduleSpec, Schema, load_file
 from tfnas.data import build_datasets
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.net import build_model

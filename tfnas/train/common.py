@@ -1,6 +1,6 @@
 """Trainer pieces shared by the TF-NAS and DARTS searches and the training of derived networks.
 
-Builders take the typed config specs (``tfnas.config.specs``), so a run is fully
+Builders take the typed config specs (``tfnas.config.loader``), so a run is fully
 described by its config file:
 
 * ``build_optimizer(params, OptimizerSpec(name="sgd", lr=0.025, ...))``
@@ -27,8 +27,7 @@ from typing import Any
 
 import torch
 
-from tfnas.config.loader import validate
-from tfnas.config.specs import OptimizerSpec, ScheduleSpec
+from tfnas.config.loader import OptimizerSpec, ScheduleSpec, validate
 from tfnas.errors import ConfigError, TfnasError
 from tfnas.utils.checkpoint import (
     capture_rng_state,

@@ -25,8 +25,7 @@ from pydantic import Field
 from torch import nn
 from torch.utils.data import DataLoader
 
-from tfnas.config.loader import Schema
-from tfnas.config.specs import OptimizerSpec, ScheduleSpec, cosine, sgd
+from tfnas.config.loader import OptimizerSpec, ScheduleSpec, Schema, cosine, sgd
 from tfnas.data import DataBundle, make_loader, set_loader_epoch
 from tfnas.errors import ConfigError
 from tfnas.train.common import RunLoop, build_lr_schedule, build_optimizer, evaluate, progress, set_lr

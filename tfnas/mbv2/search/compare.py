@@ -39,7 +39,7 @@ from tfnas.errors import ConfigError
 from tfnas.latency.measure import TimingSettings, measure_table_drift_cancelled
 from tfnas.latency.table import device_match, open_table, table_grid
 from tfnas.mbv2.arch import Architecture, load_arch
-from tfnas.mbv2.lut import SpaceNeeds
+from tfnas.mbv2.keys import SpaceNeeds
 from tfnas.mbv2.measure import networks
 from tfnas.mbv2.net import build_model
 from tfnas.mbv2.search.build import check_target

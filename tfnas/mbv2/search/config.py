@@ -15,8 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from tfnas.config.loader import Schema, load_file, validate
-from tfnas.config.specs import OptimizerSpec, ScheduleSpec, adam, cosine, section, sgd
+from tfnas.config.loader import OptimizerSpec, ScheduleSpec, Schema, adam, cosine, load_file, section, sgd, validate
 from tfnas.registry import Registry
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -55,14 +54,14 @@ class TfnasSearch(Schema):
     batch_size: int = Field(32, ge=1)
     steps_per_epoch: int | None = Field(None, ge=1)  # None: one pass over the training split
     arch_every: int = Field(2, ge=1)  # an architecture step every k-th weight step
-    sampling: str | list[str] = "gumbel_random"  # weight-step scheme (see sampling.WEIGHT_SCHEMES) or a list
+    sampling: str | list[str] = "gumbel_random"  # weight-step scheme (see steps.WEIGHT_SCHEMES) or a list
     ops: list[str] | None = None  # subset of the space's ops to search (None: all)
     temperature: float = Field(5.0, gt=0)
     temperature_decay: float = Field(0.96, gt=0)  # per epoch
     latency_lambda: float = Field(0.1, ge=0)
     bn: Literal["plain", "affine"] = "plain"  # the reference: supernet BNs without affine parameters
     # independent: each candidate op its own weights (the reference); shared: a layer's candidates are views
-    # of one superkernel (tfnas/mbv2/search/shared_ops.py)
+    # of one superkernel (tfnas/mbv2/search/layers.py)
     op_weights: Literal["independent", "shared"] = "independent"
     aligned_start: bool | None = None  # a layer's candidates start as one function (None: with shared weights)
     optimizer_reset: Literal["epoch", "never"] = "epoch"  # the reference builds both optimisers anew each epoch

@@ -44,7 +44,8 @@ def _row(iteration: int, predicted: float, measured: float | None, fig: DriftCan
     """One iteration's record in ``report.json``'s ``measured_loop``: the figure and every round behind it."""
     return {
         "iteration": iteration, "predicted_ms": predicted, "measured_ms": measured, "raw_ms": fig.raw_ms,
-        "uncertainty_ms": fig.uncertainty_ms, "clean": fig.clean, "figure": fig.describe(),
+        "uncertainty_ms": fig.uncertainty_ms, "clean": fig.clean, "slow_state": fig.slow_state,
+        "figure": fig.describe(),
         "rounds_ms": [r.value for r in fig.rounds], "reference_ms": [r.ref for r in fig.rounds],
         "steady": [r.steady for r in fig.rounds], "method": fig.method,
     }  # fmt: skip

@@ -32,12 +32,11 @@ from tfnas.latency.table import require_this_device
 from tfnas.mbv2.arch import Architecture
 from tfnas.mbv2.search import derive as derivation
 from tfnas.mbv2.search import steps
-from tfnas.mbv2.search.batches import SearchBatches, plan_steps
-from tfnas.mbv2.search.build import build_latency_model, check_target, search_data
+from tfnas.mbv2.search.build import SearchBatches, build_latency_model, check_target, plan_steps, search_data
 from tfnas.mbv2.search.config import TfnasSearchConfig, resolve_config
+from tfnas.mbv2.search.derive import plot_history, search_report, write_report
 from tfnas.mbv2.search.measured import measured_loop, table_measurer
-from tfnas.mbv2.search.report import plot_history, search_report, write_report
-from tfnas.mbv2.search.sampling import weight_paths
+from tfnas.mbv2.search.steps import weight_paths
 from tfnas.mbv2.search.supernet import TFNASSupernet
 from tfnas.mbv2.space import load_space
 from tfnas.train.common import RunLoop, build_lr_schedule, build_optimizer, progress, set_lr

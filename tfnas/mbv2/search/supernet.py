@@ -9,7 +9,7 @@ real ops. Stem, first block and head are the derived network's own modules (the 
 dropout: the reference searches without it). As in the reference supernet every BN, there and in
 the candidate ops, has no affine parameters and normalises with batch statistics (``bn="plain"``);
 ``bn="affine"`` (an option) keeps learnable BNs, with running statistics in the fixed parts.
-``op_weights="shared"`` (an option, ``shared_ops``) makes a layer's candidates views of one superkernel.
+``op_weights="shared"`` (an option, ``layers.SharedMixedLayer``) makes a layer's candidates views of one superkernel.
 """
 
 from __future__ import annotations
@@ -19,8 +19,7 @@ from torch import nn
 
 from tfnas.errors import ConfigError
 from tfnas.mbv2.net import build_first_block, build_head, build_stem
-from tfnas.mbv2.search.elastic_ops import MixedLayer
-from tfnas.mbv2.search.shared_ops import SharedMixedLayer, independent_layer
+from tfnas.mbv2.search.layers import MixedLayer, SharedMixedLayer, independent_layer
 from tfnas.mbv2.space import MBV2Space
 from tfnas.registry import Registry
 
@@ -54,7 +53,7 @@ class TFNASSupernet(nn.Module):
         aligned_start: bool | None = None,
     ):
         """``op_weights``: 'independent' (the reference: each candidate its own weights) or 'shared' (one
-        superkernel per layer, ``shared_ops``). ``aligned_start``: a layer's candidates start as one function
+        superkernel per layer, ``layers.SharedMixedLayer``). ``aligned_start``: a layer's candidates start as one function
         (None: with shared weights only; independent ones keep the reference's initialisation)."""
         super().__init__()
         if bn not in ("plain", "affine"):
