@@ -19,7 +19,7 @@ from tfnas.mbv2.search.build import SearchBatches, plan_steps
 from tfnas.mbv2.search.config import DEFAULTS
 from tfnas.mbv2.search.derive import chosen_widths, epoch_snapshot, final_choice, rescale_widths
 from tfnas.mbv2.search.latency import LatencyModel
-from tfnas.mbv2.search.measured import measured_loop
+from tfnas.mbv2.search.measured import measured_loop, next_aim
 from tfnas.mbv2.search.steps import draw_paths
 from tfnas.mbv2.search.supernet import TFNASSupernet
 
@@ -244,6 +244,35 @@ def test_measured_loop_reaims_a_slow_runtime_onto_the_target_keeping_ops_and_dep
     assert (ops, depths) == (choice[0], choice[2]) and widths != choice[1]
     assert all([[c.op for c in st] for st in a.stages] == [[c.op for c in st] for st in runtime.seen[0].stages]
                for a in runtime.seen)  # fmt: skip
+
+
+class _SteepRuntime(_Runtime):
+    """A runtime whose latency grows ``slope`` times faster than the table's around the target (7% under it at
+    the table's choice): a single measured ratio then over-corrects, from one side of the target to the other."""
+
+    def __init__(self, table, target: float, slope: float = 2.5):
+        super().__init__(table, 1.0)
+        self.target, self.slope = target, slope
+
+    def __call__(self, arch: Architecture) -> DriftCancelled:
+        self.seen.append(arch)
+        ms = 0.93 * self.target + self.slope * (predict(arch, self.table, calibrated=False) - self.target)
+        return _figure(ms)
+
+
+def test_measured_loop_aims_between_networks_that_bracket_the_target(tiny_space, lat):
+    """Measured CIFAR demo loops swung 1.36 -> 1.76 -> 1.28 -> 1.76 ms around a 1.5 ms budget: the runtime grew
+    faster with width than the table. Once two measured networks bracket the target the next aim lies between
+    them, and the loop ends within its tolerance instead of swinging further out."""
+    choice, prior, target = _start(tiny_space, lat)
+    runtime = _SteepRuntime(lat.lookup.table, target)
+    _, loop = measured_loop(lat, choice, prior, target, runtime, tolerance=0.02, iterations=4, final_tolerance=0.003)
+    rows, chosen = loop[:-1], loop[-1]
+    assert rows[0]["measured_ms"] < target < rows[1]["measured_ms"]  # the ratio re-aim overshot once
+    assert abs(chosen["measured_ms"] / target - 1.0) <= 0.02
+    assert abs(rows[-1]["measured_ms"] / target - 1.0) < abs(rows[1]["measured_ms"] / target - 1.0)
+    assert next_aim([(1.0, 0.9), (1.2, 1.3)], 1.1) == pytest.approx(1.1)  # the secant between the two
+    assert next_aim([(1.0, 0.9)], 1.1) == pytest.approx(1.0 * 1.1 / 0.9)  # one side only: the measured ratio
 
 
 def test_measured_loop_stops_when_the_target_lies_within_the_measurements_uncertainty(tiny_space, lat):
