@@ -232,6 +232,7 @@ def apply_overrides(data: Any, overrides: Mapping[str, Any] | None) -> Any:
     return out
 
 
+# ---- config pieces every trainer shares: optimizer and schedule ----
 class OptimizerSpec(Schema):
     """``name`` and that optimizer's arguments (momentum/nesterov: sgd only; betas/eps: adam, adamw)."""
 

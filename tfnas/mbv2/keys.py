@@ -142,6 +142,7 @@ def build_signature_module(space: MBV2Space, sig: Signature, width: int | None) 
     return build_layer(space, g.in_ch, g.out_ch, g.stride, g.act, sig.op, width)
 
 
+# ---- what an MBV2 space needs of a latency table ----
 def required_entries(space: MBV2Space, resolution: int | None = None) -> list[tuple[str, Width]]:
     """(key, width) pairs a table must answer for every architecture of ``space``: range ends of each op."""
     out: list[tuple[str, Width]] = []

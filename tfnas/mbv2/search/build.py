@@ -79,6 +79,7 @@ def check_target(lat: LatencyModel, target_ms: float | None, op_mask: torch.Tens
         )
 
 
+# ---- the data order: step plan, batches per epoch and process ----
 @dataclass(frozen=True)
 class StepPlan:
     """How a search's data divides into steps, per process."""

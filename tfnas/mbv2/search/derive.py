@@ -120,6 +120,7 @@ def held_out_accuracy(
     return correct / max(total, 1)
 
 
+# ---- the search report: report.json and its plots ----
 def arch_cost(arch: Architecture, num_classes: int | None = None) -> dict[str, int]:
     """MACs and params of the derived network at its deployment resolution."""
     model = build_model(arch, num_classes)

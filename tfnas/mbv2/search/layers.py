@@ -257,6 +257,7 @@ def _pad_kernel(w: torch.Tensor, k: int) -> torch.Tensor:
     return F.pad(w, (p, p, p, p)) if p else w
 
 
+# ---- weight-shared candidates (search.op_weights: shared): views of one superkernel ----
 class SharedMixedLayer(SearchableLayer):
     """One searchable layer whose candidates share one set of weights (see the module docstring).
 

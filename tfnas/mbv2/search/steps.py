@@ -191,6 +191,7 @@ def arch_step(
     }
 
 
+# ---- the paths a step trains on: path samplers and Gumbel-softmax mixing ----
 PathSampler = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 PATH_SAMPLERS: Registry[PathSampler] = Registry("path sampler")
 register_sampler = PATH_SAMPLERS.register
