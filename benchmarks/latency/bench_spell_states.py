@@ -35,11 +35,14 @@ def measurements(folders: list[Path]) -> list[dict]:
             for row in doc.get("measured_loop", []):
                 refs, values = row.get("reference_ms"), row.get("rounds_ms")
                 if isinstance(refs, list) and isinstance(values, list) and refs:
+                    measured = report.with_name("measured.json")
+                    device = json.loads(measured.read_text()).get("device") if measured.exists() else None
                     out.append(
                         {
                             "run": str(report.parent),
                             "kind": f"{precision or 'fp32'} {doc.get('lut_resolution')}px",
                             "rounds": list(zip(refs, values)),
+                            "device": device,
                         }
                     )
     return out
@@ -83,7 +86,8 @@ def main() -> None:
     ap.add_argument("folders", nargs="+", type=Path, help="folders holding search runs (searched recursively)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    doc = binned(measurements(args.folders))
+    meas = measurements(args.folders)
+    doc = binned(meas)
     for kind, part in doc.items():
         print(f"{kind}: {part['measurements']} measurements with >= 2 quiet rounds")
         for name, row in part["bins"].items():
@@ -94,7 +98,8 @@ def main() -> None:
             )
     if args.json:
         command = "python benchmarks/latency/bench_spell_states.py " + " ".join(map(str, args.folders))
-        args.json.write_text(json.dumps({"command": command, "results": doc}, indent=1) + "\n")
+        devices = sorted({str(m["device"]) for m in meas if m["device"]})  # the hosts the rounds were timed on
+        args.json.write_text(json.dumps({"command": command, "devices": devices, "results": doc}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

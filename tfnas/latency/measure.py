@@ -227,14 +227,6 @@ def table_runtime(table, threads: int | None = None) -> Runtime:
     )  # fmt: skip
 
 
-def measure_for_table(
-    nets: Sequence[Network], table, timing: TimingSettings = TimingSettings(), threads: int | None = None
-) -> list[list[Measurement]]:
-    """``measure_networks`` with the table's runtime, shape, precision (int8: quantized as the table was) and
-    statistic."""
-    return measure_networks(nets, table_runtime(table, threads), timing.with_protocol(protocol_for(table.protocol)))
-
-
 # Where a search's closed loop and closing figure time networks: a spawned process of their own (its own heap and
 # threads). Measured (benchmarks/latency/README.md, issue 24): the process that had just run the README's search timed
 # its network 3.4% slower (median over 273 alternating pairs; the small reference network 0.1%) than a fresh process
