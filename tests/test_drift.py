@@ -17,6 +17,7 @@ from profilers.drift import (
     figure_of,
     measure_referenced,
     median_half_width,
+    pool,
     reference_baseline,
 )
 from profilers.errors import ProfilerError
@@ -205,3 +206,27 @@ def test_helpers():
         DriftSettings(tolerance=0)
     with pytest.raises(ProfilerError, match="rounds"):
         measure_referenced([], Host().timer(1.0), PROTOCOL, 0)
+
+
+def test_pooled_measurements_state_what_separates_them_not_only_their_own_rounds():
+    """Measurements of one network in separate processes: the pooled figure is their mean, and its +/- covers
+    the spread between them (the rounds of one measurement share a state the next one does not)."""
+    quiet = [_measure(Host(noise=0.01, seed=s))[0][0] for s in range(2)]
+    apart = [quiet[0], _measure(Host(lambda step: 1.0, noise=0.01, seed=2), nets=(1.06 * QUIET_NET,))[0][0]]
+    one, both = apart[0], pool(apart)
+    assert both.value_ms == pytest.approx((apart[0].value_ms + apart[1].value_ms) / 2)
+    assert one.uncertainty_ms < 0.02 * QUIET_NET  # each measurement alone is sure of itself ...
+    assert both.uncertainty_ms >= abs(apart[1].value_ms - apart[0].value_ms) / 2  # ... the pool is not
+    assert pool(quiet).uncertainty_ms < max(f.uncertainty_ms for f in quiet)  # agreeing measurements: narrower
+    assert both.measurements == [f.value_ms for f in apart] and "2 measurements" in both.describe()
+    assert both.method.startswith("pooled: mean of 2")
+
+
+def test_unclean_measurements_are_left_out_of_a_pool():
+    bad = _measure(Host(lambda s: 1.4 if s % 4 == 2 else 1.0), rounds=4)[0][0]  # never settles: no clean figure
+    good = _measure(Host(noise=0.01))[0][0]
+    assert not bad.clean and good.clean
+    assert pool([bad, good]) is good and pool([good]) is good
+    assert not pool([bad, bad]).clean
+    with pytest.raises(ProfilerError, match="no measurements"):
+        pool([])

@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from tfnas.errors import LatencyTableError
+from tfnas.errors import LatencyTableError, TfnasError
 from tfnas.latency.calibrate import Calibration
 from tfnas.latency.table import open_table
 from tfnas.mbv2.arch import load_arch
@@ -72,3 +72,27 @@ def test_measure_arch_with_a_table_adds_its_prediction_and_error(files, fake_run
     assert seen and seen[0].startswith("table device: ")
     assert m.doc["predicted_ms"] == pytest.approx(pred, rel=1e-12) and m.doc["lut"] == str(files["lut"])
     assert m.doc["error_pct"] == pytest.approx((pred - m.doc["latency_ms"]) / m.doc["latency_ms"] * 100)
+
+
+def test_measure_arch_pools_measurements_and_states_the_spread_between_them(files, monkeypatch):
+    """Two measurements (each would be a new process) of one network that moved 10% between them: the figure
+    is their mean and its +/- covers the move, though each measurement's own rounds agreed exactly."""
+    import tfnas.latency.measure as measure_mod
+
+    speeds = iter([1.5, 1.65])
+
+    def prepare(net, rt, workdir):
+        ms = next(speeds)
+        return lambda p: types.SimpleNamespace(latency_ms=ms)
+
+    monkeypatch.setattr(measure_mod, "FRESH_PROCESS", False)  # the fakes live in this process
+    monkeypatch.setattr(measure_mod, "prepare_timer", prepare)
+    monkeypatch.setattr(
+        measure_mod, "reference_for", lambda rt, workdir: lambda p: types.SimpleNamespace(latency_ms=0.5)
+    )
+    m = measure_arch(files["arch"], rounds=3, say=lambda s: None, measurements=2)
+    assert m.doc["measurements_ms"] == pytest.approx([1.5, 1.65])
+    assert m.doc["latency_ms"] == pytest.approx(1.575) and m.doc["uncertainty_ms"] >= 0.075
+    assert len(m.doc["rounds"]) == 6 and "2 measurements" in m.figure.describe()
+    with pytest.raises(TfnasError, match="--measurements 0: expected an integer >= 1"):
+        measure_arch(files["arch"], measurements=0)

@@ -472,7 +472,7 @@ class _Host:
 
 
 def test_measured_loop_is_not_misled_by_a_slow_spell(tmp_path, tiny_space):
-    """A +35% spell covering the whole first measurement (reference and network alike): the raw figure says
+    """A +35% spell covering the whole first figure (its 3 pooled measurements, reference and network alike): the raw figure says
     +35%, the drift-cancelled one the quiet value, so the loop does not re-aim a net that already hits."""
     import types
 
@@ -481,7 +481,7 @@ def test_measured_loop_is_not_misled_by_a_slow_spell(tmp_path, tiny_space):
     cfg = tiny_config(tmp_path, tiny_space, epochs=2, warmup_epochs=1, measure_final=True, measure_rounds=5)
     cfg["target_ms"] = _target(cfg, tiny_space, 0.6)
     table = synthetic_table(tiny_space)
-    host = _Host(spell=range(0, 11))  # 5 rounds: R C R C ... R = 11 timings
+    host = _Host(spell=range(0, 33))  # 3 measurements of 5 rounds: R C R C ... R = 11 timings each
 
     def fake_measure(arch, backend="ort", threads=1, batch=1, protocol=None):
         return types.SimpleNamespace(latency_ms=predict(arch, table, calibrated=False) * host())

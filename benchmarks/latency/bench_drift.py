@@ -13,6 +13,8 @@ Subcommands (run each alone on the machine; every latency names the host it was 
 - ``demo``: ``--runs`` runs of a search config (``--load``: one CPU-bound process beside each search), then
   the derived network timed in quiet fresh processes: the closing figure against that timing, and the
   network against its budget.
+- ``retime``: each net of a ``demo`` re-timed by ``spread`` (10 spaced fresh runs) and set against the
+  closing figure and the budget again, beside the demo's own three-run truth (resumable).
 - ``profile``: a space profiled quiet and with one competing process, both tables validated quietly on
   the same networks (with the reference recorded by each profile).
 
@@ -301,6 +303,44 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     return {"config": args.config, "load": args.load, "runs": runs}
 
 
+def cmd_retime(args: argparse.Namespace) -> dict:
+    """Each net of a ``demo`` run re-timed later by ``spread`` (``--runs`` spaced fresh ``tfnas measure`` runs),
+    a firmer truth than the demo's three fresh runs taken right after each search: on these hosts a network's
+    speed moves by several % over tens of minutes, and three runs a few seconds apart can all sit in one slow
+    period. Resumable: a run whose ``retime/spread.json`` exists is read back, not re-timed."""
+    demo_dir = Path(args.demo)
+    demo = json.loads((demo_dir / "demo.json").read_text())
+    rows = []
+    for i, run in enumerate(demo["runs"]):
+        run_dir = demo_dir / f"run{i}"
+        done = run_dir / "retime" / "spread.json"
+        if not done.exists():
+            lut = json.loads((run_dir / "report.json").read_text())["lut"]
+            sub = argparse.Namespace(
+                arch=str(run_dir / "arch.json"), lut=lut, runs=args.runs, rounds=args.rounds, gap_s=args.gap_s,
+                load=False, out=str(run_dir / "retime"),
+            )  # fmt: skip
+            done.write_text(json.dumps({"command": " ".join(sys.argv), "host": host(), **cmd_spread(sub)}, indent=1))
+        sp = json.loads(done.read_text())
+        raw = [r["raw_ms"] for r in sp["runs"]]
+        canc = [r["cancelled_ms"] for r in sp["runs"] if r["cancelled_ms"] is not None]
+        closing, target, quick = run["closing_ms"], run["target_ms"], statistics.median(run["truth_runs_raw_ms"])
+        truths = {
+            "demo_fresh_median_raw": quick,
+            "retime_lowest_raw": min(raw),
+            "retime_median_cancelled": statistics.median(canc),
+        }
+        rows.append(
+            {
+                "run": i, "closing_ms": closing, "target_ms": target, "truths_ms": truths,
+                "retimed_at": sp["host"]["date"], "retime_spread": {"raw": sp["raw"], "cancelled": sp["cancelled"]},
+                "closing_vs_truth_pct": {k: 100 * (closing / v - 1) if closing else None for k, v in truths.items()},
+                "net_vs_budget_pct": {k: 100 * (v / target - 1) for k, v in truths.items()},
+            }
+        )  # fmt: skip
+    return {"demo": str(demo_dir), "demo_command": demo.get("command"), "runs": rows}
+
+
 # ---- profile: quiet vs one competing process ---------------------------------------------------------------
 
 
@@ -361,6 +401,12 @@ def main() -> None:
     d.add_argument("--load", action="store_true")
     d.add_argument("--rounds", type=int, default=9)
     d.add_argument("--out", required=True)
+    r = sub.add_parser("retime")
+    r.add_argument("--demo", required=True, help="a demo's --out folder")
+    r.add_argument("--runs", type=int, default=10)
+    r.add_argument("--rounds", type=int, default=7)
+    r.add_argument("--gap-s", type=float, default=1.0)
+    r.add_argument("--out", required=True)
     f = sub.add_parser("profile")
     f.add_argument("--space", default="tfnas_cifar")
     f.add_argument("--out", required=True)

@@ -9,9 +9,14 @@ Subcommands (each times one network for a while, 1 thread, the project's timing 
 - ``processes``: K spawned processes, each with its own session of the network, timed round-robin (the same
   moments): how much of the run-to-run spread is a per-process lottery.
 - ``sessions``: K sessions of the network in this process, timed round-robin.
+- ``blocks``: a ``references`` result read back at the scale of a measurement: the rounds cut into
+  consecutive blocks of 1, 4, 8 and 16 (a measurement is 5-9 rounds), the stdev over blocks of each block's
+  median, raw and as network / reference. What a reference must cancel is the drift between measurements, not
+  the noise of one round.
 
     python benchmarks/latency/bench_noise_sources.py references --arch ARCH --seconds 120 --out OUT
     python benchmarks/latency/bench_noise_sources.py processes --arch ARCH --k 8 --rounds 15 --out OUT
+    python benchmarks/latency/bench_noise_sources.py blocks --rows OUT/references.json --out OUT
 """
 
 from __future__ import annotations
@@ -85,11 +90,32 @@ def cmd_references(args: argparse.Namespace, out: Path) -> dict:
         rows.append({k: measure(timers[k], DEFAULT_PROTOCOL).latency_ms for k in order})
     summary = {
         "rounds": len(rows),
+        "seconds": args.seconds,
         "median_ms": {k: statistics.median(r[k] for r in rows) for k in timers},
         "raw_stdev_pct": {k: _stdev_pct([r[k] for r in rows]) for k in timers},
         "net_over_reference_stdev_pct": {k: _stdev_pct([r["net"] / r[k] for r in rows]) for k in timers if k != "net"},
     }
     return {"summary": summary, "rows": rows}
+
+
+def block_spread(rows: list[dict[str, float]], size: int) -> dict[str, float]:
+    """Stdev (%) over consecutive blocks of ``size`` rounds of each block's median: the network raw, each
+    reference raw, and network / each reference."""
+    blocks = [rows[i : i + size] for i in range(0, len(rows) - size + 1, size)]
+    refs = [k for k in rows[0] if k != "net"]
+    out = {"blocks": len(blocks), "net_raw": _stdev_pct([statistics.median(r["net"] for r in b) for b in blocks])}
+    for k in refs:
+        out[f"{k}_raw"] = _stdev_pct([statistics.median(r[k] for r in b) for b in blocks])
+        out[f"net_over_{k}"] = _stdev_pct([statistics.median(r["net"] / r[k] for r in b) for b in blocks])
+    return out
+
+
+def cmd_blocks(args: argparse.Namespace, out: Path) -> dict:
+    source = json.loads(Path(args.rows).read_text())
+    rows = source["rows"]
+    summary = {"rows_from": args.rows, "rows_command": source.get("command"), "rows_date": source.get("date")}
+    summary.update({f"block_{k}": block_spread(rows, k) for k in (1, 4, 8, 16)})
+    return {"summary": summary}
 
 
 def _worker(conn, path: str, shape: tuple[int, ...]) -> None:
@@ -159,6 +185,8 @@ def cmd_sessions(args: argparse.Namespace, out: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("blocks").add_argument("--rows", required=True, help="a references.json")
+    sub.choices["blocks"].add_argument("--out", required=True)
     for name in ("references", "processes", "sessions"):
         s = sub.add_parser(name)
         s.add_argument("--arch", required=True)

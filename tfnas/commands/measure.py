@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         " their median ratio to it (one round swings by several %% on a shared machine)",
     )
     p.add_argument(
+        "--measurements",
+        type=int,
+        default=1,
+        help="measurements, each in a new process, pooled: their mean, with a +/- that covers the spread between"
+        " them (one measurement's +/- covers its own rounds only)",
+    )
+    p.add_argument(
         "--lut",
         default=None,
         help="also predict from this table and report the error (the table must describe this machine)",
@@ -43,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     m = measure_arch(
         args.arch, args.backend, args.threads, args.batch, args.precision, args.rounds, args.lut,
-        args.allow_foreign_table,
+        args.allow_foreign_table, measurements=args.measurements,
     )  # fmt: skip
     print(f"measured latency: {m.figure.describe()} ({m.shape})")
     if m.figure.clean:

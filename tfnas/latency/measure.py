@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from profilers.backends import BACKENDS, get_backend
 from profilers.drift import DriftCancelled, DriftSettings, measure_referenced, median_half_width
+from profilers.drift import pool as pool_figures
 from profilers.quantize import QuantSettings, check_precision, default_settings
 from profilers.reference import reference_name, reference_timer
 from profilers.timing import Measurement, TimingProtocol, measure, table_statistic
@@ -246,7 +247,7 @@ def in_fresh_process(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def measure_on_table_device(
-    net: Network, table, rounds: int = 7, progress: bool = False, fresh_process: bool = False
+    net: Network, table, rounds: int = 7, progress: bool = False, fresh_process: bool = False, measurements: int = 1
 ) -> dict | None:
     """Time ``net`` here with the table's runtime, shape, precision and statistic when this machine is the
     table's device (None otherwise: a timing here would say nothing about the budget). An INT8 table's
@@ -254,12 +255,13 @@ def measure_on_table_device(
 
     Both figures are returned: ``raw_ms`` (median over rounds of each round's statistic) and the
     drift-cancelled ``cancelled_ms``; ``measured_ms`` is the drift-cancelled one (None when the host gave
-    no clean rounds: ``note`` says so). ``fresh_process``: timed in a spawned process (``in_fresh_process``)."""
+    no clean rounds: ``note`` says so). ``fresh_process``: timed in a spawned process (``in_fresh_process``),
+    a new one for each of ``measurements`` measurements, pooled (``profilers.drift.pool``)."""
     if not device_match(table).same_device:  # another device, or one that cannot be verified
         return None
     timing = TimingSettings(rounds, protocol=protocol_for(table.protocol), progress=progress)
     run = in_fresh_process if fresh_process else (lambda fn, *a, **k: fn(*a, **k))
-    fig = run(measure_table_drift_cancelled, [net], table, timing)[0][0]
+    fig = pool_figures([run(measure_table_drift_cancelled, [net], table, timing)[0][0] for _ in range(measurements)])
     return {
         "measured_ms": fig.value_ms if fig.clean else None,
         "raw_ms": fig.raw_ms,
@@ -271,6 +273,7 @@ def measure_on_table_device(
         "reference_now_ms": fig.reference_now_ms,
         "reference_source": fig.reference_source,
         "rounds_ms": [r.value for r in fig.rounds],
+        "measurements_ms": fig.measurements or [fig.value_ms],
         "statistic": fig.method,
         "note": fig.describe(),
         "precision": table_precision(table),

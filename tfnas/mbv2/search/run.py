@@ -82,10 +82,12 @@ def deployment_shape(lat: LatencyModel) -> str:
     return f"{lat.resolution}x{lat.resolution} on {table_device(table)} ({here}; table {table.source})"
 
 
-def measure_result(result: SearchResult, table: LatencyTable) -> dict[str, Any] | None:
+def measure_result(result: SearchResult, table: LatencyTable, rounds: int, measurements: int) -> dict[str, Any] | None:
     """Time the derived network here when this machine is the table's device (an int8 table's network quantized
-    as the table's graphs were); write ``measured.json``."""
-    m = measure_on_table_device(ArchNetwork(result.arch), table, fresh_process=True)  # not in the process that trained
+    as the table's graphs were), ``measurements`` times in fresh processes (not the one that trained), pooled
+    as the closed loop pools its figures; write ``measured.json``."""
+    net = ArchNetwork(result.arch)
+    m = measure_on_table_device(net, table, rounds, fresh_process=True, measurements=measurements)
     if m is None:
         return None
     doc = {"target_ms": result.target_ms, "predicted_ms": result.predicted_ms, "device": table_device(table), **m}
@@ -117,7 +119,9 @@ def run_search(
     table = search.lat.lookup.table
     if not info.is_main:
         return SearchOutcome(None, cfg, shape, table_device(table))
-    return SearchOutcome(result, cfg, shape, table_device(table), measure_result(result, table) if measure else None)
+    s = cfg.search
+    measured = measure_result(result, table, s.measure_rounds, s.measure_pool) if measure else None
+    return SearchOutcome(result, cfg, shape, table_device(table), measured)
 
 
 def explain_loop(report_path: str | Path) -> str:

@@ -343,6 +343,7 @@ class TFNASSearch:
             choice, loop = measured_loop(
                 self.lat, choice, prior, self.target, measure,
                 tolerance=s.measure_tolerance, iterations=s.measure_iterations, final_tolerance=s.final_tolerance,
+                pool=s.measure_pool,
             )  # fmt: skip
         return choice, moves, loop
 
