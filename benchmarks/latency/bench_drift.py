@@ -309,7 +309,10 @@ def cmd_retime(args: argparse.Namespace) -> dict:
     speed moves by several % over tens of minutes, and three runs a few seconds apart can all sit in one slow
     period. Resumable: a run whose ``retime/spread.json`` exists is read back, not re-timed."""
     demo_dir = Path(args.demo)
-    demo = json.loads((demo_dir / "demo.json").read_text())
+    found = [f for f in (demo_dir / "demo.json", demo_dir / "demo-load.json") if f.exists()]
+    if not found:
+        sys.exit(f"retime: {demo_dir} holds no demo.json or demo-load.json (a bench_drift.py demo --out folder)")
+    demo = json.loads(found[0].read_text())
     rows = []
     for i, run in enumerate(demo["runs"]):
         run_dir = demo_dir / f"run{i}"
