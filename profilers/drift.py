@@ -125,6 +125,11 @@ class DriftCancelled:
         return self.cancelled_ms if self.cancelled_ms is not None else self.raw_ms
 
     @property
+    def measurement_figures(self) -> list[float | None]:
+        """Each pooled measurement's figure; one measurement: its own (None when not clean)."""
+        return self.measurements or [self.value_ms if self.clean else None]
+
+    @property
     def method(self) -> str:
         if len(self.measurements) > 1:
             k = len(self.measurements)

@@ -273,7 +273,7 @@ def measure_on_table_device(
         "reference_now_ms": fig.reference_now_ms,
         "reference_source": fig.reference_source,
         "rounds_ms": [r.value for r in fig.rounds],
-        "measurements_ms": fig.measurements or [fig.value_ms],
+        "measurements_ms": fig.measurement_figures,
         "statistic": fig.method,
         "note": fig.describe(),
         "precision": table_precision(table),

@@ -107,19 +107,16 @@ def measure_arch(
         say(f"table device: {table_device(table)}")
     ref_ms = table_reference_ms(table) if table is not None else None
     timing, net = TimingSettings(rounds, protocol=protocol), ArchNetwork(arch)
-    if measurements == 1:
-        figs, seen = measure_drift_cancelled([net], rt, timing, ref_ms)
-    else:
-        each = [in_fresh_process(measure_drift_cancelled, [net], rt, timing, ref_ms) for _ in range(measurements)]
-        figs = [pool_figures([f[0] for f, _ in each])]
-        seens = [s for _, s in each if s is not None]
-        seen = min(seens) if seens else None
-    doc = _document(str(arch_path), arch, rt, figs[0], seen)
-    if table is not None and figs[0].clean:
+    run = in_fresh_process if measurements > 1 else (lambda fn, *a: fn(*a))  # one: here, as before
+    each = [run(measure_drift_cancelled, [net], rt, timing, ref_ms) for _ in range(measurements)]
+    fig = pool_figures([figs[0] for figs, _ in each])
+    seen = min((s for _, s in each if s is not None), default=None)
+    doc = _document(str(arch_path), arch, rt, fig, seen)
+    if table is not None and fig.clean:
         pred = predict(arch, table)
         err = (pred - doc["latency_ms"]) / doc["latency_ms"] * 100
         doc.update(predicted_ms=pred, error_pct=err, lut=str(lut))
-    return Measured(figs[0], doc)
+    return Measured(fig, doc)
 
 
 def _document(arch_path: str, arch: Architecture, rt: Runtime, fig: DriftCancelled, seen: float | None) -> dict:
@@ -143,5 +140,5 @@ def _document(arch_path: str, arch: Architecture, rt: Runtime, fig: DriftCancell
         "statistic": fig.method,
         "device": current_fingerprint(rt.threads, batch=rt.batch, resolution=arch.resolution, precision=rt.precision),
         "rounds": [dataclasses.asdict(r) for r in fig.rounds],
-        "measurements_ms": fig.measurements or [fig.value_ms if fig.clean else None],
+        "measurements_ms": fig.measurement_figures,
     }

@@ -71,7 +71,7 @@ def _row(iteration: int, predicted: float, measured: float | None, fig: DriftCan
         "figure": fig.describe(),
         "rounds_ms": [r.value for r in fig.rounds], "reference_ms": [r.ref for r in fig.rounds],
         "steady": [r.steady for r in fig.rounds], "method": fig.method,
-        "measurements_ms": fig.measurements or [fig.value_ms if fig.clean else None],
+        "measurements_ms": fig.measurement_figures,
     }  # fmt: skip
 
 
@@ -81,14 +81,12 @@ def measure_pooled(
     """``arch``'s figure pooled over up to ``pool`` measurements: more while the decision is open (fewer than two
     clean ones, or the target not clearly missed)."""
     figs = [measure(arch)]
-    while len(figs) < pool:
+    while True:
         fig = pool_figures(figs)
-        clean = sum(f.clean for f in figs)
         clear_miss = fig.clean and abs(fig.value_ms - target_ms) - (fig.uncertainty_ms or 0.0) > tolerance * target_ms
-        if clean >= 2 and clear_miss:
-            break
+        if len(figs) >= pool or (clear_miss and sum(f.clean for f in figs) >= 2):
+            return fig
         figs.append(measure(arch))
-    return pool_figures(figs)
 
 
 def measured_loop(
