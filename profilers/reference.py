@@ -153,13 +153,15 @@ def validate_reference(source: str, ref: Any) -> dict[str, Any] | None:
 
 
 def reference_record(
-    ms: float, threads: int, backend: str, how: str, statistic: str, precision: str = "fp32"
+    ms: float, threads: int, backend: str, how: str, statistic: str, precision: str = "fp32", timings: int = 0
 ) -> dict[str, Any]:
     """What a table stores about the reference (its ``reference`` field): name (of the precision timed),
-    quiet time, statistic, threads, backend, when, and how it was found."""
+    typical time, statistic, threads, backend, when, how it was found, and how many timings it rests on (a
+    record of minutes stands where a measurement of seconds sees the host faster: ``profilers.drift``)."""
     import time
 
     return {
         "name": reference_name(precision), "ms": float(ms), "statistic": statistic, "threads": int(threads),
         "backend": backend, "measured": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "how": how,
+        "timings": int(timings),
     }  # fmt: skip

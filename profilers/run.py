@@ -122,7 +122,7 @@ def _combine(results: list[dict[str, Any]], protocol: TimingProtocol, baseline: 
     was, or if the passes' values disagree by more than ``noisy_cv`` (with 3 or more passes: if most passes
     were, or the passes but the farthest from the median disagree).
 
-    With ``baseline`` (the reference's quiet time over the profile), a pass that recorded the reference's
+    With ``baseline`` (the reference's typical time over the profile), a pass that recorded the reference's
     time around it (``ref_ms``) counts as ``value x baseline / ref_ms``: the host's speed at that moment
     cancels (``profilers.drift``)."""
 
@@ -210,9 +210,33 @@ class _ReferenceTrack:
             self._time()
 
     def baseline(self) -> float | None:
-        from profilers.drift import reference_baseline
+        from profilers.drift import reference_typical
 
-        return reference_baseline(self.values) if self.values else None
+        return reference_typical(self.values) if self.values else None
+
+
+# A profile's reference timings count as this host's state for a calibration started this soon after it.
+PROFILE_FRESH_S = 1800.0
+
+
+def recent_profile_timings(table: LatencyTable, within_s: float = PROFILE_FRESH_S) -> list[float]:
+    """The reference timings of the profile behind ``table``'s reference record, when it was recorded less than
+    ``within_s`` ago (else none). A calibration right after its profile joins them, so the table records the
+    host's typical speed over minutes rather than over its own half minute (measured on an Intel AMX host:
+    20-s windows of the reference's median from 0.30 to 0.59 ms; a calibration's 29 s read 0.325, its
+    profile's 2 minutes 0.367)."""
+    import calendar
+
+    ref = table.reference or {}
+    if not str(ref.get("how", "")).startswith("profile:"):
+        return []
+    try:
+        when = calendar.timegm(time.strptime(str(ref.get("measured")), "%Y-%m-%dT%H:%M:%SZ"))
+    except ValueError:
+        return []
+    if not 0 <= time.time() - when <= within_s:
+        return []
+    return [float(v) for v in table.meta.get(REFERENCE_META, [])]
 
 
 class _Saver:
@@ -385,8 +409,8 @@ def _quantize_bundle(
 def _apply_reference(
     table: LatencyTable, records: dict, entries: list, protocol: TimingProtocol, baseline: float | None
 ) -> None:
-    """Every point's value from its passes, each scaled by the reference's quiet time over its own; the table
-    records that quiet time as its ``reference`` (what later drift-cancelled timings convert with)."""
+    """Every point's value from its passes, each scaled by the reference's typical time over its own; the table
+    records that time as its ``reference`` (what later drift-cancelled timings convert with)."""
     if baseline is None:
         return
     for _, entry in entries:
@@ -395,10 +419,11 @@ def _apply_reference(
             table.add_measurement(entry.key, entry.width, _combine(results, protocol, baseline))
     from profilers.reference import reference_record
 
-    how = f"profile: low quantile of {len(table.meta.get(REFERENCE_META, []))} reference timings"
+    how = f"profile: median of {len(table.meta.get(REFERENCE_META, []))} reference timings"
     threads, backend = int(table.fingerprint.get("threads", 1)), str(table.meta.get("backend", ""))
     precision = str(table.fingerprint.get("precision", "fp32"))
-    table.set_reference(reference_record(baseline, threads, backend, how, protocol.statistic, precision))
+    timings = len(table.meta.get(REFERENCE_META, []))
+    table.set_reference(reference_record(baseline, threads, backend, how, protocol.statistic, precision, timings))
 
 
 def _noisy(table: LatencyTable, entries: list) -> list:

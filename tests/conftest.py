@@ -12,6 +12,20 @@ import yaml
 # Tiny tensors gain nothing from more threads, and spinning OpenMP threads crawl on a shared machine.
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def _torch_global_state():
+    """Each test starts from one thread and non-deterministic algorithms, whatever the test before it set: a
+    search or training run sets ``torch.set_num_threads(runtime.threads)`` (the demo configs say 2) and
+    ``use_deterministic_algorithms``, and the setting outlived its test. Two xdist workers at 2 threads each on a
+    2-core host spun OpenMP threads against each other: measured on an Intel host, a DARTS test took 89 s in the
+    suite and 2.6 s alone, and the suite 637-860 s."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(deterministic)
+
+
 # The shipped smoke-test space (also `bench_quality.py --quick`): one definition for both.
 TINY_SPACE = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "spaces" / "tiny.yaml").read_text())
 

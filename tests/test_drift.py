@@ -171,8 +171,8 @@ def test_a_host_that_never_settles_gives_no_figure():
     assert f.uncertainty_ms is None
 
 
-def test_without_a_recorded_reference_the_quiet_time_seen_converts():
-    """No table reference: the figure converts with a low quantile of the reference's timings in this measurement,
+def test_without_a_recorded_reference_the_typical_time_seen_converts():
+    """No table reference: the figure converts with the median of the reference's timings in this measurement,
     so a spell over a third of the rounds does not raise it."""
     host = Host(lambda s: 1.35 if s < 8 else 1.0, noise=0.01)
     figs, seen = _measure(host, rounds=12, reference_ms=None)
@@ -180,6 +180,24 @@ def test_without_a_recorded_reference_the_quiet_time_seen_converts():
     assert f.reference_source == "this measurement"
     assert seen == pytest.approx(QUIET_REF, rel=0.02)
     assert f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.03)
+
+
+def test_a_host_with_fast_moments_records_its_typical_speed_not_its_fastest():
+    """A host whose speed moves both ways (measured on an Intel AMX host: 10-s windows +/-10%, a quarter of the
+    timings 15% fast): the reference time recorded from a measurement is the typical one, so figures converted
+    with it read what the network takes typically. A low quantile recorded the fast moments: 15% low."""
+    host = Host(lambda s: 0.85 if (s // 6) % 4 == 0 else 1.0, noise=0.01)
+    figs, seen = _measure(host, rounds=24, reference_ms=None)
+    assert seen == pytest.approx(QUIET_REF, rel=0.02)  # a 20% quantile: 0.85 x
+    assert figs[0].cancelled_ms == pytest.approx(QUIET_NET, rel=0.03) == figs[0].raw_ms
+
+
+def test_a_fast_window_keeps_the_recorded_reference():
+    """A measurement inside one of the host's fast windows (7% fast throughout) is no sign that the recorded time
+    was a spell: the recorded time stands and the figure reads the network's typical time, not 7% below it."""
+    f = _measure(Host(lambda s: 0.93, noise=0.01))[0][0]
+    assert f.reference_source == "table" and f.reference_ms == QUIET_REF
+    assert f.cancelled_ms == pytest.approx(QUIET_NET, rel=0.02)
 
 
 def test_interleaving_visits_every_network_between_two_references():

@@ -109,8 +109,8 @@ def test_profile_measure_calibrate_end_to_end(files, capsys):
     # the figure it acts on: the median ratio to the reference, converted with the time the profile recorded
     ratios = sorted(r["value"] / ((r["ref_before"] + r["ref_after"]) / 2) for r in doc["rounds"] if r["steady"])
     ref_ms = json.loads(lut.read_text())["reference"]["ms"]
-    if doc["reference_source"] != "table":  # the profile's reference was >3% slow: taken in a spell, replaced
-        assert "slow spell" in doc["reference_source"] and doc["reference_ms"] < ref_ms * 0.97
+    if doc["reference_source"] != "table":  # the profile's reference was >8% slow: taken in a spell, replaced
+        assert "slow spell" in doc["reference_source"] and doc["reference_ms"] < ref_ms * 0.92
         ref_ms = doc["reference_ms"]
     assert doc["reference_ms"] == ref_ms
     assert doc["latency_ms"] == pytest.approx(ratios[len(ratios) // 2] * ref_ms, rel=1e-9) or len(ratios) % 2 == 0

@@ -13,10 +13,14 @@ Subcommands (each times one network for a while, 1 thread, the project's timing 
   consecutive blocks of 1, 4, 8 and 16 (a measurement is 5-9 rounds), the stdev over blocks of each block's
   median, raw and as network / reference. What a reference must cancel is the drift between measurements, not
   the noise of one round.
+- ``trace``: the reference network alone for a while, timed as a measurement times it, and what a record of
+  ``--window`` seconds (a calibration's half minute) would have said of its time: each window's 20% quantile and
+  median over the whole record's median. A table converts every figure with one such record.
 
     python benchmarks/latency/bench_noise_sources.py references --arch ARCH --seconds 120 --out OUT
     python benchmarks/latency/bench_noise_sources.py processes --arch ARCH --k 8 --rounds 15 --out OUT
     python benchmarks/latency/bench_noise_sources.py blocks --rows OUT/references.json --out OUT
+    python benchmarks/latency/bench_noise_sources.py trace --seconds 300 --window 30 --out OUT
 """
 
 from __future__ import annotations
@@ -182,11 +186,49 @@ def cmd_sessions(args: argparse.Namespace, out: Path) -> dict:
     return _round_robin([lambda s=s: measure(s, DEFAULT_PROTOCOL).latency_ms for s in sessions], args.rounds)
 
 
+def _quantile(values: list[float], q: float) -> float:
+    from profilers.drift import reference_baseline
+
+    return reference_baseline(values, q)
+
+
+def cmd_trace(args: argparse.Namespace, out: Path) -> dict:
+    from profilers.reference import REFERENCE_SHAPE
+    from profilers.timing import measure
+    from tfnas.latency.measure import DEFAULT_PROTOCOL
+
+    ref = _reference(out, REFERENCE_SHAPE, "reference")
+    rows, t0 = [], time.perf_counter()
+    while (t := time.perf_counter() - t0) < args.seconds:
+        rows.append([round(t, 3), measure(ref, DEFAULT_PROTOCOL).latency_ms])
+    whole = statistics.median(v for _, v in rows)
+    windows = []
+    for start in range(0, int(args.seconds - args.window) + 1, int(args.window)):
+        vals = [v for t, v in rows if start <= t < start + args.window]
+        if vals:
+            windows.append({"start_s": start, "timings": len(vals), "q20_over_typical": _quantile(vals, 0.2) / whole,
+                            "median_over_typical": statistics.median(vals) / whole})  # fmt: skip
+    summary = {
+        "timings": len(rows), "seconds": args.seconds, "window_s": args.window, "typical_ms(median of all)": whole,
+        "quantiles_ms(10,20,50,80,90)": [_quantile([v for _, v in rows], q) for q in (0.1, 0.2, 0.5, 0.8, 0.9)],
+        "window_q20_over_typical(min,max)": [min(w["q20_over_typical"] for w in windows),
+                                             max(w["q20_over_typical"] for w in windows)],
+        "window_median_over_typical(min,max)": [min(w["median_over_typical"] for w in windows),
+                                                max(w["median_over_typical"] for w in windows)],
+        "windows": windows,
+    }  # fmt: skip
+    return {"summary": summary, "rows": rows}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("blocks").add_argument("--rows", required=True, help="a references.json")
     sub.choices["blocks"].add_argument("--out", required=True)
+    trace = sub.add_parser("trace")
+    trace.add_argument("--out", required=True)
+    trace.add_argument("--seconds", type=float, default=300)
+    trace.add_argument("--window", type=float, default=30, help="the length of the records compared (s)")
     for name in ("references", "processes", "sessions"):
         s = sub.add_parser(name)
         s.add_argument("--arch", required=True)

@@ -328,11 +328,28 @@ def table_reference_ms(table) -> float | None:
     return float(ref["ms"]) if device_match(table).same_device else None
 
 
-def reference_record(ms: float, rt: Runtime, how: str, statistic: str) -> dict[str, Any]:
+def reference_record(ms: float, rt: Runtime, how: str, statistic: str, timings: int = 0) -> dict[str, Any]:
     """``profilers.reference.reference_record`` for a runtime."""
     from profilers.reference import reference_record as record
 
-    return record(ms, rt.threads, rt.backend, how, statistic, rt.precision)
+    return record(ms, rt.threads, rt.backend, how, statistic, rt.precision, timings)
+
+
+# A table's reference record resting on this many timings (a profile and its calibration: minutes of the host)
+# always stands; a shorter one (a quick validation's seconds) may have been taken in a slow spell.
+LONG_RECORD_TIMINGS = 150
+
+
+def drift_settings_for(table, settings: DriftSettings | None = None) -> DriftSettings:
+    """``settings`` for measurements converted with ``table``'s reference record: a record of minutes stands even
+    when a measurement sees the reference lower, since such a host is in a fast moment, not the record in a
+    spell (measured on an Intel AMX host: its fast state ran 1.25x its typical speed for tens of seconds, and
+    converting with it put figures 20% below the network's typical time)."""
+    settings = settings or DriftSettings()
+    ref = getattr(table, "reference", None) or {}
+    if int(ref.get("timings", 0)) >= LONG_RECORD_TIMINGS:
+        return dataclasses.replace(settings, lower_reference=None)
+    return settings
 
 
 def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
@@ -393,7 +410,12 @@ def measure_table_drift_cancelled(
     rt = table_runtime(table, threads)
     ref_ms = table_reference_ms(table) if use_table_reference else None
     return measure_drift_cancelled(
-        nets, rt, timing.with_protocol(protocol_for(table.protocol)), ref_ms, "table", settings
+        nets,
+        rt,
+        timing.with_protocol(protocol_for(table.protocol)),
+        ref_ms,
+        "table",
+        drift_settings_for(table, settings),
     )
 
 

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from profilers.drift import reference_timings, reference_typical
 from profilers.lut import LatencyTable
+from profilers.run import recent_profile_timings
 from profilers.timing import TimingProtocol
 from tfnas.errors import TfnasError
 from tfnas.latency.calibrate import error_stats, fit_calibration
@@ -106,13 +108,18 @@ def calibrate(
 
 
 def _measure(table: LatencyTable, archs: list[Architecture], rt: Runtime, timing: TimingSettings) -> list[float]:
-    """Drift-cancelled timings of ``archs``, with the reference's quiet time seen over this calibration: the table
-    records it with the fit."""
+    """Drift-cancelled timings of ``archs``, converted with the reference's typical time over this calibration and
+    the profile just before it (``recent_profile_timings``: minutes of the host, not this half minute); the
+    table records that time with the fit."""
     figs, seen = measure_drift_cancelled(networks(archs), rt, timing)
-    if seen is not None:
-        how = f"calibration ({len(archs)} networks x {timing.rounds} rounds)"
-        table.set_reference(reference_record(seen, rt, how, timing.protocol.statistic))
-    return [f.value_ms for f in figs]
+    if seen is None:
+        return [f.value_ms for f in figs]
+    own, prior = reference_timings(figs), recent_profile_timings(table)
+    ref_ms = reference_typical(own + prior)
+    how = f"calibration ({len(archs)} networks x {timing.rounds} rounds)"
+    how += f" and the {len(prior)} reference timings of its profile" if prior else ""
+    table.set_reference(reference_record(ref_ms, rt, how, timing.protocol.statistic, len(own) + len(prior)))
+    return [f.ratio * ref_ms for f in figs]
 
 
 def _store_fit(

@@ -23,6 +23,7 @@ from tfnas.latency.measure import (
     DEFAULT_PROTOCOL,
     Runtime,
     TimingSettings,
+    drift_settings_for,
     in_fresh_process,
     measure_drift_cancelled,
     protocol_for,
@@ -108,7 +109,8 @@ def measure_arch(
     ref_ms = table_reference_ms(table) if table is not None else None
     timing, net = TimingSettings(rounds, protocol=protocol), ArchNetwork(arch)
     run = in_fresh_process if measurements > 1 else (lambda fn, *a: fn(*a))  # one: here, as before
-    each = [run(measure_drift_cancelled, [net], rt, timing, ref_ms) for _ in range(measurements)]
+    settings = drift_settings_for(table) if table is not None else None
+    each = [run(measure_drift_cancelled, [net], rt, timing, ref_ms, "table", settings) for _ in range(measurements)]
     fig = pool_figures([figs[0] for figs, _ in each])
     seen = min((s for _, s in each if s is not None), default=None)
     doc = _document(str(arch_path), arch, rt, fig, seen)

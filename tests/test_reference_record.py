@@ -1,0 +1,106 @@
+"""What a table records as the reference's time, and when that record stands (issue 24).
+
+On a host whose speed moves both ways (an Intel AMX host: 20-s windows of the reference from 0.30 to 0.59 ms), a
+calibration's half minute recorded a fast moment and every figure converted with it read 11% low. These tests
+pin the two mends on constructed timings: a calibration right after its profile records the typical time over
+both, and a record of minutes stands when a measurement sees the host in a fast moment."""
+
+from __future__ import annotations
+
+import time
+import types
+
+import pytest
+
+from profilers.drift import DriftCancelled, Round, measure_referenced
+from profilers.run import REFERENCE_META, recent_profile_timings
+from profilers.timing import TimingProtocol
+from tfnas.latency.measure import LONG_RECORD_TIMINGS, Runtime, TimingSettings, drift_settings_for
+from tfnas.mbv2 import calibrate as cal
+
+NOW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+HOURS_AGO = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 7200))
+
+
+class FakeTable:
+    """What the calibration reads and writes of a table: its reference record and meta."""
+
+    def __init__(self, how: str, measured: str, profile_refs: list[float]):
+        self.reference = {"name": "tfnas-ref-mbconv-v1", "ms": 0.38, "statistic": "p10", "how": how,
+                          "measured": measured}  # fmt: skip
+        self.meta = {REFERENCE_META: profile_refs}
+
+    def set_reference(self, record: dict) -> None:
+        self.reference = record
+
+
+def _fast_calibration(monkeypatch, ratio: float = 12.0, ref: float = 0.30):
+    """The calibration's own timings all fall in a fast moment (reference 0.30 ms; the profile saw 0.38)."""
+
+    def fake(nets, rt, timing):
+        rounds = [Round(ref, ratio * ref, ref) for _ in range(3)]
+        figs = [DriftCancelled(ratio * ref, ratio, ref, ref, "this measurement", ratio * ref, 0.01, True, 3, rounds)
+                for _ in nets]  # fmt: skip
+        return figs, ref
+
+    monkeypatch.setattr(cal, "measure_drift_cancelled", fake)
+    monkeypatch.setattr(cal, "networks", lambda archs: list(archs))
+
+
+def test_a_calibration_right_after_its_profile_records_the_typical_time_over_both(monkeypatch):
+    _fast_calibration(monkeypatch)
+    table = FakeTable("profile: median of 200 reference timings", NOW, [0.38] * 200)
+    measured = cal._measure(
+        table, [object()] * 4, Runtime("ort"), TimingSettings(3, protocol=TimingProtocol(statistic="p10"))
+    )
+    assert table.reference["ms"] == pytest.approx(0.38)  # the half minute's fast 0.30 alone read 21% low
+    assert measured == pytest.approx([12.0 * 0.38] * 4)  # the fit sees figures in the time it records
+    assert table.reference["timings"] == 212 >= LONG_RECORD_TIMINGS
+    assert "reference timings of its profile" in table.reference["how"]
+
+
+@pytest.mark.parametrize(
+    "how, measured",
+    [("profile: median of 200 reference timings", HOURS_AGO), ("quick validation (lut: auto)", NOW)],
+    ids=["profile-hours-ago", "quick-validation"],
+)
+def test_a_calibration_long_after_a_profile_or_without_one_records_its_own(monkeypatch, how, measured):
+    """A profile of hours ago saw another state of the host; a quick validation is no profile: neither joins."""
+    _fast_calibration(monkeypatch)
+    table = FakeTable(how, measured, [0.38] * 200)
+    assert recent_profile_timings(table) == []
+    measured_ms = cal._measure(
+        table, [object()] * 4, Runtime("ort"), TimingSettings(3, protocol=TimingProtocol(statistic="p10"))
+    )
+    assert table.reference["ms"] == pytest.approx(0.30) and measured_ms == pytest.approx([12.0 * 0.30] * 4)
+    assert table.reference["timings"] == 12 < LONG_RECORD_TIMINGS
+
+
+class Host:
+    """Every timing 7% or 25% faster than the record: the host's fast moment (the net's ratio holds)."""
+
+    def __init__(self, speed: float):
+        self.speed = speed
+
+    def timer(self, ms: float):
+        return lambda protocol: types.SimpleNamespace(latency_ms=ms * self.speed)
+
+
+@pytest.mark.parametrize("speed", [0.93, 0.8])
+def test_a_record_of_minutes_stands_in_a_fast_moment_a_short_one_gives_way(speed):
+    host, protocol = Host(speed), TimingProtocol(statistic="p10")
+
+    def figure(timings: int) -> DriftCancelled:
+        table = types.SimpleNamespace(reference={"ms": 0.5, "timings": timings})
+        figs, _ = measure_referenced(
+            [host.timer(5.0)], host.timer(0.5), protocol, 4, 0.5, "table", settings=drift_settings_for(table)
+        )
+        return figs[0]
+
+    long = figure(LONG_RECORD_TIMINGS)
+    assert long.reference_source == "table" and long.cancelled_ms == pytest.approx(5.0)  # the typical time
+    short = figure(30)  # a quick validation's seconds may have been a spell: 8% or more lower replaces it
+    if speed < 0.92:
+        assert short.reference_source.startswith("this measurement") and short.cancelled_ms == pytest.approx(4.0)
+    else:
+        assert short.reference_source == "table" and short.cancelled_ms == pytest.approx(5.0)
