@@ -340,16 +340,19 @@ def reference_record(ms: float, rt: Runtime, how: str, statistic: str, timings: 
 LONG_RECORD_TIMINGS = 150
 
 
+def long_record(table) -> bool:
+    """Whether ``table``'s reference record rests on minutes of its host (a profile and its calibration)."""
+    ref = getattr(table, "reference", None) or {}
+    return int(ref.get("timings", 0)) >= LONG_RECORD_TIMINGS
+
+
 def drift_settings_for(table, settings: DriftSettings | None = None) -> DriftSettings:
     """``settings`` for measurements converted with ``table``'s reference record: a record of minutes stands even
     when a measurement sees the reference lower, since such a host is in a fast moment, not the record in a
     spell (measured on an Intel AMX host: its fast state ran 1.25x its typical speed for tens of seconds, and
     converting with it put figures 20% below the network's typical time)."""
     settings = settings or DriftSettings()
-    ref = getattr(table, "reference", None) or {}
-    if int(ref.get("timings", 0)) >= LONG_RECORD_TIMINGS:
-        return dataclasses.replace(settings, lower_reference=None)
-    return settings
+    return dataclasses.replace(settings, lower_reference=None) if long_record(table) else settings
 
 
 def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
