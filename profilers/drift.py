@@ -73,6 +73,11 @@ class DriftSettings:
     # the host's moment, not the table's error. None: the recorded time always stands (a record of minutes,
     # ``tfnas.latency.measure.drift_settings_for``: that host's fast state ran 1.25x its typical speed).
     lower_reference: float | None = 0.08
+    # A measurement whose reference ran this much above the recorded time throughout is from a slow state that the
+    # reference does not cancel, and is not clean (None: never judged so). Set for a record of minutes of this
+    # machine (``tfnas.latency.measure.drift_settings_for``): measured on an Intel AMX host, a slow state ran the
+    # reference 1.5x (0.58-0.60 ms over a record of 0.40) and the network 1.35x, so its figures read 8-10% low.
+    slow_record: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.tolerance < 1:
@@ -85,6 +90,9 @@ class DriftSettings:
             raise ProfilerError(
                 f"drift settings: lower_reference={self.lower_reference!r}, expected a number in [0, 1) or None"
             )
+
+        if self.slow_record is not None and not self.slow_record > 0:
+            raise ProfilerError(f"drift settings: slow_record={self.slow_record!r}, expected a number > 0 or None")
 
     def repeats_for(self, rounds: int) -> int:
         return rounds if self.extra_rounds is None else self.extra_rounds
@@ -127,6 +135,7 @@ class DriftCancelled:
     rounds: list[Round] = field(default_factory=list)
     statistic: str = "p10"
     slow_state: float | None = None  # the steady rounds' reference over its quiet level, when they were all slow
+    over_record: float | None = None  # not clean because the reference ran this many times its recorded time
     measurements: list[float] = field(default_factory=list)  # pooled (``pool``): each measurement's own figure
 
     @property
@@ -162,6 +171,11 @@ class DriftCancelled:
 
     def describe(self) -> str:
         """'5.02 ms +/- 0.08 (raw 6.71 ms)', or why there is no figure."""
+        if not self.clean and self.over_record:
+            return (
+                f"no clean figure: the reference ran {self.over_record:.2f}x its recorded time (a slow state of the"
+                f" host that slows the reference and the network unlike); raw {self.raw_ms:.3f} ms, not to be trusted"
+            )
         if not self.clean:
             return (
                 f"no clean figure: {self.steady_rounds} of {len(self.rounds)} rounds were steady (the host's speed"
@@ -307,6 +321,8 @@ def summarize(
     raw = float(statistics.median(r.value for r in rounds[:first]))
     ref_now = float(statistics.median(v for r in rounds for v in (r.ref_before, r.ref_after)))
     clean = len(steady) >= settings.clean_needed(first)
+    over = ref_now / reference_ms if reference_ms else None
+    slow_host = settings.slow_record is not None and over is not None and over > 1.0 + settings.slow_record
     use = steady or rounds
     ratio = float(statistics.median(r.ratio for r in use))
     cancelled = ratio * reference_ms if reference_ms is not None else None
@@ -325,11 +341,12 @@ def summarize(
         reference_source=reference_source if reference_ms is not None else "none",
         cancelled_ms=cancelled,
         uncertainty_ms=uncertainty if math.isfinite(uncertainty) else None,
-        clean=clean,
+        clean=clean and not slow_host,
         steady_rounds=len(steady),
         rounds=rounds,
         statistic=statistic,
         slow_state=slow_state,
+        over_record=over if slow_host else None,
     )
 
 

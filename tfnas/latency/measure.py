@@ -338,6 +338,10 @@ def reference_record(ms: float, rt: Runtime, how: str, statistic: str, timings: 
 # A table's reference record resting on this many timings (a profile and its calibration: minutes of the host)
 # always stands; a shorter one (a quick validation's seconds) may have been taken in a slow spell.
 LONG_RECORD_TIMINGS = 150
+# Against such a record, a reference running more than this much slower throughout a measurement is a slow state
+# the reference does not cancel (``profilers.drift.DriftSettings.slow_record``): spells are 1.3-1.5x, a host's
+# ordinary moves within +/-10%.
+SLOW_RECORD = 0.25
 
 
 def long_record(table) -> bool:
@@ -352,7 +356,9 @@ def drift_settings_for(table, settings: DriftSettings | None = None) -> DriftSet
     spell (measured on an Intel AMX host: its fast state ran 1.25x its typical speed for tens of seconds, and
     converting with it put figures 20% below the network's typical time)."""
     settings = settings or DriftSettings()
-    return dataclasses.replace(settings, lower_reference=None) if long_record(table) else settings
+    if not long_record(table):
+        return settings
+    return dataclasses.replace(settings, lower_reference=None, slow_record=SLOW_RECORD)
 
 
 def _raw_only(runs: Sequence[Measurement], statistic: str) -> DriftCancelled:
