@@ -174,7 +174,8 @@ class DriftCancelled:
         if not self.clean and self.over_record:
             return (
                 f"no clean figure: the reference ran {self.over_record:.2f}x its recorded time (a slow state of the"
-                f" host that slows the reference and the network unlike); raw {self.raw_ms:.3f} ms, not to be trusted"
+                f" host that slows the reference and the network unlike); raw {self.raw_ms:.3f} ms, not to be trusted;"
+                " measure again later, or profile the host again if it stays this slow"
             )
         if not self.clean:
             return (

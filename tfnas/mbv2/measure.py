@@ -136,7 +136,8 @@ def _document(arch_path: str, arch: Architecture, rt: Runtime, fig: DriftCancell
         "uncertainty_ms": fig.uncertainty_ms,
         "clean": fig.clean,
         "slow_state": fig.slow_state,  # set when the figure came from the rounds of a spell (their reference / quiet)
-        "reference_ms": fig.reference_ms,  # the reference's quiet time the figure converts with
+        "over_record": fig.over_record,  # set when not clean: the reference ran this many times the table's record
+        "reference_ms": fig.reference_ms,  # the reference's typical time the figure converts with
         "reference_source": fig.reference_source,
         "reference_seen_ms": seen,
         "statistic": fig.method,

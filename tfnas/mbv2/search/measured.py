@@ -68,6 +68,7 @@ def _row(iteration: int, predicted: float, measured: float | None, fig: DriftCan
     return {
         "iteration": iteration, "predicted_ms": predicted, "measured_ms": measured, "raw_ms": fig.raw_ms,
         "uncertainty_ms": fig.uncertainty_ms, "clean": fig.clean, "slow_state": fig.slow_state,
+        "over_record": fig.over_record,
         "figure": fig.describe(),
         "rounds_ms": [r.value for r in fig.rounds], "reference_ms": [r.ref for r in fig.rounds],
         "steady": [r.steady for r in fig.rounds], "method": fig.method,
