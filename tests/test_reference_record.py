@@ -141,6 +141,30 @@ def test_lut_auto_keeps_a_tables_record_of_minutes_over_a_quick_validation_under
         assert ("record (239 timings) stands" in choice.note) is stands
 
 
+def test_lut_auto_does_not_rescale_a_table_from_a_quick_validation_in_a_slow_state(tiny_space, tmp_path, monkeypatch):
+    """Measured: a quick validation with the reference at 1.51x the table's record read the networks 6% fast (the
+    slow state's ratio bias) and rescaled the calibration x0.941; the search then aimed a net 3.5% over budget."""
+    from tests.test_latency_table import make_table
+    from tfnas.latency.table import open_table
+    from tfnas.latency.validate import Validation
+    from tfnas.mbv2 import select
+
+    def quick(table, *args, **kwargs):
+        return Validation(table.source, "", True, "", verdict="holds", table={"ratio": 0.941, "mape": 6.0},
+                          noise_floor={"mape": 10.0}, reference_seen_ms=0.602)  # fmt: skip
+
+    monkeypatch.setattr(select, "validate_table", quick)
+    shipped, cache = tmp_path / "shipped", tmp_path / "cache"
+    shipped.mkdir()
+    table = make_table(tiny_space)
+    table.calibration = {"scale": 1.0, "offset_ms": 0.0}
+    table.set_reference({"name": "tfnas-ref-mbconv-v1", "ms": 0.3999, "statistic": "p10", "threads": 1,
+                         "how": "calibration", "timings": 239})  # fmt: skip
+    table.save(shipped / "mine.json")
+    choice = select.choose_table(tiny_space, 32, shipped=shipped, cache=cache, say=print)
+    assert open_table(choice.path).calibration["scale"] == 1.0 and "1.51x its record" in choice.note
+
+
 class SlowState:
     """A slow state the reference does not cancel (measured on an Intel AMX host): reference 1.5x, network 1.35x."""
 
