@@ -90,9 +90,16 @@ class DriftSettings:
             raise ProfilerError(
                 f"drift settings: lower_reference={self.lower_reference!r}, expected a number in [0, 1) or None"
             )
-
         if self.slow_record is not None and not self.slow_record > 0:
             raise ProfilerError(f"drift settings: slow_record={self.slow_record!r}, expected a number > 0 or None")
+
+    def over_record(self, seen_ms: float, reference_ms: float | None) -> float | None:
+        """The reference seen over the recorded one when that marks a slow state not to believe (``slow_record``),
+        else None."""
+        if self.slow_record is None or not reference_ms:
+            return None
+        over = seen_ms / reference_ms
+        return over if over > 1.0 + self.slow_record else None
 
     def repeats_for(self, rounds: int) -> int:
         return rounds if self.extra_rounds is None else self.extra_rounds
@@ -322,8 +329,7 @@ def summarize(
     raw = float(statistics.median(r.value for r in rounds[:first]))
     ref_now = float(statistics.median(v for r in rounds for v in (r.ref_before, r.ref_after)))
     clean = len(steady) >= settings.clean_needed(first)
-    over = ref_now / reference_ms if reference_ms else None
-    slow_host = settings.slow_record is not None and over is not None and over > 1.0 + settings.slow_record
+    over = settings.over_record(ref_now, reference_ms)
     use = steady or rounds
     ratio = float(statistics.median(r.ratio for r in use))
     cancelled = ratio * reference_ms if reference_ms is not None else None
@@ -342,12 +348,12 @@ def summarize(
         reference_source=reference_source if reference_ms is not None else "none",
         cancelled_ms=cancelled,
         uncertainty_ms=uncertainty if math.isfinite(uncertainty) else None,
-        clean=clean and not slow_host,
+        clean=clean and over is None,
         steady_rounds=len(steady),
         rounds=rounds,
         statistic=statistic,
         slow_state=slow_state,
-        over_record=over if slow_host else None,
+        over_record=over,
     )
 
 
@@ -414,7 +420,7 @@ def measure_referenced(
     Without ``reference_ms`` the figures convert with that time ("this measurement"): short spells
     still cancel, but a spell spanning most of the measurement does not; a table's recorded time is better.
     A recorded time above the one seen now by more than ``settings.lower_reference`` was itself taken in a
-    spell (interference only adds time), and the one seen now converts instead."""
+    spell, and the one seen now converts instead (unless the record is of minutes: ``lower_reference`` None)."""
     settings = settings or DriftSettings()
     judged = time_referenced(timers, reference, protocol, rounds, seed, settings, on_visit)
     seen = reference_typical([v for rs in judged for r in rs for v in (r.ref_before, r.ref_after)])

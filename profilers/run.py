@@ -419,10 +419,10 @@ def _apply_reference(
             table.add_measurement(entry.key, entry.width, _combine(results, protocol, baseline))
     from profilers.reference import reference_record
 
-    how = f"profile: median of {len(table.meta.get(REFERENCE_META, []))} reference timings"
+    timings = len(table.meta.get(REFERENCE_META, []))
+    how = f"profile: median of {timings} reference timings"
     threads, backend = int(table.fingerprint.get("threads", 1)), str(table.meta.get("backend", ""))
     precision = str(table.fingerprint.get("precision", "fp32"))
-    timings = len(table.meta.get(REFERENCE_META, []))
     table.set_reference(reference_record(baseline, threads, backend, how, protocol.statistic, precision, timings))
 
 

@@ -22,7 +22,7 @@ from profilers.device import IDENTITY_FIELDS, isa_class
 from profilers.lut import LatencyTable
 from profilers.quantize import check_precision
 from profilers.timing import table_statistic
-from tfnas.latency.measure import SLOW_RECORD, long_record, reference_record, table_runtime
+from tfnas.latency.measure import drift_settings_for, long_record, reference_record, table_runtime
 from tfnas.latency.table import device_match, here_fingerprint, table_precision
 from tfnas.latency.validate import Validation, error_report, judge
 from tfnas.mbv2.calibrate import calibrate
@@ -166,8 +166,8 @@ def _use_table(table: LatencyTable, check: Validation, note: str, how: str, cach
             f"; its reference record ({table.reference['timings']} timings) stands, the reference network"
             f" {check.reference_seen_ms:.4f} ms here now"
         )
-        over = check.reference_seen_ms / float(table.reference["ms"])
-        if over > 1.0 + SLOW_RECORD:  # a slow state the reference does not cancel: its ratio reads 8-10% low
+        over = drift_settings_for(table).over_record(check.reference_seen_ms, float(table.reference["ms"]))
+        if over:  # a slow state the reference does not cancel: its ratio reads 8-10% low
             ratio = 1.0
             note += f" ({over:.2f}x its record: a slow state, so the calibration is not rescaled)"
     if ratio != 1.0 or seen is not None:
