@@ -149,6 +149,9 @@ def validate_reference(source: str, ref: Any) -> dict[str, Any] | None:
         raise ProfilerError(f"{source}: reference.ms={ms!r}; expected a finite number > 0")
     if not isinstance(ref.get("statistic"), str):
         raise ProfilerError(f"{source}: reference.statistic={ref.get('statistic')!r}; expected a statistic name")
+    n = ref.get("timings", 0)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ProfilerError(f"{source}: reference.timings={n!r}; expected the count of timings it rests on (>= 0)")
     return dict(ref)
 
 

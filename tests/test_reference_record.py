@@ -215,3 +215,14 @@ def test_the_loop_measures_again_while_no_measurement_is_clean():
     taken.clear()
     queue[:] = []
     assert not measure_pooled(measure, None, 5.0, 0.02, 3).clean and len(taken) == 6
+
+
+def test_a_reference_record_with_a_bad_timings_count_is_a_clear_error():
+    from profilers.errors import ProfilerError
+    from profilers.reference import validate_reference
+
+    good = {"name": "tfnas-ref-mbconv-v1", "ms": 0.4, "statistic": "p10"}
+    assert validate_reference("lut.json", {**good, "timings": 239})["timings"] == 239
+    for bad in ("239", -1, 2.5, True):
+        with pytest.raises(ProfilerError, match=r"lut.json: reference.timings=.*expected the count of timings"):
+            validate_reference("lut.json", {**good, "timings": bad})
